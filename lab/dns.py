@@ -1,0 +1,404 @@
+"""The lab's authoritative DNS: a Knot primary and a Knot secondary on loopback, port 53.
+
+The primary takes RFC 2136 updates signed with the lab's TSIG key and NOTIFYs the secondary, which
+pulls the zone by AXFR/IXFR. NOTIFY can be switched off (`set_notify(False)`) so that a test can see a
+stale secondary until `refresh_secondary()`: that is how "slow propagation" is made deterministic.
+
+Layout under `lab_dir()`:
+
+    secrets/tsig.key              0600, `hmac-sha256:<key name>:<base64>` (the `-y`/`-k` form of
+                                  knsupdate and kdig, so `knsupdate -k` can use it as is)
+    dns/primary/knot.conf         0600 (it holds the TSIG secret), zones/<zone>.zone, db/, run/
+    dns/secondary/knot.conf       0600, zones/ (written by knotd), db/, run/
+
+Updates live in the primary's journal (`journal-content: all`, zone file never rewritten), so they
+survive restarts; `ensure_dns()` writes the zone file only if it does not exist yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dns.flags
+import dns.message
+import dns.name
+import dns.query
+import dns.rcode
+import dns.rdatatype
+import dns.tsig
+import dns.tsigkeyring
+
+from lab.endpoints import DNS_PORT, DNS_PRIMARY, DNS_SECONDARY, TSIG_KEY_NAME, ZONE, lab_dir
+from lab.procs import LabError, running_pid, start_daemon, stop_daemon
+
+TSIG_ALGORITHM = "hmac-sha256"
+PRIMARY = "knot-primary"
+SECONDARY = "knot-secondary"
+_ROLES = {PRIMARY: "primary", SECONDARY: "secondary"}
+
+
+@dataclass(frozen=True)
+class DnsInfo:
+    """Where the lab's DNS listens and how to sign updates; the secret stays in its file."""
+
+    zone: str
+    primary: str
+    secondary: str
+    port: int
+    tsig_key_name: str
+    tsig_algorithm: str
+    tsig_secret_file: Path = field(repr=True)
+
+    def tsig_secret(self) -> str:
+        """The base64 TSIG secret, read from its 0600 file on demand (never kept in the object)."""
+        return read_tsig_secret(self.tsig_secret_file)
+
+    def keyring(self) -> dict[dns.name.Name, dns.tsig.Key]:
+        """A dnspython keyring holding the lab's TSIG key, for `dns.update.UpdateMessage(keyring=...)`."""
+        return tsig_keyring(self.tsig_secret_file)
+
+
+def dns_dir() -> Path:
+    return lab_dir() / "dns"
+
+
+def tsig_key_file() -> Path:
+    return lab_dir() / "secrets" / "tsig.key"
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write `text` to `path` as 0600 from the first byte (the file holds a secret)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def ensure_tsig_key() -> Path:
+    """Generate the lab's TSIG secret once (256 random bits) and return its file."""
+    path = tsig_key_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    if not path.exists():
+        secret = base64.b64encode(secrets.token_bytes(32)).decode()
+        _write_private(path, f"{TSIG_ALGORITHM}:{TSIG_KEY_NAME}:{secret}\n")
+    os.chmod(path, 0o600)
+    return path
+
+
+def read_tsig_secret(path: Path | None = None) -> str:
+    """The base64 secret from the key file (`alg:name:secret`)."""
+    text = (path or tsig_key_file()).read_text().strip()
+    alg, name, secret = text.split(":", 2)
+    if alg != TSIG_ALGORITHM or name != TSIG_KEY_NAME:
+        raise LabError(f"unexpected TSIG key file content ({alg}:{name}:…)")
+    return secret
+
+
+def tsig_keyring(path: Path | None = None) -> dict[dns.name.Name, dns.tsig.Key]:
+    """A dnspython keyring with the lab's key."""
+    ring: dict[dns.name.Name, dns.tsig.Key] = dns.tsigkeyring.from_text(
+        {TSIG_KEY_NAME: (TSIG_ALGORITHM, read_tsig_secret(path))}
+    )
+    return ring
+
+
+def dns_info() -> DnsInfo:
+    return DnsInfo(
+        zone=ZONE,
+        primary=DNS_PRIMARY,
+        secondary=DNS_SECONDARY,
+        port=DNS_PORT,
+        tsig_key_name=TSIG_KEY_NAME,
+        tsig_algorithm=TSIG_ALGORITHM,
+        tsig_secret_file=tsig_key_file(),
+    )
+
+
+# --- configs -----------------------------------------------------------------------------------------
+
+
+def _notify_flag_file() -> Path:
+    return dns_dir() / "primary" / "notify-disabled"
+
+
+def notify_enabled() -> bool:
+    """Whether the primary is configured to NOTIFY the secondary (the flag file marks 'off')."""
+    return not _notify_flag_file().exists()
+
+
+def _conf_path(role: str) -> Path:
+    return dns_dir() / role / "knot.conf"
+
+
+def _common(d: Path, address: str) -> str:
+    return f"""server:
+    rundir: "{d}/run"
+    listen: {address}@{DNS_PORT}
+    identity: ""
+    version: ""
+log:
+  - target: stderr
+    any: info
+database:
+    storage: "{d}/db"
+control:
+    listen: "{d}/run/knot.sock"
+"""
+
+
+def _primary_conf(notify: bool) -> str:
+    d = dns_dir() / "primary"
+    secret = read_tsig_secret()
+    notify_line = "    notify: secondary\n" if notify else ""
+    return (
+        _common(d, DNS_PRIMARY)
+        + f"""key:
+  - id: {TSIG_KEY_NAME}
+    algorithm: {TSIG_ALGORITHM}
+    secret: {secret}
+remote:
+  - id: secondary
+    address: {DNS_SECONDARY}@{DNS_PORT}
+acl:
+  - id: ddns
+    key: {TSIG_KEY_NAME}
+    action: update
+  - id: xfr
+    address: 127.0.0.0/8
+    action: transfer
+template:
+  - id: default
+    storage: "{d}/zones"
+    file: "%s.zone"
+    zonefile-sync: -1
+    zonefile-load: whole
+    journal-content: all
+    semantic-checks: off
+zone:
+  - domain: {ZONE}
+    acl: [ddns, xfr]
+{notify_line}"""
+    )
+
+
+def _secondary_conf() -> str:
+    d = dns_dir() / "secondary"
+    secret = read_tsig_secret()
+    # The secondary knows the key too, so that signed queries (e.g. `kdig -k`) get a signed answer.
+    return (
+        _common(d, DNS_SECONDARY)
+        + f"""key:
+  - id: {TSIG_KEY_NAME}
+    algorithm: {TSIG_ALGORITHM}
+    secret: {secret}
+remote:
+  - id: primary
+    address: {DNS_PRIMARY}@{DNS_PORT}
+acl:
+  - id: notify_in
+    address: 127.0.0.0/8
+    action: notify
+  - id: xfr
+    address: 127.0.0.0/8
+    action: transfer
+template:
+  - id: default
+    storage: "{d}/zones"
+    file: "%s.zone"
+    journal-content: all
+zone:
+  - domain: {ZONE}
+    master: primary
+    acl: [notify_in, xfr]
+"""
+    )
+
+
+def _zone_file_text() -> str:
+    return f"""$ORIGIN {ZONE}.
+$TTL 300
+@       SOA  ns1 hostmaster 1 3600 600 86400 60
+@       NS   ns1
+@       NS   ns2
+ns1     A    {DNS_PRIMARY}
+ns2     A    {DNS_SECONDARY}
+"""
+
+
+def _write_if_changed(path: Path, text: str) -> bool:
+    """Write a 0600 config only if its content differs; True if it changed."""
+    try:
+        if path.read_text() == text:
+            os.chmod(path, 0o600)
+            return False
+    except OSError:
+        pass
+    _write_private(path, text)
+    return True
+
+
+def _prepare(role: str) -> bool:
+    d = dns_dir() / role
+    for sub in ("zones", "db", "run"):
+        (d / sub).mkdir(parents=True, exist_ok=True)
+    os.chmod(d, 0o700)
+    text = _primary_conf(notify_enabled()) if role == "primary" else _secondary_conf()
+    changed = _write_if_changed(d / "knot.conf", text)
+    zone_file = d / "zones" / f"{ZONE}.zone"
+    if role == "primary" and not zone_file.exists():
+        zone_file.write_text(_zone_file_text())
+    return changed
+
+
+# --- queries -----------------------------------------------------------------------------------------
+
+
+def soa_serial(address: str, timeout: float = 1.0) -> int | None:
+    """The zone's SOA serial as `address` serves it authoritatively, or None."""
+    q = dns.message.make_query(f"{ZONE}.", dns.rdatatype.SOA)
+    q.flags &= ~dns.flags.RD
+    try:
+        resp = dns.query.udp(q, address, port=DNS_PORT, timeout=timeout)
+    except Exception:
+        return None
+    if resp.rcode() != dns.rcode.NOERROR or not resp.flags & dns.flags.AA:
+        return None
+    for rrset in resp.answer:
+        if rrset.rdtype == dns.rdatatype.SOA:
+            return int(rrset[0].serial)  # type: ignore[attr-defined]
+    return None
+
+
+def _knotc(role: str, *args: str, timeout: float = 15.0) -> str:
+    """Run knotc against one instance's config (the config holds the key, so it stays in a file)."""
+    proc = subprocess.run(
+        ["knotc", "-c", str(_conf_path(role)), "-t", str(int(timeout)), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout + 5,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise LabError(f"knotc {role} {' '.join(args)} failed: {proc.stdout}{proc.stderr}".strip())
+    return proc.stdout
+
+
+def _conf_check(role: str) -> None:
+    _knotc(role, "conf-check")
+
+
+def _start(role: str) -> None:
+    name = PRIMARY if role == "primary" else SECONDARY
+    address = DNS_PRIMARY if role == "primary" else DNS_SECONDARY
+    start_daemon(
+        name,
+        ["/usr/sbin/knotd", "-c", str(_conf_path(role))],
+        ready=lambda: soa_serial(address, timeout=0.3) is not None,
+        timeout=20.0,
+    )
+
+
+def ensure_dns() -> DnsInfo:
+    """Bring both Knot instances up (or leave them running) with the lab's canonical config.
+
+    Idempotent: configs are rewritten only when they differ, and a running instance then gets
+    `knotc reload`. NOTIFY is switched back on (the default) if a test left it off.
+    """
+    ensure_tsig_key()
+    _notify_flag_file().unlink(missing_ok=True)
+    for role, name in (("primary", PRIMARY), ("secondary", SECONDARY)):
+        changed = _prepare(role)
+        if running_pid(name) is not None:
+            if changed:
+                _knotc(role, "reload")
+        else:
+            _conf_check(role)
+        _start(role)
+    return dns_info()
+
+
+def set_notify(enabled: bool) -> None:
+    """Switch the primary's NOTIFY to the secondary on or off (config rewrite + `knotc reload`)."""
+    flag = _notify_flag_file()
+    if enabled:
+        flag.unlink(missing_ok=True)
+    else:
+        flag.parent.mkdir(parents=True, exist_ok=True)
+        flag.touch()
+    if _prepare("primary") and running_pid(PRIMARY) is not None:
+        _knotc("primary", "reload")
+
+
+def refresh_secondary(wait: float = 10.0) -> int | None:
+    """Make the secondary ask the primary now (`knotc zone-refresh`); wait until serials match.
+
+    Returns the secondary's serial afterwards (None if it did not catch up within `wait`).
+    """
+    _knotc("secondary", "zone-refresh", ZONE)
+    deadline = time.monotonic() + wait
+    while True:
+        want = soa_serial(DNS_PRIMARY)
+        have = soa_serial(DNS_SECONDARY)
+        if want is not None and have == want:
+            return have
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.05)
+
+
+def stop_dns() -> bool:
+    """Stop both instances (only the pids this lab recorded). True if anything was stopped."""
+    stopped_secondary = stop_daemon(SECONDARY)
+    stopped_primary = stop_daemon(PRIMARY)
+    return stopped_primary or stopped_secondary
+
+
+def dns_status() -> dict[str, Any]:
+    """Whether each instance runs, where it listens and which serial it serves."""
+    out: dict[str, Any] = {"zone": ZONE, "port": DNS_PORT, "notify": notify_enabled()}
+    for name, address in ((PRIMARY, DNS_PRIMARY), (SECONDARY, DNS_SECONDARY)):
+        pid = running_pid(name)
+        out[_ROLES[name]] = {
+            "running": pid is not None,
+            "pid": pid,
+            "address": address,
+            "serial": soa_serial(address) if pid is not None else None,
+        }
+    out["running"] = out["primary"]["running"] and out["secondary"]["running"]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m lab.dns up|down|status|notify on|off|refresh` for poking at the lab by hand."""
+    p = argparse.ArgumentParser(prog="python -m lab.dns")
+    p.add_argument("command", choices=["up", "down", "status", "notify", "refresh"])
+    p.add_argument("value", nargs="?", choices=["on", "off"])
+    a = p.parse_args(argv)
+    if a.command == "up":
+        print(ensure_dns())
+    elif a.command == "down":
+        stop_dns()
+    elif a.command == "notify":
+        set_notify(a.value != "off")
+    elif a.command == "refresh":
+        print(refresh_secondary())
+    print(json.dumps(dns_status(), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
