@@ -1,0 +1,35 @@
+# One command each: `make test` and `make demo` do all of their own set-up on a fresh Debian machine.
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+# Every Prefect client here talks to the lab's Prefect server (runs show in its UI).
+export PREFECT_API_URL ?= http://127.0.0.1:4200/api
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := 1
+
+.PHONY: bootstrap lab-up lab-down lint test test-unit demo
+
+bootstrap:
+	./lab/bootstrap.sh
+
+lab-up: bootstrap
+	$(BIN)/mailu-flows lab up
+
+lab-down:
+	$(BIN)/mailu-flows lab down
+
+lint: bootstrap
+	$(BIN)/ruff check .
+	$(BIN)/mypy .
+
+test-unit: bootstrap
+	$(BIN)/pytest -m "not lab" -q
+
+test: lint lab-up
+	$(BIN)/pytest -q
+
+demo: lab-up
+	$(BIN)/mailu-flows config check --config .lab/stack.yaml
+	@echo
+	@echo "The lab is up: '$(BIN)/mailu-flows lab status' shows its endpoints;"
+	@echo "the Prefect UI is at http://127.0.0.1:4200 ; 'make lab-down' stops everything."
