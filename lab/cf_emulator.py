@@ -44,7 +44,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -217,10 +217,21 @@ def txt_value(content: str) -> str:
 
 def _txt_rdata(strings: list[bytes]) -> dns.rdata.Rdata:
     def q(b: bytes) -> str:
-        return '"' + "".join(chr(c) if 0x20 <= c < 0x7F and c not in (0x22, 0x5C)
-                             else (f"\\{chr(c)}" if c in (0x22, 0x5C) else f"\\{c:03d}") for c in b) + '"'
+        return (
+            '"'
+            + "".join(
+                chr(c)
+                if 0x20 <= c < 0x7F and c not in (0x22, 0x5C)
+                else (f"\\{chr(c)}" if c in (0x22, 0x5C) else f"\\{c:03d}")
+                for c in b
+            )
+            + '"'
+        )
 
-    return dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.TXT, " ".join(q(s) for s in strings))
+    rd: dns.rdata.Rdata = dns.rdata.from_text(
+        dns.rdataclass.IN, dns.rdatatype.TXT, " ".join(q(s) for s in strings)
+    )
+    return rd
 
 
 def _int_field(value: Any, what: str, lo: int, hi: int) -> int:
@@ -236,7 +247,11 @@ def build_rdata(rtype: str, content: Any, priority: Any, data: Any) -> dns.rdata
     """Cloudflare fields to the DNS rdata Knot will serve (400 on what Cloudflare would reject)."""
     content_s = content if isinstance(content, str) else None
     data_d: Json = data if isinstance(data, dict) else {}
-    mk = lambda text: dns.rdata.from_text(dns.rdataclass.IN, rtype, text)  # noqa: E731
+
+    def mk(text: str) -> dns.rdata.Rdata:
+        rd: dns.rdata.Rdata = dns.rdata.from_text(dns.rdataclass.IN, rtype, text)
+        return rd
+
     if rtype in ("A", "AAAA"):
         try:
             ip = ipaddress.ip_address((content_s or "").strip())
@@ -314,10 +329,8 @@ def rdata_fields(rd: dns.rdata.Rdata) -> Json:
 def rdata_key(name: str, rd: dns.rdata.Rdata) -> str:
     """Identity of one record: name, type, and the value (TXT: joined, so splitting does not matter)."""
     t = dns.rdatatype.to_text(rd.rdtype)
-    if t == "TXT":
-        value = b"".join(rd.strings).hex()  # type: ignore[attr-defined]
-    else:
-        value = rd.to_digestable(dns.name.root).hex()
+    a: Any = rd
+    value = b"".join(a.strings).hex() if t == "TXT" else rd.to_digestable(dns.name.root).hex()
     return f"{name}|{t}|{value}"
 
 
@@ -351,8 +364,9 @@ class Zone:
             relativize=False,
         )
         apex_ns: list[str] = []
-        for rd in z.get_rdataset(_ZONE_ORIGIN, dns.rdatatype.NS) or []:
-            apex_ns.append(rd.target.to_text(omit_final_dot=True).lower())  # type: ignore[attr-defined]
+        ns_set: Any = z.get_rdataset(_ZONE_ORIGIN, dns.rdatatype.NS) or []
+        for rd in ns_set:
+            apex_ns.append(rd.target.to_text(omit_final_dot=True).lower())
         reserved = {n for n in apex_ns if n.endswith("." + ZONE)}
         out: list[ZoneRecord] = []
         for owner, ttl, rd in z.iterate_rdatas():
@@ -367,7 +381,9 @@ class Zone:
             out.append(ZoneRecord(name, t, int(ttl), rd))
         return out, reserved, apex_ns
 
-    def update(self, deletes: Iterable[tuple[str, dns.rdata.Rdata]], adds: Iterable[tuple[str, int, dns.rdata.Rdata]]) -> None:
+    def update(
+        self, deletes: Iterable[tuple[str, dns.rdata.Rdata]], adds: Iterable[tuple[str, int, dns.rdata.Rdata]]
+    ) -> None:
         """One atomic signed UPDATE: delete exact RRs, then add RRs."""
         u = dns.update.UpdateMessage(
             ZONE, keyring=self.keyring, keyname=next(iter(self.keyring)), keyalgorithm=TSIG_ALGORITHM
@@ -379,7 +395,9 @@ class Zone:
         resp = dns.query.tcp(u, DNS_PRIMARY, port=DNS_PORT, timeout=10)
         if resp.rcode() != dns.rcode.NOERROR:
             raise ApiError(
-                400, 1004, "DNS Validation Error",
+                400,
+                1004,
+                "DNS Validation Error",
                 [{"code": 9999, "message": f"the DNS server answered {dns.rcode.to_text(resp.rcode())}"}],
             )
 
@@ -418,15 +436,17 @@ class Store:
             by_key = {m.get("key"): rid for rid, m in meta.items()}
             seen: dict[str, Json] = {}
             out: list[tuple[str, ZoneRecord, Json]] = []
+            changed = False
             for rr in rrs:
                 rid = by_key.get(rr.key)
                 if rid is None or rid in seen:
                     now = _now()
                     rid = uuid.uuid4().hex
                     meta[rid] = {"key": rr.key, "created_on": now, "modified_on": now}
+                    changed = True
                 seen[rid] = meta[rid]
                 out.append((rid, rr, meta[rid]))
-            if seen.keys() != meta.keys() or any(m is not seen.get(r) for r, m in meta.items()):
+            if changed or seen.keys() != meta.keys():
                 self._save(seen)
             return out, reserved
 
@@ -481,8 +501,6 @@ class Store:
         """Merged request fields to (name, type, dns ttl, rdata, metadata)."""
         merged: Json = dict(current or {})
         merged.update(body)
-        if "data" in body and body["data"] is not None:
-            merged.pop("content", None) if "content" not in body else None
         for req in ("name", "type"):
             if merged.get(req) in (None, ""):
                 raise _validation(f"{req} is required.", 9101)
@@ -522,8 +540,13 @@ class Store:
         return name, rtype, (AUTO_TTL if ttl_req == 1 else int(ttl_req)), rd, meta
 
     def _conflicts(
-        self, existing: list[tuple[str, ZoneRecord, Json]], reserved: set[str], name: str, rtype: str,
-        key: str, skip: str | None,
+        self,
+        existing: list[tuple[str, ZoneRecord, Json]],
+        reserved: set[str],
+        name: str,
+        rtype: str,
+        key: str,
+        skip: str | None,
     ) -> None:
         if name in reserved and rtype in ("A", "AAAA"):
             raise _validation(f"{name} is the lab's nameserver and is managed by Cloudflare.", 9000)
@@ -574,11 +597,8 @@ class Store:
                 current = None
             else:
                 current = self.render(rid, rr, old_meta)
-                current.update(data=None) if rr.type not in ("SRV", "CAA") else None
                 if "content" in body or "data" in body:
                     current.pop("data", None)
-                if rr.type == "TXT":
-                    current["content"] = old_meta.get("content") or current["content"]
             name, rtype, ttl, rd, meta = self._validate(body, current)
             self._conflicts(existing, reserved, name, rtype, meta["key"], rid)
             now = _now()
@@ -631,18 +651,33 @@ class Store:
             "account": {"id": ACCOUNT_ID, "name": "mailu-lab"},
             "owner": {"id": None, "type": "user", "email": None},
             "permissions": ["#dns_records:read", "#dns_records:edit", "#zone:read"],
-            "plan": {"id": "0feeeeeeeeeeeeeeeeeeeeeeeeeeeeee", "name": "Free Website", "price": 0,
-                     "currency": "USD", "frequency": "", "is_subscribed": False, "can_subscribe": False,
-                     "legacy_id": "free", "legacy_discount": False, "externally_managed": False},
-            "meta": {"step": 2, "custom_certificate_quota": 0, "page_rule_quota": 3,
-                     "phishing_detected": False},
+            "plan": {
+                "id": "0feeeeeeeeeeeeeeeeeeeeeeeeeeeeee",
+                "name": "Free Website",
+                "price": 0,
+                "currency": "USD",
+                "frequency": "",
+                "is_subscribed": False,
+                "can_subscribe": False,
+                "legacy_id": "free",
+                "legacy_discount": False,
+                "externally_managed": False,
+            },
+            "meta": {
+                "step": 2,
+                "custom_certificate_quota": 0,
+                "page_rule_quota": 3,
+                "phishing_detected": False,
+            },
         }
 
 
 # --- list helpers ------------------------------------------------------------------------------------
 
 
-def _page(items: list[Json], query: dict[str, str], default_per_page: int, max_per_page: int) -> tuple[list[Json], Json]:
+def _page(
+    items: list[Json], query: dict[str, str], default_per_page: int, max_per_page: int
+) -> tuple[list[Json], Json]:
     """Slice one page; past the end it is empty (the SDK stops only on an empty page)."""
     try:
         page = max(1, int(float(query.get("page", "1"))))
@@ -673,33 +708,36 @@ def _str_match(value: str | None, op: str, want: str) -> bool:
     }.get(op, False)
 
 
-def _record_filters(query: dict[str, str]) -> list[Callable[[Json], bool]]:
-    checks: list[Callable[[Json], bool]] = []
+_FILTER_FIELDS = ("name", "content", "comment", "type", "proxied")
+
+
+def _record_filters(query: dict[str, str]) -> list[tuple[str, str, str]]:
+    """(field, operator, value) for the list filters Cloudflare supports that the lab implements."""
+    out: list[tuple[str, str, str]] = []
     for key, want in query.items():
         field, _, op = key.partition(".")
-        op = op or "exact"
-        if field == "name":
-            target = want.rstrip(".").lower()
-            if op == "exact" and target == "@":
-                target = ZONE
-            checks.append(lambda r, op=op, target=target: _str_match(r["name"], op, target))
-        elif field == "content":
+        if field in _FILTER_FIELDS:
+            out.append((field, op or "exact", want))
+    return out
 
-            def content_ok(r: Json, op: str = op, want: str = want) -> bool:
-                if r["type"] == "TXT":
-                    return _str_match(txt_value(r["content"]), op, txt_value(want))
-                return _str_match(r["content"], op, want.rstrip(".") if op == "exact" else want)
 
-            checks.append(content_ok)
-        elif field == "comment" and op in ("exact", "contains", "startswith", "endswith"):
-            checks.append(lambda r, op=op, want=want: _str_match(r.get("comment"), op, want))
-        elif field == "comment" and op in ("present", "absent"):
-            checks.append(lambda r, op=op: (r.get("comment") is not None) == (op == "present"))
-        elif field == "type":
-            checks.append(lambda r, want=want: r["type"] == want.upper())
-        elif field == "proxied":
-            checks.append(lambda r, want=want: r["proxied"] == (want.lower() == "true"))
-    return checks
+def _record_matches(r: Json, field: str, op: str, want: str) -> bool:
+    if field == "name":
+        target = want.rstrip(".").lower()
+        return _str_match(r["name"], op, ZONE if target == "@" else target)
+    if field == "content":
+        if r["type"] == "TXT":
+            return _str_match(txt_value(r["content"]), op, txt_value(want))
+        return _str_match(r["content"], op, want.rstrip(".") if op == "exact" else want)
+    if field == "comment" and op in ("present", "absent"):
+        return (r.get("comment") is not None) == (op == "present")
+    if field == "comment":
+        return _str_match(r.get("comment"), op, want)
+    if field == "type":
+        return bool(r["type"] == want.upper())
+    if field == "proxied":
+        return bool(r["proxied"] == (want.lower() == "true"))
+    return True
 
 
 # --- HTTP --------------------------------------------------------------------------------------------
@@ -768,7 +806,7 @@ class Handler(BaseHTTPRequestHandler):
     sys_version = ""
     emulator: Emulator
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         """Log method, path and status only (never headers, so never tokens)."""
         sys.stderr.write(f"{self.log_date_time_string()} {format % args}\n")
 
@@ -830,7 +868,9 @@ class Handler(BaseHTTPRequestHandler):
         self.emulator.record(entry)
         self._send(status, payload, headers)
 
-    def _api(self, method: str, path: str, query: dict[str, str], body: Any) -> tuple[int, Any, dict[str, str]]:
+    def _api(
+        self, method: str, path: str, query: dict[str, str], body: Any
+    ) -> tuple[int, Any, dict[str, str]]:
         em = self.emulator
         fault = em.take_fault(method, path)
         if fault is not None:
@@ -852,7 +892,7 @@ class Handler(BaseHTTPRequestHandler):
                 raise ApiError(403, 10000, "Authentication error")
             if body is not None and not isinstance(body, dict):
                 raise ApiError(400, 9207, "Request body is invalid.")
-            status, result = self._route(method, path[len(API_PREFIX) :], query, body)
+            status, result = self._route(method, path[len(API_PREFIX) :], query, body or {})
             return status, result, {}
         except ApiError as e:
             return e.status, error_envelope([e.error]), {}
@@ -874,16 +914,14 @@ class Handler(BaseHTTPRequestHandler):
                     if not sep or op not in ("equal", "not_equal", "contains", "starts_with", "ends_with"):
                         op, val = "equal", want
                     ok = {
-                        "equal": ZONE == val.lower(),
-                        "not_equal": ZONE != val.lower(),
+                        "equal": val.lower() == ZONE,
+                        "not_equal": val.lower() != ZONE,
                         "contains": val.lower() in ZONE,
                         "starts_with": ZONE.startswith(val.lower()),
                         "ends_with": ZONE.endswith(val.lower()),
                     }[op]
                     zones = zones if ok else []
-                elif key == "status" and want != "active":
-                    zones = []
-                elif key == "account.id" and want != ACCOUNT_ID:
+                elif (key == "status" and want != "active") or (key == "account.id" and want != ACCOUNT_ID):
                     zones = []
             chunk, info = _page(zones, query, 20, 50)
             return 200, envelope(chunk, info)
@@ -917,16 +955,16 @@ class Handler(BaseHTTPRequestHandler):
     @staticmethod
     def _zone_id(zid: str) -> None:
         if zid != ZONE_ID:
-            raise ApiError(404, 7003, f"Could not route to /zones/{zid}, perhaps your object identifier is invalid?")
+            raise ApiError(
+                404, 7003, f"Could not route to /zones/{zid}, perhaps your object identifier is invalid?"
+            )
 
     def _list(self, query: dict[str, str]) -> Json:
         records = self.emulator.store.records()
         checks = _record_filters(query)
         if checks:
-            if query.get("match", "all") == "any":
-                records = [r for r in records if any(c(r) for c in checks)]
-            else:
-                records = [r for r in records if all(c(r) for c in checks)]
+            combine = any if query.get("match", "all") == "any" else all
+            records = [r for r in records if combine(_record_matches(r, *c) for c in checks)]
         order = query.get("order")
         if order in ("type", "name", "content", "ttl", "proxied"):
             records.sort(key=lambda r: (r[order], r["name"], r["type"], r["content"]))
@@ -947,7 +985,9 @@ class Handler(BaseHTTPRequestHandler):
                     status=int(body["status"]),
                     count=int(body.get("count", 1)),
                     retry_after=None if body.get("retry_after") is None else str(body["retry_after"]),
-                    retry_after_ms=None if body.get("retry_after_ms") is None else str(body["retry_after_ms"]),
+                    retry_after_ms=None
+                    if body.get("retry_after_ms") is None
+                    else str(body["retry_after_ms"]),
                     method=body.get("method"),
                     path_contains=body.get("path_contains"),
                 )
@@ -989,7 +1029,9 @@ def serve(host: str = HOST, port: int = CF_EMULATOR_PORT) -> None:
     ThreadingHTTPServer.allow_reuse_address = True
     ThreadingHTTPServer.daemon_threads = True
     httpd = ThreadingHTTPServer((host, port), handler)
-    sys.stderr.write(f"cf emulator {SOURCE_HASH} on http://{host}:{port}{API_PREFIX} zone {ZONE} ({ZONE_ID})\n")
+    sys.stderr.write(
+        f"cf emulator {SOURCE_HASH} on http://{host}:{port}{API_PREFIX} zone {ZONE} ({ZONE_ID})\n"
+    )
     sys.stderr.flush()
     try:
         httpd.serve_forever(poll_interval=0.2)
@@ -1007,8 +1049,9 @@ def lab_url(path: str) -> str:
 def lab_call(method: str, path: str, body: Json | None = None, timeout: float = 5.0) -> Json:
     """Call a `/__lab/...` control endpoint (tests use it for faults and the request log)."""
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(lab_url(path), data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        lab_url(path), data=data, method=method, headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(req, timeout=timeout) as resp:
         result: Json = json.loads(resp.read())
     return result

@@ -279,7 +279,7 @@ def soa_serial(address: str, timeout: float = 1.0) -> int | None:
         return None
     for rrset in resp.answer:
         if rrset.rdtype == dns.rdatatype.SOA:
-            return int(rrset[0].serial)  # type: ignore[attr-defined]
+            return int(rrset[0].serial)
     return None
 
 

@@ -103,7 +103,16 @@ def remove_lab_images() -> None:
 
 
 def remove_networks() -> None:
+    """Remove the lab's networks, first removing containers still attached to them (stacks deployed on
+    the lab host); their volumes stay."""
     for name in ep.NETWORKS:
+        found = run(["docker", "network", "inspect", "--format", "{{range .Containers}}{{.Name}} {{end}}", name],
+                    check=False)
+        if found.returncode != 0:
+            continue
+        attached = found.stdout.split()
+        if attached:
+            run(["docker", "rm", "-f", *attached], check=False)
         run(["docker", "network", "rm", name], check=False)
 
 
