@@ -12,7 +12,6 @@ APT_PACKAGES=(
   gnupg
   prometheus prometheus-blackbox-exporter
   iproute2 procps ca-certificates curl
-  chromium
 )
 
 missing=()

@@ -320,6 +320,7 @@ def ensure_dns() -> DnsInfo:
     """
     ensure_tsig_key()
     _notify_flag_file().unlink(missing_ok=True)
+    started = False
     for role, name in (("primary", PRIMARY), ("secondary", SECONDARY)):
         changed = _prepare(role)
         if running_pid(name) is not None:
@@ -327,7 +328,12 @@ def ensure_dns() -> DnsInfo:
                 _knotc(role, "reload")
         else:
             _conf_check(role)
+            started = True
         _start(role)
+    if started and soa_serial(DNS_SECONDARY) != soa_serial(DNS_PRIMARY):
+        # A restarted secondary serves its journal's older serial until NOTIFY/refresh: catch up now.
+        if refresh_secondary(wait=10.0) is None:
+            raise LabError("the Knot secondary did not catch up with the primary; see its log")
     return dns_info()
 
 

@@ -6,6 +6,7 @@ the lab keeps that dependency so a broken admin breaks logins too. Config: /etc/
 """
 import json
 import os
+import socket
 import sys
 import urllib.error
 import urllib.request
@@ -38,7 +39,10 @@ def main() -> int:
     proxy_host = cfg.get("proxy_host")
     if proxy_host and os.environ.get("SERVICE") in ("imap", "pop3", "sieve"):
         os.environ["proxy"] = "y"
-        os.environ["host"] = proxy_host
+        try:
+            os.environ["host"] = socket.gethostbyname(proxy_host)
+        except OSError:
+            return 111
         extra += ["proxy", "host"]
     if extra:
         os.environ["EXTRA"] = " ".join(extra)
