@@ -802,6 +802,10 @@ class Handler(BaseHTTPRequestHandler):
     """Routes `/client/v4/...` and `/__lab/...`; HTTP/1.1 keep-alive as httpx expects."""
 
     protocol_version = "HTTP/1.1"
+    # One buffered write per response (flushed by http.server) and no Nagle: otherwise headers and body
+    # leave as two segments and delayed ACKs add ~40 ms to every call.
+    wbufsize = 64 * 1024
+    disable_nagle_algorithm = True
     server_version = "cf-lab-emulator"
     sys_version = ""
     emulator: Emulator

@@ -11,8 +11,12 @@ Layout under `lab_dir()`:
     dns/primary/knot.conf         0600 (it holds the TSIG secret), zones/<zone>.zone, db/, run/
     dns/secondary/knot.conf       0600, zones/ (written by knotd), db/, run/
 
-Updates live in the primary's journal (`journal-content: all`, zone file never rewritten), so they
-survive restarts; `ensure_dns()` writes the zone file only if it does not exist yet.
+Updates survive restarts twice over: Knot writes them to the primary's journal at once and flushes
+the zone file right after (`zonefile-sync: 0`); on start it loads the zone file and applies newer
+journal changes. (`journal-content: all` with a never-synced zone file lost every update after a
+`knotc reload` plus restart in Knot 3.2.6, so it is not used.) `ensure_dns()` writes the zone file
+only if it does not exist yet. A secondary that ends up ahead of its primary (e.g. the primary's
+state was wiped) is reset and re-bootstraps by AXFR.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import base64
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import time
@@ -184,9 +189,9 @@ template:
   - id: default
     storage: "{d}/zones"
     file: "%s.zone"
-    zonefile-sync: -1
+    zonefile-sync: 0
     zonefile-load: whole
-    journal-content: all
+    journal-content: changes
     semantic-checks: off
 zone:
   - domain: {ZONE}
@@ -330,11 +335,26 @@ def ensure_dns() -> DnsInfo:
             _conf_check(role)
             started = True
         _start(role)
-    if started and soa_serial(DNS_SECONDARY) != soa_serial(DNS_PRIMARY):
-        # A restarted secondary serves its journal's older serial until NOTIFY/refresh: catch up now.
-        if refresh_secondary(wait=10.0) is None:
-            raise LabError("the Knot secondary did not catch up with the primary; see its log")
+    # A restarted secondary serves its journal's older serial until NOTIFY/refresh: catch up now.
+    behind = started and soa_serial(DNS_SECONDARY) != soa_serial(DNS_PRIMARY)
+    if behind and refresh_secondary(wait=5.0) is None:
+        _reset_secondary()
     return dns_info()
+
+
+def _reset_secondary() -> None:
+    """Throw away the secondary's copy (it refuses a primary with a lower serial) and bootstrap again."""
+    stop_daemon(SECONDARY)
+    d = dns_dir() / "secondary"
+    for sub in ("zones", "db"):
+        shutil.rmtree(d / sub, ignore_errors=True)
+    _prepare("secondary")
+    _start("secondary")
+    deadline = time.monotonic() + 10
+    while soa_serial(DNS_SECONDARY) != soa_serial(DNS_PRIMARY):
+        if time.monotonic() > deadline:
+            raise LabError("the Knot secondary did not catch up with the primary; see its log")
+        time.sleep(0.05)
 
 
 def set_notify(enabled: bool) -> None:

@@ -34,15 +34,19 @@ def invalid(detail: str) -> PydanticCustomError:
 class Checked:
     """Annotated marker: a regex that lands in the JSON schema plus a Python check with a clear message.
 
-    `allowed` completes the sentence "<value> is not ...". `extra` may return a further complaint
-    (completing "<value> ...") or None when the value is fine.
+    `allowed` completes the sentence "<value> is not ...". `explain`, called when the regex fails,
+    may give a more specific reason (completing "<value> ..."). `extra`, called when the regex
+    matches, may return a further complaint the regex cannot express, or None when all is fine.
     """
 
     pattern: str
     allowed: str
     extra: Callable[[str], str | None] | None = field(default=None, compare=False)
+    explain: Callable[[str], str | None] | None = field(default=None, compare=False)
 
-    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
         return core_schema.no_info_after_validator_function(self.check, handler(source))
 
     def __get_pydantic_json_schema__(
@@ -54,7 +58,8 @@ class Checked:
 
     def check(self, value: str) -> str:
         if not re.fullmatch(self.pattern, value):
-            raise invalid(f"{value!r} is not {self.allowed}")
+            reason = self.explain(value) if self.explain is not None else None
+            raise invalid(f"{value!r} {reason}" if reason else f"{value!r} is not {self.allowed}")
         if self.extra is not None:
             complaint = self.extra(value)
             if complaint:
@@ -106,6 +111,22 @@ def _cidr_complaint(version: int | None) -> Callable[[str], str | None]:
     return complaint
 
 
+def _dns_name_explain(value: str) -> str | None:
+    if value != value.lower():
+        return f"must be lowercase ({value.lower()!r})"
+    if value.endswith("."):
+        return f"must not end with a dot ({value.rstrip('.')!r})"
+    if "." not in value and re.fullmatch(_LABEL, value):
+        return "needs at least two labels, e.g. mail.example.com"
+    return None
+
+
+def _refuse_edge(value: str) -> str | None:
+    if value == "edge":
+        return "is refused: the plan says NO edge network (mail ports go through Traefik TCP routing)"
+    return None
+
+
 # --- the types -----------------------------------------------------------------------------------
 
 DnsName = Annotated[
@@ -113,6 +134,7 @@ DnsName = Annotated[
     Checked(
         DNS_NAME_PATTERN,
         "a lowercase DNS name with at least two labels and no trailing dot, e.g. mail.example.com",
+        explain=_dns_name_explain,
     ),
 ]
 """A fully qualified domain or host name (mail domain, Mailu hostname, DNS zone)."""
@@ -126,13 +148,18 @@ HostAddress = Annotated[
 ]
 """Where to connect: a host name (single label allowed) or an IPv4/IPv6 address."""
 
-IPv4 = Annotated[str, Checked(IPV4_PATTERN, "an IPv4 address such as 192.0.2.10", _ip_complaint(4))]
-IPv6 = Annotated[str, Checked(IPV6_PATTERN, "an IPv6 address such as 2001:db8::10", _ip_complaint(6))]
+IPv4 = Annotated[
+    str, Checked(IPV4_PATTERN, "an IPv4 address such as 192.0.2.10", _ip_complaint(4), _ip_complaint(4))
+]
+IPv6 = Annotated[
+    str, Checked(IPV6_PATTERN, "an IPv6 address such as 2001:db8::10", _ip_complaint(6), _ip_complaint(6))
+]
 IPAny = Annotated[
     str,
     Checked(
         rf"(?:{IPV4_PATTERN})|(?:{IPV6_PATTERN})",
         "an IPv4 or IPv6 address such as 192.0.2.10 or 2001:db8::10",
+        _ip_complaint(None),
         _ip_complaint(None),
     ),
 ]
@@ -142,6 +169,7 @@ IPv4Cidr = Annotated[
         rf"^{_OCTET}(?:\.{_OCTET}){{3}}/(?:3[0-2]|[12]?[0-9])$",
         "an IPv4 network in CIDR notation such as 192.168.203.0/24",
         _cidr_complaint(4),
+        _cidr_complaint(4),
     ),
 ]
 CidrAny = Annotated[
@@ -149,6 +177,7 @@ CidrAny = Annotated[
     Checked(
         rf"^(?:{_OCTET}(?:\.{_OCTET}){{3}}/(?:3[0-2]|[12]?[0-9])|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*/(?:12[0-8]|1[01][0-9]|[1-9]?[0-9]))$",
         "an IPv4 or IPv6 network in CIDR notation such as 198.51.100.0/24 or 2001:db8::/48",
+        _cidr_complaint(None),
         _cidr_complaint(None),
     ),
 ]
@@ -172,7 +201,9 @@ def _check_image(value: str) -> str:
 class _PinnedImage:
     """Marker for image references pinned by digest; a dedicated check gives the `docker inspect` hint."""
 
-    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
         return core_schema.no_info_after_validator_function(_check_image, handler(source))
 
     def __get_pydantic_json_schema__(
@@ -204,8 +235,8 @@ NetworkName = Annotated[
     str,
     Checked(
         r"^(?!edge$)[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$",
-        "an allowed Docker network name; 'edge' is refused (the plan: NO edge network, mail goes "
-        "through Traefik TCP routing) and names use letters, digits, '_', '.', '-'",
+        "a Docker network name (letters, digits, '_', '.', '-'; not 'edge')",
+        explain=_refuse_edge,
     ),
 ]
 ComposeProject = Annotated[
@@ -243,7 +274,7 @@ TraefikName = Annotated[
     str,
     Checked(
         r"^[A-Za-z0-9][A-Za-z0-9_.-]*(?:@[A-Za-z0-9-]+)?$",
-        "a Traefik object name, optionally with a provider suffix, e.g. secure-headers or secure-headers@file",
+        "a Traefik object name, optionally with a provider suffix, e.g. secure-headers or x@file",
     ),
 ]
 EntryPointName = Annotated[
@@ -270,7 +301,9 @@ MailtoUri = Annotated[
 ]
 RateLimit = Annotated[
     str,
-    Checked(r"^[1-9][0-9]*/(?:second|minute|hour|day)$", "a rate such as 5/hour (per second|minute|hour|day)"),
+    Checked(
+        r"^[1-9][0-9]*/(?:second|minute|hour|day)$", "a rate such as 5/hour (per second|minute|hour|day)"
+    ),
 ]
 MailuVersion = Annotated[
     str,
@@ -282,5 +315,7 @@ StackName = Annotated[
 ]
 Timezone = Annotated[
     str,
-    Checked(r"^[A-Za-z]+(?:[/_+-][A-Za-z0-9_+-]+)*$", "an IANA time zone name such as Etc/UTC or Europe/Berlin"),
+    Checked(
+        r"^[A-Za-z]+(?:[/_+-][A-Za-z0-9_+-]+)*$", "an IANA time zone name such as Etc/UTC or Europe/Berlin"
+    ),
 ]

@@ -10,9 +10,10 @@ from typing import Any
 
 def register(sub: Any) -> None:
     parser: argparse.ArgumentParser = sub.add_parser(
-        "lab", help="bring the local lab up, report it, tear it down",
+        "lab",
+        help="bring the local lab up, report it, tear it down",
         description="The local lab: sshd, Docker + registry, Traefik, Knot DNS, a Cloudflare API emulator, "
-                    "GnuPG keys, Prometheus and a Prefect server, all on loopback.",
+        "GnuPG keys, Prometheus and a Prefect server, all on loopback.",
     )
     lab_sub = parser.add_subparsers(dest="lab_command", metavar="ACTION", required=True)
     up = lab_sub.add_parser("up", help="bring every part up (idempotent; seconds when already up)")
@@ -71,10 +72,14 @@ def _print_status(status: dict[str, Any]) -> None:
     print(f"ssh          {ssh['user']}@{ssh['host']}:{ssh['port']} (key {ssh['private_key_file']})")
     print(f"stack root   {status['stack_root']}")
     print(f"stack config {status['stack_config']}")
-    print(f"dns          {status['dns']['primary']} (primary), {status['dns']['secondary']} (secondary), "
-          f"zone {status['dns']['zone']}")
+    print(
+        f"dns          {status['dns']['primary']} (primary), {status['dns']['secondary']} (secondary), "
+        f"zone {status['dns']['zone']}"
+    )
     print(f"cloudflare   {status['cloudflare_emulator']}")
-    print(f"traefik      api {status['traefik']['api']}, "
-          + ", ".join(f"{k} {v}" for k, v in status["traefik"]["entrypoints"].items()))
+    print(
+        f"traefik      api {status['traefik']['api']}, "
+        + ", ".join(f"{k} {v}" for k, v in status["traefik"]["entrypoints"].items())
+    )
     print(f"prefect      {status['prefect']['ui']} (UI), {status['prefect']['api']}")
     print(f"prometheus   {status['prometheus']}")

@@ -69,7 +69,9 @@ def clean_env() -> None:
         pp = MAIL_PROXY_PORTS + ",443,80"
     os.environ["PROXY_PROTOCOL"] = pp
     hostnames = [h.strip() for h in os.environ.get("HOSTNAMES", "").split(",") if h.strip()]
-    os.environ.setdefault("HOSTNAME", hostnames[0] if hostnames else socket.getfqdn())
+    # Docker sets HOSTNAME to the container id; Mailu's HOSTNAME is the first of HOSTNAMES.
+    if hostnames:
+        os.environ["HOSTNAME"] = hostnames[0]
 
 
 def port_set(var: str) -> set[int]:

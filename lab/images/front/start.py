@@ -180,8 +180,11 @@ http {{
 def dovecot_conf(ports, proxy_ports, cert, key, tls_ok):
     def listener(name, port, ssl=False):
         enabled = port in ports and (tls_ok or not ssl)
-        return (f"  inet_listener {name} {{ port = {port if enabled else 0}; "
-                f"haproxy = {'yes' if port in proxy_ports else 'no'}; {'ssl = yes;' if ssl else ''} }}")
+        lines = [f"  inet_listener {name} {{", f"    port = {port if enabled else 0}",
+                 f"    haproxy = {'yes' if port in proxy_ports else 'no'}"]
+        if ssl:
+            lines.append("    ssl = yes")
+        return "\n".join([*lines, "  }"])
 
     trusted = " ".join(c.strip() for c in env("REAL_IP_FROM").split(",") if c.strip())
     ssl = f"ssl = yes\nssl_cert = <{cert}\nssl_key = <{key}\nssl_min_protocol = TLSv1.2" if tls_ok else "ssl = no"

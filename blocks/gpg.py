@@ -1,0 +1,103 @@
+"""The backup encryption key, split in two blocks so the backup side never holds the private key.
+
+The backup flow loads only `GpgBackupPublicKey`; verify and restore load `GpgBackupPrivateKey`.
+Each carries the key's fingerprint, checked against the key when the block is created.
+"""
+
+from __future__ import annotations
+
+import re
+
+from prefect.blocks.core import Block
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from mailu_core.openpgp import PRIVATE_ARMOR, PUBLIC_ARMOR, OpenPgpError, primary_fingerprint
+
+FINGERPRINT_PATTERN = r"^(?:[0-9A-F]{40}|[0-9A-F]{64})$"
+
+
+def normalize_fingerprint(value: str) -> str:
+    """Uppercase hex without spaces; `gpg --fingerprint` prints it in groups of four."""
+    compact = re.sub(r"\s+", "", value).upper().removeprefix("0X")
+    if not re.fullmatch(FINGERPRINT_PATTERN, compact):
+        raise ValueError(f"{value!r} is not a key fingerprint (40 hex digits, or 64 for v6 keys)")
+    return compact
+
+
+def _check_matches(armored: str, kind: str, fingerprint: str) -> None:
+    try:
+        actual = primary_fingerprint(armored, kind)
+    except OpenPgpError as exc:
+        if "not supported" in str(exc) or "unsupported" in str(exc):
+            return  # a key we cannot parse here; gpg checks it at use
+        raise ValueError(f"the armored key cannot be read: {exc}") from None
+    if actual != fingerprint:
+        raise ValueError(f"fingerprint {fingerprint} does not match the key, whose fingerprint is {actual}")
+
+
+class GpgBackupPublicKey(Block):
+    """The public key backups are encrypted to (safe to hold on the backup side)."""
+
+    _block_type_name = "Mailu GPG Backup Public Key"
+    _block_type_slug = "mailu-gpg-public-key"
+    _description = "Public key that Mailu volume backups are encrypted to."
+
+    armored_public_key: str = Field(description="gpg --armor --export FINGERPRINT")
+    fingerprint: str = Field(description="Primary key fingerprint (40 hex).")
+
+    @field_validator("fingerprint")
+    @classmethod
+    def _fingerprint_shape(cls, value: str) -> str:
+        return normalize_fingerprint(value)
+
+    @field_validator("armored_public_key")
+    @classmethod
+    def _armor_shape(cls, value: str) -> str:
+        if "PRIVATE KEY BLOCK" in value:
+            raise ValueError(
+                "this is a PRIVATE key; this block holds only the public key (gpg --armor --export)"
+            )
+        if f"-----BEGIN {PUBLIC_ARMOR}-----" not in value:
+            raise ValueError(f"expected an armored public key starting with '-----BEGIN {PUBLIC_ARMOR}-----'")
+        return value.strip() + "\n"
+
+    @model_validator(mode="after")
+    def _fingerprint_matches(self) -> GpgBackupPublicKey:
+        _check_matches(self.armored_public_key, PUBLIC_ARMOR, self.fingerprint)
+        return self
+
+
+class GpgBackupPrivateKey(Block):
+    """The private key that decrypts backups; only verify and restore load it."""
+
+    _block_type_name = "Mailu GPG Backup Private Key"
+    _block_type_slug = "mailu-gpg-private-key"
+    _description = "Private key (and passphrase) that decrypts Mailu volume backups; for verify/restore only."
+
+    armored_private_key: SecretStr = Field(description="gpg --armor --export-secret-keys FINGERPRINT")
+    passphrase: SecretStr = Field(default=SecretStr(""), description="Passphrase of the key; empty if none.")
+    fingerprint: str = Field(description="Primary key fingerprint (40 hex); must match the public key block.")
+
+    @field_validator("fingerprint")
+    @classmethod
+    def _fingerprint_shape(cls, value: str) -> str:
+        return normalize_fingerprint(value)
+
+    @field_validator("armored_private_key")
+    @classmethod
+    def _armor_shape(cls, value: SecretStr) -> SecretStr:
+        text = value.get_secret_value()
+        if f"-----BEGIN {PUBLIC_ARMOR}-----" in text:
+            raise ValueError(
+                "this is a PUBLIC key; export the private one with gpg --armor --export-secret-keys"
+            )
+        if f"-----BEGIN {PRIVATE_ARMOR}-----" not in text:
+            raise ValueError(
+                f"expected an armored private key starting with '-----BEGIN {PRIVATE_ARMOR}-----'"
+            )
+        return SecretStr(text.strip() + "\n")
+
+    @model_validator(mode="after")
+    def _fingerprint_matches(self) -> GpgBackupPrivateKey:
+        _check_matches(self.armored_private_key.get_secret_value(), PRIVATE_ARMOR, self.fingerprint)
+        return self
