@@ -3,7 +3,7 @@
 from blocks.dns import CloudflareDns, Rfc2136Dns
 from blocks.gpg import GpgBackupPrivateKey, GpgBackupPublicKey
 from blocks.mailu import MailuSecrets
-from blocks.registry import BLOCK_TYPES, KINDS, block_type_for, register_block_types
+from blocks.registry import BLOCK_TYPES, KINDS, block_type_for, load_block, register_block_types
 from blocks.ssh import SshHost
 
 __all__ = [
@@ -16,5 +16,6 @@ __all__ = [
     "Rfc2136Dns",
     "SshHost",
     "block_type_for",
+    "load_block",
     "register_block_types",
 ]

@@ -7,7 +7,7 @@ import binascii
 from typing import Literal
 
 from prefect.blocks.core import Block
-from pydantic import Field, SecretStr, field_validator
+from pydantic import ConfigDict, Field, SecretStr, field_validator
 
 from mailu_core.fields import HttpUrl, IPAny
 
@@ -17,6 +17,8 @@ CLOUDFLARE_API = "https://api.cloudflare.com/client/v4"
 class CloudflareDns(Block):
     """A Cloudflare API token allowed to edit the zone's DNS records (Zone.DNS:Edit, Zone:Read)."""
 
+    # A failed validation must not print the offending value: it may be a secret.
+    model_config = ConfigDict(hide_input_in_errors=True)
     _block_type_name = "Mailu Cloudflare DNS"
     _block_type_slug = "mailu-cloudflare"
     _description = "Cloudflare API token for publishing a Mailu stack's DNS records."
@@ -40,6 +42,8 @@ class CloudflareDns(Block):
 class Rfc2136Dns(Block):
     """A primary nameserver that accepts RFC 2136 dynamic updates signed with a TSIG key."""
 
+    # A failed validation must not print the offending value: it may be a secret.
+    model_config = ConfigDict(hide_input_in_errors=True)
     _block_type_name = "Mailu RFC 2136 DNS"
     _block_type_slug = "mailu-rfc2136"
     _description = "Nameserver and TSIG key for RFC 2136 dynamic updates of a Mailu stack's records."

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 from prefect.blocks.core import Block
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from mailu_core.openpgp import PRIVATE_ARMOR, PUBLIC_ARMOR, OpenPgpError, primary_fingerprint
 
@@ -38,6 +38,8 @@ def _check_matches(armored: str, kind: str, fingerprint: str) -> None:
 class GpgBackupPublicKey(Block):
     """The public key backups are encrypted to (safe to hold on the backup side)."""
 
+    # A failed validation must not print the offending value: it may be a secret.
+    model_config = ConfigDict(hide_input_in_errors=True)
     _block_type_name = "Mailu GPG Backup Public Key"
     _block_type_slug = "mailu-gpg-public-key"
     _description = "Public key that Mailu volume backups are encrypted to."
@@ -70,6 +72,8 @@ class GpgBackupPublicKey(Block):
 class GpgBackupPrivateKey(Block):
     """The private key that decrypts backups; only verify and restore load it."""
 
+    # A failed validation must not print the offending value: it may be a secret.
+    model_config = ConfigDict(hide_input_in_errors=True)
     _block_type_name = "Mailu GPG Backup Private Key"
     _block_type_slug = "mailu-gpg-private-key"
     _description = "Private key (and passphrase) that decrypts Mailu volume backups; for verify/restore only."

@@ -11,7 +11,7 @@ import secrets
 import string
 
 from prefect.blocks.core import Block
-from pydantic import Field, SecretStr, field_validator
+from pydantic import ConfigDict, Field, SecretStr, field_validator
 
 # Mailu's setup draws SECRET_KEY from A-Z0-9 (16 chars) and API_TOKEN from the same (32 chars).
 _MAILU_ALPHABET = string.ascii_uppercase + string.digits
@@ -27,6 +27,8 @@ def _no_line_breaks(value: SecretStr, what: str) -> None:
 class MailuSecrets(Block):
     """SECRET_KEY, the initial admin password, the DB password and the API token of one Mailu stack."""
 
+    # A failed validation must not print the offending value: it may be a secret.
+    model_config = ConfigDict(hide_input_in_errors=True)
     _block_type_name = "Mailu Secrets"
     _block_type_slug = "mailu-secrets"
     _description = (

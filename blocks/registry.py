@@ -6,12 +6,16 @@ command line; the slug is the server-side key and must never change.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from prefect.blocks.core import Block
 
 from blocks.dns import CloudflareDns, Rfc2136Dns
 from blocks.gpg import GpgBackupPrivateKey, GpgBackupPublicKey
 from blocks.mailu import MailuSecrets
 from blocks.ssh import SshHost
+
+B = TypeVar("B", bound=Block)
 
 BLOCK_TYPES: tuple[type[Block], ...] = (
     SshHost,
@@ -45,3 +49,11 @@ def register_block_types() -> list[str]:
         block_type.register_type_and_schema()
         slugs.append(block_type.get_block_type_slug())
     return slugs
+
+
+def load_block(block_type: type[B], name: str) -> B:
+    """`block_type.load(name)`, synchronously and typed (Block.load is typed `Self | Coroutine`)."""
+    block = block_type.load(name, _sync=True)  # type: ignore[call-arg]
+    if not isinstance(block, block_type):
+        raise TypeError(f"{name!r} loaded as {type(block).__name__}, not {block_type.__name__}")
+    return block

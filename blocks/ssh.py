@@ -11,7 +11,7 @@ import binascii
 import re
 
 from prefect.blocks.core import Block
-from pydantic import Field, SecretStr, field_validator
+from pydantic import ConfigDict, Field, SecretStr, field_validator
 
 from mailu_core.fields import HostAddress
 
@@ -58,6 +58,8 @@ def check_host_key_line(line: str) -> str:
 class SshHost(Block):
     """SSH login to the Docker host that runs the Mailu stack, with its host key pinned."""
 
+    # A failed validation must not print the offending value: it may be a secret.
+    model_config = ConfigDict(hide_input_in_errors=True)
     _block_type_name = "Mailu SSH Host"
     _block_type_slug = "mailu-ssh-host"
     _description = "SSH login to the Docker host of a Mailu stack; the host key is pinned (no TOFU)."

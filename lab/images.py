@@ -72,9 +72,7 @@ def _run(argv: list[str], *, env: dict[str, str] | None = None, timeout: float =
     full_env = dict(os.environ)
     if env:
         full_env.update(env)
-    proc = subprocess.run(
-        argv, capture_output=True, text=True, env=full_env, timeout=timeout, check=False
-    )
+    proc = subprocess.run(argv, capture_output=True, text=True, env=full_env, timeout=timeout, check=False)
     if proc.returncode != 0:
         tail = (proc.stdout + proc.stderr)[-3000:]
         raise LabError(f"{' '.join(argv[:3])} … failed (rc {proc.returncode}):\n{tail}")
@@ -148,7 +146,7 @@ def ensure_rootfs() -> Path:
     return out
 
 
-def _registry_has(ref: str) -> bool:
+def registry_has(ref: str) -> bool:
     """True if the local registry still serves the manifest that `repo@sha256:…` names."""
     name, _, digest = ref.partition("@")
     repo = name.split("/", 1)[1].rsplit(":", 1)[0]
@@ -207,7 +205,7 @@ def _save_record(record: dict[str, dict[str, str]]) -> None:
 def _base_ref(record: dict[str, dict[str, str]], force: bool) -> str:
     key = rootfs_key()
     entry = record.get("base", {})
-    if not force and entry.get("input") == key and _registry_has(entry.get("ref", "")):
+    if not force and entry.get("input") == key and registry_has(entry.get("ref", "")):
         return entry["ref"]
     tarball = ensure_rootfs()
     tagged = f"{REGISTRY_HOST}/{BASE_REPO}:{key}"
@@ -261,7 +259,7 @@ def ensure_images(force: bool = False) -> dict[str, str]:
             key = _input_hash(spec, base_ref, traefik_sha if spec.context == "traefik" else None)
             entry = record.get(spec.name, {})
             ref = entry.get("ref", "")
-            if force or entry.get("input") != key or not _registry_has(ref):
+            if force or entry.get("input") != key or not registry_has(ref):
                 ref = _build(spec, base_ref)
                 record[spec.name] = {"input": key, "ref": ref}
                 _save_record(record)
@@ -290,12 +288,10 @@ def remove_local(ref: str) -> None:
     if not ref.startswith(REGISTRY_HOST + "/"):
         raise LabError(f"refusing to remove an image the lab did not build: {ref}")
     image_id = _run(["docker", "image", "inspect", "--format", "{{.Id}}", ref]).strip()
-    names = json.loads(
-        _run(["docker", "image", "inspect", "--format", "{{json .RepoTags}}", image_id])
-    ) or []
-    digests = json.loads(
-        _run(["docker", "image", "inspect", "--format", "{{json .RepoDigests}}", image_id])
-    ) or []
+    names = json.loads(_run(["docker", "image", "inspect", "--format", "{{json .RepoTags}}", image_id])) or []
+    digests = (
+        json.loads(_run(["docker", "image", "inspect", "--format", "{{json .RepoDigests}}", image_id])) or []
+    )
     for name in [*names, *digests]:
         subprocess.run(["docker", "image", "rm", name], capture_output=True, check=False)
 
@@ -303,7 +299,10 @@ def remove_local(ref: str) -> None:
 def local_image_id(ref: str) -> str | None:
     """The local image id of `ref`, or None if docker does not have it."""
     proc = subprocess.run(
-        ["docker", "image", "inspect", "--format", "{{.Id}}", ref], capture_output=True, text=True, check=False
+        ["docker", "image", "inspect", "--format", "{{.Id}}", ref],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     return proc.stdout.strip() if proc.returncode == 0 else None
 

@@ -89,13 +89,6 @@ __all__ = [
 ]
 
 MailPort = Literal[25, 465, 587, 143, 993]
-MAIL_PORT_ROLES: dict[int, str] = {
-    25: "SMTP (inbound mail, STARTTLS)",
-    465: "submission over implicit TLS",
-    587: "submission with STARTTLS",
-    143: "IMAP with STARTTLS",
-    993: "IMAP over implicit TLS",
-}
 
 _CROSS_FIELD = "invalid_fields"
 
@@ -718,10 +711,16 @@ class StackConfig(_Model):
                 problems.append((f"traefik.tcp_allowlist[{i}]", f"{cidr!r} overlaps networks.mail_subnet"))
 
         zone = self.dns.zone
-        for key, name in [("mailu.domain", m.domain), ("mailu.hostnames[0]", self.hostname)] + [
+
+        def in_zone(name: str) -> bool:
+            return name == zone or name.endswith("." + zone)
+
+        if not in_zone(m.domain):
+            problems.append(("dns.zone", f"{zone!r} does not contain mailu.domain {m.domain!r}"))
+        for key, name in [("mailu.hostnames[0]", self.hostname)] + [
             (f"mailu.alternative_domains[{i}]", d) for i, d in enumerate(m.alternative_domains)
         ]:
-            if name != zone and not name.endswith("." + zone):
+            if in_zone(m.domain) and not in_zone(name):
                 problems.append(
                     (key, f"{name!r} is outside dns.zone {zone!r}; its records could not be published")
                 )

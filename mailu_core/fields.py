@@ -96,6 +96,8 @@ def _ip_complaint(version: int | None) -> Callable[[str], str | None]:
 
 def _cidr_complaint(version: int | None) -> Callable[[str], str | None]:
     def complaint(value: str) -> str | None:
+        if "/" not in value:
+            return "has no /prefix length, e.g. 192.168.203.0/24"
         try:
             network = ipaddress.ip_network(value, strict=False)
         except ValueError:

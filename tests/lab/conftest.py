@@ -38,9 +38,17 @@ def lab_ca() -> CaFiles:
 def _used_subnets() -> set[str]:
     ids = subprocess.run(["docker", "network", "ls", "-q"], capture_output=True, text=True, check=True)
     out = subprocess.run(
-        ["docker", "network", "inspect", "--format", "{{range .IPAM.Config}}{{.Subnet}} {{end}}",
-         *ids.stdout.split()],
-        capture_output=True, text=True, check=True,
+        [
+            "docker",
+            "network",
+            "inspect",
+            "--format",
+            "{{range .IPAM.Config}}{{.Subnet}} {{end}}",
+            *ids.stdout.split(),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return set(out.stdout.split())
 
@@ -56,10 +64,16 @@ class Standins:
     workdir: Path
     _ports: dict[tuple[str, int], int] = field(default_factory=dict)
 
-    def compose(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    def compose(
+        self, *args: str, check: bool = True, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             ["docker", "compose", "-p", self.project, "-f", str(COMPOSE_FILE), *args],
-            env={**os.environ, **self.env}, capture_output=True, text=True, check=check, timeout=timeout,
+            env={**os.environ, **self.env},
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=timeout,
         )
 
     def port(self, service: str, port: int) -> int:
@@ -74,8 +88,9 @@ class Standins:
         return f"{self.project}-{service}-1"
 
     def logs(self, service: str) -> str:
-        proc = subprocess.run(["docker", "logs", self.container(service)], capture_output=True, text=True,
-                              check=False)
+        proc = subprocess.run(
+            ["docker", "logs", self.container(service)], capture_output=True, text=True, check=False
+        )
         return proc.stdout + proc.stderr
 
 
@@ -165,6 +180,7 @@ def standins(lab_images: dict[str, str], lab_ca: CaFiles) -> Iterator[Standins]:
         yield s
     finally:
         stop_standins(s)
+
 
 # --- DNS (Knot primary + secondary) and the Cloudflare API emulator ---------------------------------
 # Session-scoped: `ensure_*` is idempotent and takes well under a second when the lab already runs.

@@ -1,29 +1,51 @@
+# mypy: ignore-errors
 """Data layer of the lab's Mailu `admin` stand-in: domains, users, DKIM keys, DNS record texts.
 
 Why: the flows talk to admin through Mailu's REST API and `flask mailu` CLI; both entry points share
 this module so they see the same state (SQLite in /data, or PostgreSQL when DB_FLAVOR=postgresql).
 """
+
 import base64
 import crypt
 import json
 import logging
 import os
-import subprocess
 import sqlite3
+import subprocess
 import sys
 import threading
 import time
 
 log = logging.getLogger("mailu.admin")
 
-DOMAIN_DEFAULTS = {"comment": "", "max_users": -1, "max_aliases": -1, "max_quota_bytes": 0,
-                   "signup_enabled": False, "alternatives": []}
-USER_DEFAULTS = {"comment": "", "quota_bytes": 1000000000, "global_admin": False, "enabled": True,
-                 "change_pw_next_login": False, "enable_imap": True, "enable_pop": True,
-                 "allow_spoofing": False, "forward_enabled": False, "forward_destination": [],
-                 "forward_keep": True, "reply_enabled": False, "reply_subject": "", "reply_body": "",
-                 "displayed_name": "", "spam_enabled": True, "spam_mark_as_read": True,
-                 "spam_threshold": 80}
+DOMAIN_DEFAULTS = {
+    "comment": "",
+    "max_users": -1,
+    "max_aliases": -1,
+    "max_quota_bytes": 0,
+    "signup_enabled": False,
+    "alternatives": [],
+}
+USER_DEFAULTS = {
+    "comment": "",
+    "quota_bytes": 1000000000,
+    "global_admin": False,
+    "enabled": True,
+    "change_pw_next_login": False,
+    "enable_imap": True,
+    "enable_pop": True,
+    "allow_spoofing": False,
+    "forward_enabled": False,
+    "forward_destination": [],
+    "forward_keep": True,
+    "reply_enabled": False,
+    "reply_subject": "",
+    "reply_body": "",
+    "displayed_name": "",
+    "spam_enabled": True,
+    "spam_mark_as_read": True,
+    "spam_threshold": 80,
+}
 
 
 def env(name, default=""):
@@ -34,6 +56,7 @@ def load_file_secrets():
     """Admin's ConfigManager reads <KEY>_FILE for every config key; these are the ones that matter."""
     sys.path.insert(0, "/usr/local/lib/mailu")
     import socrate
+
     for key in ("SECRET_KEY", "DB_PW", "API_TOKEN", "SQLALCHEMY_DATABASE_URI", "INITIAL_ADMIN_PW"):
         socrate.read_file_env(key)
 
@@ -50,12 +73,16 @@ class Db:
         self.flavor = env("DB_FLAVOR", "sqlite")
         if self.flavor == "postgresql":
             import psycopg2
+
             deadline = time.monotonic() + wait
             while True:
                 try:
                     self.conn = psycopg2.connect(
-                        host=env("DB_HOST", "database"), user=env("DB_USER", "mailu"),
-                        password=env("DB_PW"), dbname=env("DB_NAME", "mailu"), connect_timeout=5,
+                        host=env("DB_HOST", "database"),
+                        user=env("DB_USER", "mailu"),
+                        password=env("DB_PW"),
+                        dbname=env("DB_NAME", "mailu"),
+                        connect_timeout=5,
                     )
                     break
                 except psycopg2.OperationalError as exc:
@@ -77,8 +104,10 @@ class Db:
         else:
             raise SystemExit(f"DB_FLAVOR {self.flavor} is not supported by the lab stand-in")
         self.q("CREATE TABLE IF NOT EXISTS mailu_domain (name TEXT PRIMARY KEY, data TEXT NOT NULL)")
-        self.q("CREATE TABLE IF NOT EXISTS mailu_user (email TEXT PRIMARY KEY, domain TEXT NOT NULL, "
-               "password TEXT NOT NULL, data TEXT NOT NULL)")
+        self.q(
+            "CREATE TABLE IF NOT EXISTS mailu_user (email TEXT PRIMARY KEY, domain TEXT NOT NULL, "
+            "password TEXT NOT NULL, data TEXT NOT NULL)"
+        )
 
     def q(self, sql, args=()):
         sql = sql.replace("?", self.ph)
@@ -91,8 +120,10 @@ class Db:
 
     # domains
     def domains(self):
-        return [dict(DOMAIN_DEFAULTS, **json.loads(d), name=n)
-                for n, d in self.q("SELECT name, data FROM mailu_domain ORDER BY name")]
+        return [
+            dict(DOMAIN_DEFAULTS, **json.loads(d), name=n)
+            for n, d in self.q("SELECT name, data FROM mailu_domain ORDER BY name")
+        ]
 
     def domain(self, name):
         rows = self.q("SELECT data FROM mailu_domain WHERE name = ?", (name.lower(),))
@@ -113,8 +144,11 @@ class Db:
     # users
     def users(self, domain=None):
         sql = "SELECT email, data FROM mailu_user"
-        rows = self.q(sql + " WHERE domain = ? ORDER BY email", (domain,)) if domain else self.q(
-            sql + " ORDER BY email")
+        rows = (
+            self.q(sql + " WHERE domain = ? ORDER BY email", (domain,))
+            if domain
+            else self.q(sql + " ORDER BY email")
+        )
         return [dict(USER_DEFAULTS, **json.loads(d), email=e, quota_bytes_used=0) for e, d in rows]
 
     def user(self, email):
@@ -138,8 +172,10 @@ class Db:
         if pw is None:
             raise ValueError("a new user needs a password")
         self.q("DELETE FROM mailu_user WHERE email = ?", (email,))
-        self.q("INSERT INTO mailu_user (email, domain, password, data) VALUES (?, ?, ?, ?)",
-               (email, domain, pw, json.dumps(merged)))
+        self.q(
+            "INSERT INTO mailu_user (email, domain, password, data) VALUES (?, ?, ?, ?)",
+            (email, domain, pw, json.dumps(merged)),
+        )
 
     def delete_user(self, email):
         self.q("DELETE FROM mailu_user WHERE email = ?", (email.lower(),))
@@ -152,6 +188,7 @@ def hash_password(raw):
 
 def check_password(stored, raw):
     import hmac
+
     if not stored:
         return False
     value = stored.split("}", 1)[1] if stored.startswith("{") else stored
@@ -187,15 +224,19 @@ def set_dkim_key(domain, pem):
 
 def generate_dkim_key(domain):
     """RSA-2048, PKCS#8 PEM, unencrypted: what Mailu's dkim.gen_key writes."""
-    pem = subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
-                         capture_output=True, check=True).stdout
+    pem = subprocess.run(
+        ["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
+        capture_output=True,
+        check=True,
+    ).stdout
     set_dkim_key(domain, pem)
     return pem
 
 
 def dkim_publickey(pem):
-    der = subprocess.run(["openssl", "pkey", "-pubout", "-outform", "DER"], input=pem,
-                         capture_output=True, check=True).stdout
+    der = subprocess.run(
+        ["openssl", "pkey", "-pubout", "-outform", "DER"], input=pem, capture_output=True, check=True
+    ).stdout
     return base64.b64encode(der).decode()
 
 
@@ -223,13 +264,22 @@ def domain_view(db, d):
         out["dns_dmarc_report"] = f'{name}._report._dmarc.{main}. 600 IN TXT "v=DMARC1"'
     ports = set(env("PORTS", "25,80,443,465,993,995,4190").split(","))
     srv = []
-    for proto, port, prio in (("imap", "143", 20), ("pop3", "110", 20), ("submission", "587", 20),
-                              ("autodiscover", "443", 10), ("submissions", "465", 10),
-                              ("imaps", "993", 10), ("pop3s", "995", 10)):
+    for proto, port, prio in (
+        ("imap", "143", 20),
+        ("pop3", "110", 20),
+        ("submission", "587", 20),
+        ("autodiscover", "443", 10),
+        ("submissions", "465", 10),
+        ("imaps", "993", 10),
+        ("pop3s", "995", 10),
+    ):
         target = f"1 {port} {host}." if port in ports else "0 0 ."
         srv.append(f"_{proto}._tcp.{name}. 600 IN SRV {prio} {target}")
-    out["dns_autoconfig"] = srv + [f"autoconfig.{name}. 600 IN CNAME {host}.",
-                                   f"autodiscover.{name}. 600 IN CNAME {host}."]
+    out["dns_autoconfig"] = [
+        *srv,
+        f"autoconfig.{name}. 600 IN CNAME {host}.",
+        f"autodiscover.{name}. 600 IN CNAME {host}.",
+    ]
     out["dns_tlsa"] = None
     return out
 

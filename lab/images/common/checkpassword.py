@@ -1,9 +1,11 @@
 #!/usr/bin/python3
+# mypy: ignore-errors
 """Dovecot checkpassword helper: asks the admin stand-in whether user/password is valid.
 
 Why: real Mailu's Dovecot (front proxy and imap) authenticates against admin over HTTP (Lua passdb);
 the lab keeps that dependency so a broken admin breaks logins too. Config: /etc/dovecot/lab-auth.json.
 """
+
 import json
 import os
 import socket
@@ -20,7 +22,9 @@ def main() -> int:
         cfg = json.load(fh)
     body = json.dumps({"user": user, "password": password, "service": os.environ.get("SERVICE", "")})
     req = urllib.request.Request(
-        cfg["admin_url"] + "/internal/auth/check", data=body.encode(), method="POST",
+        cfg["admin_url"] + "/internal/auth/check",
+        data=body.encode(),
+        method="POST",
         headers={"Content-Type": "application/json"},
     )
     try:

@@ -1,3 +1,4 @@
+# mypy: ignore-errors
 """Shared start-up helpers for the lab's Mailu stand-ins (a small subset of Mailu's `socrate`).
 
 Why: every real Mailu container calls `socrate.system.set_env()` first; a config that breaks it
@@ -15,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 log = logging.getLogger("mailu")
 
@@ -40,7 +41,7 @@ def read_file_env(key: str) -> None:
     try:
         with open(path) as fh:
             os.environ[key] = fh.read().strip()
-    except Exception as exc:  # noqa: BLE001 - any failure is fatal, as in Mailu
+    except Exception as exc:
         log.error("Can't read %s_FILE = %s: %s", key, path, exc)
         sys.exit(1)
 
@@ -51,9 +52,7 @@ def set_env(required_secrets: Sequence[str] = ()) -> None:
     read_file_env("SECRET_KEY")
     secret = os.environ.get("SECRET_KEY", "")
     for name in required_secrets:
-        os.environ[f"{name}_KEY"] = hmac.new(
-            secret.encode(), name.encode(), hashlib.sha256
-        ).hexdigest()
+        os.environ[f"{name}_KEY"] = hmac.new(secret.encode(), name.encode(), hashlib.sha256).hexdigest()
     clean_env()
 
 

@@ -1,15 +1,17 @@
 #!/usr/bin/python3
+# mypy: ignore-errors
 """Stand-in for Mailu 2024.06 `imap` (ghcr.io/mailu/dovecot): real Dovecot behind front's proxy.
 
 Why: mail lands in /mail (Maildir per user) via LMTP on 2525 from postfix, and logins are checked
 against admin (as Mailu's Lua passdb does), so the volume and the admin dependency are real.
 """
+
 import os
 import sys
 
 sys.path.insert(0, "/usr/local/lib/mailu")
-import socrate  # noqa: E402
-from socrate import log  # noqa: E402
+import socrate
+from socrate import log
 
 
 def env(name, default=""):
@@ -23,7 +25,7 @@ def main():
 log_path = /dev/stderr
 protocols = imap pop3 lmtp sieve
 listen = *
-hostname = {env('HOSTNAME')}
+hostname = {env("HOSTNAME")}
 ssl = no
 disable_plaintext_auth = no
 auth_mechanisms = plain login
@@ -68,7 +70,7 @@ service managesieve-login {{
   }}
 }}
 protocol lmtp {{
-  postmaster_address = {env('POSTMASTER', 'admin')}@{env('DOMAIN', 'localdomain')}
+  postmaster_address = {env("POSTMASTER", "admin")}@{env("DOMAIN", "localdomain")}
 }}
 """
     socrate.write("/etc/dovecot/dovecot.conf", conf)

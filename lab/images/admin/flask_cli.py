@@ -1,23 +1,27 @@
 #!/usr/bin/python3
+# mypy: ignore-errors
 """`flask` shim for the admin stand-in: the subset of Mailu 2024.06's `flask mailu` CLI the flows use.
 
 Supported: `flask db upgrade` (schema), `flask mailu admin|user|password|domain|user-delete`,
 `flask mailu config-import [-u] [-v] [-n] [FILE|-]` (YAML/JSON with `domain` and `user` lists).
 """
+
 import argparse
-import json
-import os
 import sys
 
 import yaml
 
 sys.path.insert(0, "/usr/local/lib/mailu")
-import mailu_admin as m  # noqa: E402
-import socrate  # noqa: E402
+import mailu_admin as m
+import socrate
 
 
 def config_import(db, args):
-    text = sys.stdin.read() if args.source in ("-", None) else open(args.source).read()
+    if args.source in ("-", None):
+        text = sys.stdin.read()
+    else:
+        with open(args.source) as fh:
+            text = fh.read()
     data = yaml.safe_load(text) if text.strip() else {}
     if not isinstance(data, dict) or set(data) - {"domain", "user", "alias", "relay"}:
         print("[ERROR] config-import: top-level keys must be domain, user, alias, relay", file=sys.stderr)
@@ -125,8 +129,14 @@ def main(argv):
         return 0
     if args.cmd == "domain":
         if db.domain(args.domain_name) is None:
-            db.put_domain(args.domain_name, {"max_users": args.max_users, "max_aliases": args.max_aliases,
-                                             "max_quota_bytes": args.max_quota_bytes})
+            db.put_domain(
+                args.domain_name,
+                {
+                    "max_users": args.max_users,
+                    "max_aliases": args.max_aliases,
+                    "max_quota_bytes": args.max_quota_bytes,
+                },
+            )
         return 0
     if args.cmd == "user-delete":
         if args.really:

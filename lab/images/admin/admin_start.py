@@ -1,9 +1,11 @@
 #!/usr/bin/python3
+# mypy: ignore-errors
 """Stand-in for Mailu 2024.06 `admin`: /ping, the REST API subset the flows use, internal endpoints.
 
 Why: the flows provision domains, users and DKIM through this API exactly as against real Mailu
 (token rules, status codes, DNS record texts), and front/imap authenticate logins against it.
 """
+
 import hmac
 import http.server
 import json
@@ -13,9 +15,9 @@ import sys
 import urllib.parse
 
 sys.path.insert(0, "/usr/local/lib/mailu")
-import mailu_admin as m  # noqa: E402
-import socrate  # noqa: E402
-from socrate import log  # noqa: E402
+import mailu_admin as m
+import socrate
+from socrate import log
 
 DB = None
 
@@ -67,7 +69,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if os.environ.get("API_TOKEN") and (path == api or path.startswith(api + "/")):
             if not self.api_auth():
                 return None
-            return self.api(method, path[len(api):].rstrip("/") or "/")
+            return self.api(method, path[len(api) :].rstrip("/") or "/")
         return self.reply(404, {"message": "not found"})
 
     def internal(self, method, path):
@@ -82,10 +84,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
             req = self.body() or {}
             user = DB.user(str(req.get("user", "")))
             service = req.get("service", "")
-            ok = (user is not None and user["enabled"]
-                  and m.check_password(DB.password_hash(user["email"]), str(req.get("password", "")))
-                  and not (service == "imap" and not user["enable_imap"])
-                  and not (service == "pop3" and not user["enable_pop"]))
+            ok = (
+                user is not None
+                and user["enabled"]
+                and m.check_password(DB.password_hash(user["email"]), str(req.get("password", "")))
+                and not (service == "imap" and not user["enable_imap"])
+                and not (service == "pop3" and not user["enable_pop"])
+            )
             return self.reply(200 if ok else 403, {"ok": bool(ok)})
         return self.reply(404, {"message": "not found"})
 
@@ -96,7 +101,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if method == "POST":
                 req = self.body()
                 if not isinstance(req, dict) or not req.get("name"):
-                    return self.reply(400, {"message": "Input payload validation failed", "errors": {"name": "required"}})
+                    return self.reply(
+                        400, {"message": "Input payload validation failed", "errors": {"name": "required"}}
+                    )
                 if DB.domain(req["name"]):
                     return self.reply(409, {"code": 409, "message": f"Domain {req['name']} already exists"})
                 DB.put_domain(req["name"], req)
@@ -117,7 +124,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 return self.reply(200, {"code": 200, "message": f"Domain {name} has been deleted"})
             if sub == "/dkim" and method == "POST":
                 m.generate_dkim_key(name)
-                return self.reply(200, {"code": 200, "message": f"DKIM/DMARC keys have been generated for domain {name}"})
+                return self.reply(
+                    200, {"code": 200, "message": f"DKIM/DMARC keys have been generated for domain {name}"}
+                )
             if sub == "/users" and method == "GET":
                 return self.reply(200, DB.users(name))
         if rest == "/user":
@@ -126,18 +135,33 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if method == "POST":
                 req = self.body()
                 if not isinstance(req, dict) or not req.get("email") or not req.get("raw_password"):
-                    return self.reply(400, {"message": "Input payload validation failed",
-                                            "errors": {"email/raw_password": "required"}})
+                    return self.reply(
+                        400,
+                        {
+                            "message": "Input payload validation failed",
+                            "errors": {"email/raw_password": "required"},
+                        },
+                    )
                 email = str(req["email"]).lower()
                 if "@" not in email:
-                    return self.reply(400, {"code": 400, "message": f"Provided email address {email} is not a valid email address"})
+                    return self.reply(
+                        400,
+                        {
+                            "code": 400,
+                            "message": f"Provided email address {email} is not a valid email address",
+                        },
+                    )
                 domain = DB.domain(email.split("@", 1)[1])
                 if domain is None:
-                    return self.reply(404, {"code": 404, "message": f"Domain {email.split('@', 1)[1]} does not exist"})
+                    return self.reply(
+                        404, {"code": 404, "message": f"Domain {email.split('@', 1)[1]} does not exist"}
+                    )
                 if DB.user(email):
                     return self.reply(409, {"code": 409, "message": f"User {email} already exists"})
                 if domain["max_users"] >= 0 and len(DB.users(domain["name"])) >= domain["max_users"]:
-                    return self.reply(409, {"code": 409, "message": f"Too many users for domain {domain['name']}"})
+                    return self.reply(
+                        409, {"code": 409, "message": f"Too many users for domain {domain['name']}"}
+                    )
                 DB.put_user(email, req, m.hash_password(str(req["raw_password"])))
                 return self.reply(200, {"code": 200, "message": f"User {email} has been created"})
         match = re.fullmatch(r"/user/([^/]+)", rest)
@@ -161,7 +185,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def handle_any(self, method):
         try:
             self.route(method)
-        except Exception as exc:  # noqa: BLE001 - a stand-in must answer 500, not drop the socket
+        except Exception as exc:
             log.exception("request failed")
             self.reply(500, {"message": str(exc)})
 
@@ -189,21 +213,25 @@ def main():
     except m.DbAuthError as exc:
         log.error("database authentication failed: %s", exc)
         sys.exit(1)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         log.error("database unavailable: %s", exc)
         sys.exit(1)
-    account, domain, pw = (os.environ.get(k) for k in
-                           ("INITIAL_ADMIN_ACCOUNT", "INITIAL_ADMIN_DOMAIN", "INITIAL_ADMIN_PW"))
+    account, domain, pw = (
+        os.environ.get(k) for k in ("INITIAL_ADMIN_ACCOUNT", "INITIAL_ADMIN_DOMAIN", "INITIAL_ADMIN_PW")
+    )
     if account and domain and pw:
         mode = os.environ.get("INITIAL_ADMIN_MODE") or "ifmissing"
         try:
-            log.info("initial admin %s@%s: %s", account, domain, m.create_admin(DB, account, domain, pw, mode))
+            log.info(
+                "initial admin %s@%s: %s", account, domain, m.create_admin(DB, account, domain, pw, mode)
+            )
         except ValueError as exc:
             log.error("initial admin: %s", exc)
     log.info("admin: %s database, API %s", DB.flavor, "on" if os.environ.get("API_TOKEN") else "off")
     server = http.server.ThreadingHTTPServer(("0.0.0.0", 8080), Handler)
     server.daemon_threads = True
     import signal
+
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     server.serve_forever()
 

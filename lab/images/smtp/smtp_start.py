@@ -1,16 +1,18 @@
 #!/usr/bin/python3
+# mypy: ignore-errors
 """Stand-in for Mailu 2024.06 `smtp` (ghcr.io/mailu/postfix): real Postfix, logging to stdout.
 
 Why: Postfix's own log is where the lab proves the client's real IP survives Traefik -> front ->
 XCLIENT; `mynetworks`/`smtpd_authorized_xclient_hosts` follow Mailu's main.cf (SUBNET, RELAYNETS).
 """
+
 import os
 import subprocess
 import sys
 
 sys.path.insert(0, "/usr/local/lib/mailu")
-import socrate  # noqa: E402
-from socrate import log  # noqa: E402
+import socrate
+from socrate import log
 
 
 def env(name, default=""):
@@ -47,8 +49,12 @@ def main():
     subprocess.run(["postconf", "-e", *[f"{k}={v}" for k, v in settings.items()]], check=True)
     subprocess.run(["postconf", "-F", "*/*/chroot=n"], check=True)
     subprocess.run(
-        ["postconf", "-M", "10025/inet=10025 inet n - n - - smtpd -o smtpd_sasl_auth_enable=no "
-         "-o smtpd_client_restrictions=permit_mynetworks,reject -o smtpd_authorized_xclient_hosts="],
+        [
+            "postconf",
+            "-M",
+            "10025/inet=10025 inet n - n - - smtpd -o smtpd_sasl_auth_enable=no "
+            "-o smtpd_client_restrictions=permit_mynetworks,reject -o smtpd_authorized_xclient_hosts=",
+        ],
         check=True,
     )
     os.makedirs("/queue", exist_ok=True)

@@ -1,9 +1,11 @@
 #!/usr/bin/python3
+# mypy: ignore-errors
 """Stand-in for Mailu 2024.06 `front` (ghcr.io/mailu/nginx): nginx (HTTP + SMTP/25) and a Dovecot proxy.
 
 Why this shape: it is how real Mailu's front works, so PORTS / PROXY_PROTOCOL / REAL_IP_FROM /
 TLS mistakes fail here the way they fail in production. See ../README.md for the differences.
 """
+
 import http.server
 import os
 import socket
@@ -12,8 +14,8 @@ import sys
 import threading
 
 sys.path.insert(0, "/usr/local/lib/mailu")
-import socrate  # noqa: E402
-from socrate import log  # noqa: E402
+import socrate
+from socrate import log
 
 HTTP_AUTH_PORT = 8000
 
@@ -26,8 +28,10 @@ def check_proxy_settings(proxy_ports):
     if not proxy_ports:
         return
     if not env("REAL_IP_FROM"):
-        log.error("PROXY_PROTOCOL=%s requires REAL_IP_FROM (the proxies allowed to send PROXY headers)",
-                  env("PROXY_PROTOCOL"))
+        log.error(
+            "PROXY_PROTOCOL=%s requires REAL_IP_FROM (the proxies allowed to send PROXY headers)",
+            env("PROXY_PROTOCOL"),
+        )
         sys.exit(1)
     if env("REAL_IP_HEADER"):
         log.error("PROXY_PROTOCOL and REAL_IP_HEADER are mutually exclusive; unset REAL_IP_HEADER")
@@ -84,9 +88,11 @@ def app_locations():
     redirect = env("WEBROOT_REDIRECT")
     if redirect and redirect != "none":
         out.append(f"location = / {{ return 302 {redirect}; }}")
-    proxy = ("proxy_set_header Host $http_host; proxy_set_header X-Real-IP $remote_addr; "
-             "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; "
-             "proxy_set_header X-Forwarded-Proto $scheme;")
+    proxy = (
+        "proxy_set_header Host $http_host; proxy_set_header X-Real-IP $remote_addr; "
+        "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; "
+        "proxy_set_header X-Forwarded-Proto $scheme;"
+    )
     admin = env("ADMIN_ADDRESS", "admin") + ":8080"
     if env("ADMIN") == "true":
         path = env("WEB_ADMIN", "/admin")
@@ -98,8 +104,9 @@ def app_locations():
     if webmail != "none":
         path = env("WEB_WEBMAIL", "/webmail")
         out.append(
-            f"location {path} {{ rewrite ^({path})$ $1/ permanent; rewrite ^{path}/(.*) /$1 break; "
-            f"set $webmail {env('WEBMAIL_ADDRESS', 'webmail')}:80; proxy_pass http://$webmail; {proxy} }}"
+            f"location {path} {{ set $webmail {env('WEBMAIL_ADDRESS', 'webmail')}:80; "
+            f"rewrite ^({path})$ $1/ permanent; rewrite ^{path}/(.*) /$1 break; "
+            f"proxy_pass http://$webmail; {proxy} }}"
         )
     out.append("include /overrides/*.conf;")
     return "\n    ".join(out)
@@ -124,8 +131,10 @@ def nginx_conf(ports, proxy_ports, flavor, cert, key, tls_error):
         if tls_error:
             body = "location / { return 403; }"
         elif tls_ok and flavor in ("cert", "letsencrypt"):
-            body = ("location /.well-known/acme-challenge/ { return 404; }\n"
-                    "    location / { return 301 https://$host$request_uri; }")
+            body = (
+                "location /.well-known/acme-challenge/ { return 404; }\n"
+                "    location / { return 301 https://$host$request_uri; }"
+            )
         else:
             body = app_locations()
         servers.append(f"server {{\n    listen 80{pp};\n    {realip(80)}\n    {body}\n}}")
@@ -138,17 +147,21 @@ def nginx_conf(ports, proxy_ports, flavor, cert, key, tls_error):
     mail = ""
     if 25 in ports:
         pp = " proxy_protocol" if 25 in proxy_ports else ""
-        tls = f"ssl_certificate {cert}; ssl_certificate_key {key}; ssl_protocols TLSv1.2 TLSv1.3;" if tls_ok else ""
+        tls = (
+            f"ssl_certificate {cert}; ssl_certificate_key {key}; ssl_protocols TLSv1.2 TLSv1.3;"
+            if tls_ok
+            else ""
+        )
         starttls = "starttls on;" if tls_ok else ""
         mail = f"""
 mail {{
-  server_name {env('HOSTNAME')};
+  server_name {env("HOSTNAME")};
   auth_http http://127.0.0.1:{HTTP_AUTH_PORT}/auth/email;
   proxy_pass_error_message on;
   resolver 127.0.0.11 valid=30s ipv6=off;
   error_log /dev/stderr info;
   {tls}
-  {set_real if 25 in proxy_ports else ''}
+  {set_real if 25 in proxy_ports else ""}
   server {{
     listen 25{pp};
     protocol smtp;
@@ -180,19 +193,26 @@ http {{
 def dovecot_conf(ports, proxy_ports, cert, key, tls_ok):
     def listener(name, port, ssl=False):
         enabled = port in ports and (tls_ok or not ssl)
-        lines = [f"  inet_listener {name} {{", f"    port = {port if enabled else 0}",
-                 f"    haproxy = {'yes' if port in proxy_ports else 'no'}"]
+        lines = [
+            f"  inet_listener {name} {{",
+            f"    port = {port if enabled else 0}",
+            f"    haproxy = {'yes' if port in proxy_ports else 'no'}",
+        ]
         if ssl:
             lines.append("    ssl = yes")
         return "\n".join([*lines, "  }"])
 
     trusted = " ".join(c.strip() for c in env("REAL_IP_FROM").split(",") if c.strip())
-    ssl = f"ssl = yes\nssl_cert = <{cert}\nssl_key = <{key}\nssl_min_protocol = TLSv1.2" if tls_ok else "ssl = no"
+    ssl = (
+        f"ssl = yes\nssl_cert = <{cert}\nssl_key = <{key}\nssl_min_protocol = TLSv1.2"
+        if tls_ok
+        else "ssl = no"
+    )
     return f"""base_dir = /run/dovecot
 log_path = /dev/stderr
 protocols = imap pop3 submission sieve
 listen = *
-hostname = {env('HOSTNAME')}
+hostname = {env("HOSTNAME")}
 {ssl}
 disable_plaintext_auth = yes
 auth_mechanisms = plain login
@@ -206,25 +226,25 @@ userdb {{
   driver = static
   args = uid=mail gid=mail home=/var/mail
 }}
-submission_host = {env('HOSTNAME')}
-submission_relay_host = {env('SMTP_ADDRESS', 'smtp')}
+submission_host = {env("HOSTNAME")}
+submission_relay_host = {env("SMTP_ADDRESS", "smtp")}
 submission_relay_port = 10025
 submission_relay_trusted = yes
-submission_max_mail_size = {env('MESSAGE_SIZE_LIMIT', '50000000')}
+submission_max_mail_size = {env("MESSAGE_SIZE_LIMIT", "50000000")}
 service imap-login {{
-{listener('imap', 143)}
-{listener('imaps', 993, True)}
+{listener("imap", 143)}
+{listener("imaps", 993, True)}
 }}
 service pop3-login {{
-{listener('pop3', 110)}
-{listener('pop3s', 995, True)}
+{listener("pop3", 110)}
+{listener("pop3s", 995, True)}
 }}
 service submission-login {{
-{listener('submission', 587)}
-{listener('submissions', 465, True)}
+{listener("submission", 587)}
+{listener("submissions", 465, True)}
 }}
 service managesieve-login {{
-{listener('sieve', 4190)}
+{listener("sieve", 4190)}
 }}
 """
 
@@ -240,10 +260,15 @@ def main():
     socrate.write("/etc/dovecot/dovecot.conf", dovecot_conf(ports, proxy_ports, cert, key, tls_ok))
     imap = env("IMAP_ADDRESS", "imap")
     admin = env("ADMIN_ADDRESS", "admin")
-    socrate.write("/etc/dovecot/lab-auth.json",
-                  f'{{"admin_url": "http://{admin}:8080", "proxy_host": "{imap}"}}', 0o644)
-    log.info("front: ports %s, PROXY protocol on %s, TLS %s", sorted(ports), sorted(proxy_ports),
-             "ok" if tls_ok else "off")
+    socrate.write(
+        "/etc/dovecot/lab-auth.json", f'{{"admin_url": "http://{admin}:8080", "proxy_host": "{imap}"}}', 0o644
+    )
+    log.info(
+        "front: ports %s, PROXY protocol on %s, TLS %s",
+        sorted(ports),
+        sorted(proxy_ports),
+        "ok" if tls_ok else "off",
+    )
     server = http.server.ThreadingHTTPServer(("127.0.0.1", HTTP_AUTH_PORT), AuthHandler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     procs = {

@@ -1,0 +1,68 @@
+"""The lab images are pinned by registry digest, come back by digest, and rebuild only on change."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+from lab.endpoints import MAILU_VERSION, REGISTRY_HOST
+from lab.images import (
+    SPECS,
+    ensure_images,
+    local_image_id,
+    registry_has,
+    remove_local,
+    verify_pull_by_digest,
+)
+
+pytestmark = pytest.mark.lab
+
+DIGEST_RE = r"^127\.0\.0\.1:5000/[a-z0-9/_-]+@sha256:[0-9a-f]{64}$"
+
+
+def test_every_image_has_a_pinned_digest(lab_images: dict[str, str]) -> None:
+    assert set(lab_images) == {s.name for s in SPECS}
+    for spec in SPECS:
+        ref = lab_images[spec.name]
+        assert ref.startswith(f"{REGISTRY_HOST}/{spec.repo}@sha256:")
+        assert len(ref.rsplit(":", 1)[1]) == 64
+        assert registry_has(ref), ref
+        # The human tag (e.g. mailu/nginx:2024.06) points at the very same manifest.
+        req = urllib.request.Request(
+            f"http://{REGISTRY_HOST}/v2/{spec.repo}/manifests/{spec.tag}",
+            method="HEAD",
+            headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+        )
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            assert resp.headers["Docker-Content-Digest"] == ref.split("@", 1)[1]
+    assert {s.tag for s in SPECS if s.repo.startswith("mailu/")} == {MAILU_VERSION}
+
+
+def _in_use(ref: str) -> bool:
+    out = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"ancestor={ref}"], capture_output=True, text=True, check=True
+    ).stdout
+    return bool(out.strip())
+
+
+def test_removed_image_is_pulled_back_by_digest(lab_images: dict[str, str]) -> None:
+    candidates = [lab_images[n] for n in ("forward-auth", "redis", "webmail", "postgres")]
+    ref = next((r for r in candidates if not _in_use(r)), None)
+    if ref is None:
+        pytest.skip("every candidate image is used by a container")
+    before = local_image_id(ref)
+    remove_local(ref)
+    assert local_image_id(ref) is None, "image still present locally"
+    after = verify_pull_by_digest(ref)
+    assert after == before
+
+
+def test_second_run_is_fast_and_stable(lab_images: dict[str, str]) -> None:
+    start = time.monotonic()
+    again = ensure_images()
+    elapsed = time.monotonic() - start
+    assert again == lab_images
+    assert elapsed < 10, f"ensure_images() took {elapsed:.1f}s with nothing changed"
