@@ -19,11 +19,15 @@ from lab import endpoints as ep
 from lab.procs import LabError, running_pid, start_daemon, stop_daemon, tcp_open
 
 
-def run(argv: list[str], *, check: bool = True, input_text: str | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    argv: list[str], *, check: bool = True, input_text: str | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run a local command and capture its output; raise LabError naming it when it fails."""
     proc = subprocess.run(argv, capture_output=True, text=True, input=input_text, check=False)
     if check and proc.returncode != 0:
-        raise LabError(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}")
+        raise LabError(
+            f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}"
+        )
     return proc
 
 
@@ -83,8 +87,20 @@ def ensure_networks() -> None:
             if any(c.get("Subnet") == subnet for c in have):
                 continue
             raise LabError(f"docker network {name} exists with another subnet than {subnet}: remove it first")
-        run(["docker", "network", "create", "--driver", "bridge", "--subnet", subnet,
-             "--label", "org.mailu-flows.lab=1", name])
+        run(
+            [
+                "docker",
+                "network",
+                "create",
+                "--driver",
+                "bridge",
+                "--subnet",
+                subnet,
+                "--label",
+                "org.mailu-flows.lab=1",
+                name,
+            ]
+        )
 
 
 def remove_lab_containers() -> None:
@@ -96,8 +112,9 @@ def remove_lab_containers() -> None:
 
 def remove_lab_images() -> None:
     """Remove the images pushed to the lab registry from the local engine (the registry keeps them)."""
-    refs = run(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", ep.REGISTRY_HOST + "/*/*"],
-               check=False).stdout.split()
+    refs = run(
+        ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", ep.REGISTRY_HOST + "/*/*"], check=False
+    ).stdout.split()
     if refs:
         run(["docker", "rmi", "-f", *refs], check=False)
 
@@ -106,8 +123,10 @@ def remove_networks() -> None:
     """Remove the lab's networks, first removing containers still attached to them (stacks deployed on
     the lab host); their volumes stay."""
     for name in ep.NETWORKS:
-        found = run(["docker", "network", "inspect", "--format", "{{range .Containers}}{{.Name}} {{end}}", name],
-                    check=False)
+        found = run(
+            ["docker", "network", "inspect", "--format", "{{range .Containers}}{{.Name}} {{end}}", name],
+            check=False,
+        )
         if found.returncode != 0:
             continue
         attached = found.stdout.split()
@@ -205,16 +224,33 @@ def ensure_sshd() -> SshInfo:
             break
         parent.chmod(parent.stat().st_mode | 0o005)
     shutil.chown(root, ep.SSH_USER, ep.SSH_USER)
-    start_daemon("sshd", ["/usr/sbin/sshd", "-D", "-e", "-f", str(config)],
-                 ready=lambda: tcp_open(ep.SSH_HOST, ep.SSH_PORT))
+    start_daemon(
+        "sshd",
+        ["/usr/sbin/sshd", "-D", "-e", "-f", str(config)],
+        ready=lambda: tcp_open(ep.SSH_HOST, ep.SSH_PORT),
+    )
     return SshInfo(ep.SSH_HOST, ep.SSH_PORT, ep.SSH_USER, client_key, host_pub, known)
 
 
 def ssh_argv(info: SshInfo, *command: str) -> list[str]:
     """OpenSSH client argv for running `command` on the lab host with the pinned key (for tests/tools)."""
-    return ["ssh", "-i", str(info.private_key_file), "-p", str(info.port),
-            "-o", f"UserKnownHostsFile={info.known_hosts_file}", "-o", "StrictHostKeyChecking=yes",
-            "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", f"{info.user}@{info.host}", *command]
+    return [
+        "ssh",
+        "-i",
+        str(info.private_key_file),
+        "-p",
+        str(info.port),
+        "-o",
+        f"UserKnownHostsFile={info.known_hosts_file}",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "IdentitiesOnly=yes",
+        f"{info.user}@{info.host}",
+        *command,
+    ]
 
 
 def sshd_running() -> bool:

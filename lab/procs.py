@@ -7,6 +7,7 @@ if that pid still runs the command it started (pids get reused).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -112,10 +113,8 @@ def stop_daemon(name: str, timeout: float = 10.0) -> bool:
         if not _alive(pid):
             return True
         time.sleep(0.05)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     return True
 
 

@@ -73,8 +73,13 @@ def ensure_gpg() -> GpgInfo:
     gpg = gnupg.GPG(gnupghome=str(home))
     passphrase = passphrase_file.read_text()
     params = gpg.gen_key_input(
-        key_type="EDDSA", key_curve="ed25519", subkey_type="ECDH", subkey_curve="cv25519",
-        name_real="mailu-flows lab backup", name_email=f"backup@{ep.ZONE}", expire_date=0,
+        key_type="EDDSA",
+        key_curve="ed25519",
+        subkey_type="ECDH",
+        subkey_curve="cv25519",
+        name_real="mailu-flows lab backup",
+        name_email=f"backup@{ep.ZONE}",
+        expire_date=0,
         passphrase=passphrase,
     )
     result = gpg.gen_key(params)
@@ -105,7 +110,8 @@ def prefect_env() -> dict[str, str]:
 def prefect_healthy() -> bool:
     try:
         with urllib.request.urlopen(f"{ep.PREFECT_API_URL}/health", timeout=1) as resp:
-            return bool(json.loads(resp.read()))
+            healthy: object = json.loads(resp.read())
+            return healthy is True
     except Exception:
         return False
 
@@ -122,9 +128,13 @@ def ensure_prefect() -> str:
     env = prefect_env()
     env["PREFECT_SERVER_ENCRYPTION_KEY"] = key_file.read_text().strip()  # env, never argv
     prefect = shutil.which("prefect") or str(Path(sys.executable).parent / "prefect")
-    start_daemon("prefect-server", [prefect, "server", "start", "--host", "127.0.0.1",
-                                    "--port", str(ep.PREFECT_PORT)],
-                 env=env, ready=prefect_healthy, timeout=90)
+    start_daemon(
+        "prefect-server",
+        [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(ep.PREFECT_PORT)],
+        env=env,
+        ready=prefect_healthy,
+        timeout=90,
+    )
     return ep.PREFECT_API_URL
 
 
@@ -134,7 +144,11 @@ def ensure_prefect() -> str:
 def monitoring_dirs() -> dict[str, Path]:
     """Where the host's Prometheus looks for targets and rules (the deploy writes there)."""
     base = host_root() / "monitoring"
-    return {"file_sd": base / "file_sd", "blackbox_sd": base / "file_sd" / "blackbox", "rules": base / "rules"}
+    return {
+        "file_sd": base / "file_sd",
+        "blackbox_sd": base / "file_sd" / "blackbox",
+        "rules": base / "rules",
+    }
 
 
 def prometheus_config() -> dict[str, Any]:
@@ -163,7 +177,8 @@ def prometheus_config() -> dict[str, Any]:
 def prometheus_ready() -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{ep.PROMETHEUS_PORT}/-/ready", timeout=1) as resp:
-            return resp.status == 200
+            status: int = resp.status
+            return status == 200
     except Exception:
         return False
 
@@ -179,10 +194,18 @@ def ensure_prometheus() -> str:
     conf = conf_dir / "prometheus.yml"
     conf.write_text(yaml.safe_dump(prometheus_config(), sort_keys=False))
     url = f"http://127.0.0.1:{ep.PROMETHEUS_PORT}"
-    start_daemon("prometheus", [
-        "/usr/bin/prometheus", f"--config.file={conf}", f"--storage.tsdb.path={conf_dir / 'data'}",
-        f"--web.listen-address=127.0.0.1:{ep.PROMETHEUS_PORT}", "--web.enable-lifecycle",
-    ], ready=prometheus_ready, timeout=60)
+    start_daemon(
+        "prometheus",
+        [
+            "/usr/bin/prometheus",
+            f"--config.file={conf}",
+            f"--storage.tsdb.path={conf_dir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{ep.PROMETHEUS_PORT}",
+            "--web.enable-lifecycle",
+        ],
+        ready=prometheus_ready,
+        timeout=60,
+    )
     return url
 
 
@@ -190,8 +213,9 @@ def stop_gpg_agent() -> None:
     """gpg-agent daemonizes and outlives its caller; stop the lab homedir's agent."""
     home = ep.lab_dir() / "gnupg"
     if home.exists():
-        subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], check=False,
-                       capture_output=True)
+        subprocess.run(
+            ["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], check=False, capture_output=True
+        )
 
 
 def stop_services() -> list[str]:

@@ -59,15 +59,23 @@ def baseline_dynamic_files() -> dict[str, dict[str, Any]]:
     middlewares = {
         "http": {
             "middlewares": {
-                "secure-headers": {"headers": {
-                    "stsSeconds": 31536000, "stsIncludeSubdomains": True, "frameDeny": True,
-                    "contentTypeNosniff": True, "browserXssFilter": True,
-                    "referrerPolicy": "strict-origin-when-cross-origin",
-                }},
-                "admin-forward-auth": {"forwardAuth": {
-                    "address": auth_url, "trustForwardHeader": False,
-                    "authResponseHeaders": ["X-Auth-User"],
-                }},
+                "secure-headers": {
+                    "headers": {
+                        "stsSeconds": 31536000,
+                        "stsIncludeSubdomains": True,
+                        "frameDeny": True,
+                        "contentTypeNosniff": True,
+                        "browserXssFilter": True,
+                        "referrerPolicy": "strict-origin-when-cross-origin",
+                    }
+                },
+                "admin-forward-auth": {
+                    "forwardAuth": {
+                        "address": auth_url,
+                        "trustForwardHeader": False,
+                        "authResponseHeaders": ["X-Auth-User"],
+                    }
+                },
                 "allowed-admins": {"ipAllowList": {"sourceRange": ADMIN_SOURCE_RANGES}},
                 "mgmt-ratelimit": {"rateLimit": {"average": 50, "period": "1s", "burst": 100}},
             }
@@ -77,13 +85,21 @@ def baseline_dynamic_files() -> dict[str, dict[str, Any]]:
         "http": {
             "routers": {
                 "traefik-dashboard": {
-                    "entryPoints": ["websecure"], "rule": f"Host(`traefik.{ep.ZONE}`)",
+                    "entryPoints": ["websecure"],
+                    "rule": f"Host(`traefik.{ep.ZONE}`)",
                     "service": "api@internal",
-                    "middlewares": ["secure-headers", "admin-forward-auth", "allowed-admins", "mgmt-ratelimit"],
+                    "middlewares": [
+                        "secure-headers",
+                        "admin-forward-auth",
+                        "allowed-admins",
+                        "mgmt-ratelimit",
+                    ],
                 },
                 "whoami": {
-                    "entryPoints": ["websecure"], "rule": f"Host(`whoami.{ep.ZONE}`)",
-                    "service": "whoami", "middlewares": ["secure-headers"],
+                    "entryPoints": ["websecure"],
+                    "rule": f"Host(`whoami.{ep.ZONE}`)",
+                    "service": "whoami",
+                    "middlewares": ["secure-headers"],
                 },
             }
         }
@@ -91,15 +107,24 @@ def baseline_dynamic_files() -> dict[str, dict[str, Any]]:
     services = {
         "http": {
             "services": {
-                "whoami": {"loadBalancer": {"servers": [
-                    {"url": f"http://{FORWARD_AUTH_ALIAS}:{FORWARD_AUTH_PORT}/whoami"}]}},
+                "whoami": {
+                    "loadBalancer": {
+                        "servers": [{"url": f"http://{FORWARD_AUTH_ALIAS}:{FORWARD_AUTH_PORT}/whoami"}]
+                    }
+                },
             }
         }
     }
     tls = {
         "tls": {
-            "stores": {"default": {"defaultCertificate": {
-                "certFile": f"{CONTAINER_CERT_DIR}/cert.pem", "keyFile": f"{CONTAINER_CERT_DIR}/key.pem"}}},
+            "stores": {
+                "default": {
+                    "defaultCertificate": {
+                        "certFile": f"{CONTAINER_CERT_DIR}/cert.pem",
+                        "keyFile": f"{CONTAINER_CERT_DIR}/key.pem",
+                    }
+                }
+            },
             "options": {"default": {"minVersion": "VersionTLS12"}},
         }
     }
@@ -131,9 +156,29 @@ def ensure_forward_auth(image: str) -> None:
     if container_running(FORWARD_AUTH_CONTAINER) and _container_image(FORWARD_AUTH_CONTAINER) == image:
         return
     run(["docker", "rm", "-f", FORWARD_AUTH_CONTAINER], check=False)
-    run(["docker", "run", "-d", "--name", FORWARD_AUTH_CONTAINER, "--restart", "unless-stopped",
-         "--label", "org.mailu-flows.lab=1", "--network", "mgmt", "--network-alias", FORWARD_AUTH_ALIAS,
-         "--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges", image])
+    run(
+        [
+            "docker",
+            "run",
+            "-d",
+            "--name",
+            FORWARD_AUTH_CONTAINER,
+            "--restart",
+            "unless-stopped",
+            "--label",
+            "org.mailu-flows.lab=1",
+            "--network",
+            "mgmt",
+            "--network-alias",
+            FORWARD_AUTH_ALIAS,
+            "--read-only",
+            "--cap-drop",
+            "ALL",
+            "--security-opt",
+            "no-new-privileges",
+            image,
+        ]
+    )
 
 
 def ensure_traefik(image: str, ca: CaFiles) -> None:
@@ -157,15 +202,38 @@ def ensure_traefik(image: str, ca: CaFiles) -> None:
     for e in (*ep.MAIL_ENTRYPOINTS, *ep.WEB_ENTRYPOINTS):
         publish += ["-p", f"127.0.0.1:{e.host_port}:{e.port}"]
     publish += ["-p", f"127.0.0.1:{ep.TRAEFIK_API_PORT}:8080"]
-    run(["docker", "create", "--name", TRAEFIK_CONTAINER, "--restart", "unless-stopped",
-         "--label", "org.mailu-flows.lab=1",
-         "--network", "mgmt", "--ip", ep.TRAEFIK_MGMT_IP, *publish,
-         "-v", f"{conf_dir / 'traefik.yml'}:/etc/traefik/traefik.yml:ro",
-         "-v", f"{cert_dir}:{CONTAINER_CERT_DIR}:ro",
-         "-v", f"{dyn}:{CONTAINER_DYNAMIC_DIR}:ro",
-         "--read-only", "--security-opt", "no-new-privileges",
-         "--cap-drop", "ALL", "--cap-add", "NET_BIND_SERVICE",
-         image, "--configFile=/etc/traefik/traefik.yml"])
+    run(
+        [
+            "docker",
+            "create",
+            "--name",
+            TRAEFIK_CONTAINER,
+            "--restart",
+            "unless-stopped",
+            "--label",
+            "org.mailu-flows.lab=1",
+            "--network",
+            "mgmt",
+            "--ip",
+            ep.TRAEFIK_MGMT_IP,
+            *publish,
+            "-v",
+            f"{conf_dir / 'traefik.yml'}:/etc/traefik/traefik.yml:ro",
+            "-v",
+            f"{cert_dir}:{CONTAINER_CERT_DIR}:ro",
+            "-v",
+            f"{dyn}:{CONTAINER_DYNAMIC_DIR}:ro",
+            "--read-only",
+            "--security-opt",
+            "no-new-privileges",
+            "--cap-drop",
+            "ALL",
+            "--cap-add",
+            "NET_BIND_SERVICE",
+            image,
+            "--configFile=/etc/traefik/traefik.yml",
+        ]
+    )
     run(["docker", "network", "connect", "--ip", ep.TRAEFIK_EDGE_IP, "edge", TRAEFIK_CONTAINER])
     run(["docker", "start", TRAEFIK_CONTAINER])
     wait_for_api()

@@ -31,7 +31,9 @@ class UpReport:
     def timed(self, name: str, fn: Callable[[], object]) -> Any:
         start = time.monotonic()
         result = fn()
-        self.steps.append(StepReport(name, time.monotonic() - start, "" if result is None else str(result)[:200]))
+        self.steps.append(
+            StepReport(name, time.monotonic() - start, "" if result is None else str(result)[:200])
+        )
         return result
 
 
@@ -113,17 +115,28 @@ def lab_status() -> dict[str, Any]:
         "parts": parts,
         "lab_dir": str(d),
         "stack_config": str(d / "stack.yaml"),
-        "ssh": {"host": ep.SSH_HOST, "port": ep.SSH_PORT, "user": ep.SSH_USER,
-                "private_key_file": str(d / "ssh" / "client_ed25519"),
-                "known_hosts_file": str(d / "ssh" / "known_hosts")},
+        "ssh": {
+            "host": ep.SSH_HOST,
+            "port": ep.SSH_PORT,
+            "user": ep.SSH_USER,
+            "private_key_file": str(d / "ssh" / "client_ed25519"),
+            "known_hosts_file": str(d / "ssh" / "known_hosts"),
+        },
         "stack_root": str(host.host_root()),
         "registry": ep.REGISTRY_HOST,
-        "dns": {"zone": ep.ZONE, "primary": f"{ep.DNS_PRIMARY}:{ep.DNS_PORT}",
-                "secondary": f"{ep.DNS_SECONDARY}:{ep.DNS_PORT}", "tsig_key_name": ep.TSIG_KEY_NAME},
+        "dns": {
+            "zone": ep.ZONE,
+            "primary": f"{ep.DNS_PRIMARY}:{ep.DNS_PORT}",
+            "secondary": f"{ep.DNS_SECONDARY}:{ep.DNS_PORT}",
+            "tsig_key_name": ep.TSIG_KEY_NAME,
+        },
         "cloudflare_emulator": ep.CF_BASE_URL,
-        "traefik": {"api": ep.TRAEFIK_API_URL,
-                    "entrypoints": {e.name: f"127.0.0.1:{e.host_port}"
-                                    for e in (*ep.MAIL_ENTRYPOINTS, *ep.WEB_ENTRYPOINTS)}},
+        "traefik": {
+            "api": ep.TRAEFIK_API_URL,
+            "entrypoints": {
+                e.name: f"127.0.0.1:{e.host_port}" for e in (*ep.MAIL_ENTRYPOINTS, *ep.WEB_ENTRYPOINTS)
+            },
+        },
         "prefect": {"api": ep.PREFECT_API_URL, "ui": f"http://127.0.0.1:{ep.PREFECT_PORT}"},
         "prometheus": f"http://127.0.0.1:{ep.PROMETHEUS_PORT}",
     }

@@ -19,7 +19,7 @@ COMMAND_MODULES = ("lab", "config", "blocks")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mailu-flows",
-        description="Deploy and operate a hardened Mailu stack on a Docker host over SSH, with Prefect flows.",
+        description="Deploy and operate a hardened Mailu stack on a Docker host over SSH with Prefect flows.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:

@@ -8,6 +8,7 @@ mode. Secrets reach the host through stdin or SFTP, never through a command line
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import shlex
 import socket
@@ -56,8 +57,15 @@ def _load_private_key(text: str) -> paramiko.PKey:
 class RemoteHost:
     """The managed host over one SSH transport. Use as a context manager."""
 
-    def __init__(self, address: str, port: int, user: str, private_key: str, host_key: str,
-                 connect_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        address: str,
+        port: int,
+        user: str,
+        private_key: str,
+        host_key: str,
+        connect_timeout: float = 10.0,
+    ) -> None:
         self.address, self.port, self.user = address, port, user
         self._private_key = private_key
         self._host_key = host_key
@@ -83,18 +91,27 @@ class RemoteHost:
         key_type, b64 = parts[0], parts[1]
         client = paramiko.SSHClient()
         host_id = self.address if self.port == 22 else f"[{self.address}]:{self.port}"
-        client.get_host_keys().add(host_id, key_type,
-                                   paramiko.PKey.from_type_string(key_type, base64.b64decode(b64)))
+        client.get_host_keys().add(
+            host_id, key_type, paramiko.PKey.from_type_string(key_type, base64.b64decode(b64))
+        )
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
         try:
-            client.connect(self.address, port=self.port, username=self.user,
-                           pkey=_load_private_key(self._private_key), look_for_keys=False,
-                           allow_agent=False, timeout=self._timeout, banner_timeout=self._timeout,
-                           auth_timeout=self._timeout)
+            client.connect(
+                self.address,
+                port=self.port,
+                username=self.user,
+                pkey=_load_private_key(self._private_key),
+                look_for_keys=False,
+                allow_agent=False,
+                timeout=self._timeout,
+                banner_timeout=self._timeout,
+                auth_timeout=self._timeout,
+            )
         except paramiko.BadHostKeyException as exc:
             raise HostKeyMismatch(
                 f"{self.label} presented a {exc.key.get_name()} host key that is not the pinned one: "
-                "refusing to connect (check the SSH host block's host_key)") from None
+                "refusing to connect (check the SSH host block's host_key)"
+            ) from None
         except paramiko.AuthenticationException:
             raise RemoteError(f"{self.label}: the SSH key was refused for user {self.user}") from None
         except (OSError, paramiko.SSHException) as exc:
@@ -117,7 +134,9 @@ class RemoteHost:
     def __enter__(self) -> RemoteHost:
         return self.connect()
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     @property
@@ -135,8 +154,14 @@ class RemoteHost:
 
     # --- commands -----------------------------------------------------------------------------
 
-    def run(self, command: str | Sequence[str], *, stdin: bytes | None = None, check: bool = True,
-            timeout: float | None = 600) -> CommandResult:
+    def run(
+        self,
+        command: str | Sequence[str],
+        *,
+        stdin: bytes | None = None,
+        check: bool = True,
+        timeout: float | None = 600,
+    ) -> CommandResult:
         """Run a command (a list is shell-quoted); `stdin` is how secrets reach it."""
         cmd = command if isinstance(command, str) else shlex.join(command)
         channel = self.client.get_transport().open_session()  # type: ignore[union-attr]
@@ -159,11 +184,15 @@ class RemoteHost:
         channel.close()
         result = CommandResult(cmd, rc, bytes(out), bytes(err))
         if check and rc != 0:
-            raise RemoteError(f"on {self.label}: `{cmd}` exited {rc}: "
-                              f"{(err or out).decode(errors='replace').strip()[-1500:]}")
+            raise RemoteError(
+                f"on {self.label}: `{cmd}` exited {rc}: "
+                f"{(err or out).decode(errors='replace').strip()[-1500:]}"
+            )
         return result
 
-    def stream_stdout(self, command: str | Sequence[str], sink: BinaryIO, chunk: int = 1 << 20) -> CommandResult:
+    def stream_stdout(
+        self, command: str | Sequence[str], sink: BinaryIO, chunk: int = 1 << 20
+    ) -> CommandResult:
         """Run a command and copy its stdout into `sink` as it arrives (flat memory for big outputs)."""
         cmd = command if isinstance(command, str) else shlex.join(command)
         channel = self.client.get_transport().open_session()  # type: ignore[union-attr]
@@ -213,10 +242,8 @@ class RemoteHost:
                 fh.write(data)
             self.sftp.posix_rename(tmp, path)
         except OSError as exc:
-            try:
+            with contextlib.suppress(OSError):
                 self.sftp.remove(tmp)
-            except OSError:
-                pass
             raise RemoteError(f"cannot write {path} on {self.label}: {exc}") from None
 
     def makedirs(self, path: str, mode: int = 0o755) -> None:

@@ -14,6 +14,7 @@ import jsonschema
 import pytest
 import yaml
 
+from lab.stack_config import LAB_SERVICES, lab_stack_config
 from mailu_core.config import (
     ConfigError,
     StackConfig,
@@ -23,7 +24,6 @@ from mailu_core.config import (
     stack_config_from_mapping,
 )
 from mailu_core.fields import IMAGE_PATTERN
-from mailu_core.lab_config import LAB_SERVICES, lab_stack_config
 from mailu_flows.cli import main
 
 REPO = Path(__file__).resolve().parents[2]

@@ -18,13 +18,21 @@ def _client(lab: dict[str, Any], host_key_line: str) -> paramiko.SSHClient:
     client = paramiko.SSHClient()
     key_type, b64 = host_key_line.split()[:2]
     client.get_host_keys().add(
-        f"[{ssh['host']}]:{ssh['port']}", key_type, paramiko.PKey.from_type_string(key_type, base64.b64decode(b64))
+        f"[{ssh['host']}]:{ssh['port']}",
+        key_type,
+        paramiko.PKey.from_type_string(key_type, base64.b64decode(b64)),
     )
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
     client.connect(
-        ssh["host"], port=ssh["port"], username=ssh["user"],
+        ssh["host"],
+        port=ssh["port"],
+        username=ssh["user"],
         pkey=paramiko.Ed25519Key.from_private_key_file(ssh["private_key_file"]),
-        look_for_keys=False, allow_agent=False, timeout=5, banner_timeout=5, auth_timeout=5,
+        look_for_keys=False,
+        allow_agent=False,
+        timeout=5,
+        banner_timeout=5,
+        auth_timeout=5,
     )
     return client
 
@@ -63,8 +71,15 @@ def test_unknown_host_is_refused(lab: dict[str, Any]) -> None:
     client = paramiko.SSHClient()
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
     with pytest.raises(paramiko.SSHException, match="not found in known_hosts"):
-        client.connect(ssh["host"], port=ssh["port"], username=ssh["user"],
-                       key_filename=ssh["private_key_file"], look_for_keys=False, allow_agent=False, timeout=5)
+        client.connect(
+            ssh["host"],
+            port=ssh["port"],
+            username=ssh["user"],
+            key_filename=ssh["private_key_file"],
+            look_for_keys=False,
+            allow_agent=False,
+            timeout=5,
+        )
 
 
 def test_password_login_is_refused(lab: dict[str, Any]) -> None:

@@ -17,15 +17,19 @@ pytestmark = pytest.mark.lab
 def _host(lab: dict[str, Any], host_key: str | None = None) -> RemoteHost:
     ssh = lab["ssh"]
     pinned = " ".join(Path(ssh["known_hosts_file"]).read_text().split()[1:3])
-    return RemoteHost(ssh["host"], ssh["port"], ssh["user"], Path(ssh["private_key_file"]).read_text(),
-                      host_key or pinned)
+    return RemoteHost(
+        ssh["host"], ssh["port"], ssh["user"], Path(ssh["private_key_file"]).read_text(), host_key or pinned
+    )
 
 
 def test_commands_share_one_connection_and_stdin_carries_data(lab: dict[str, Any]) -> None:
     with _host(lab) as host:
         assert host.run("echo hi").text() == "hi\n"
-        assert host.run(["sha256sum"], stdin=b"abc").text().startswith(
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        assert (
+            host.run(["sha256sum"], stdin=b"abc")
+            .text()
+            .startswith("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        )
         failed = host.run("exit 3", check=False)
         assert failed.returncode == 3
         with pytest.raises(RemoteError, match="exited 3"):
@@ -34,7 +38,9 @@ def test_commands_share_one_connection_and_stdin_carries_data(lab: dict[str, Any
 
 def test_wrong_pinned_key_is_refused(lab: dict[str, Any]) -> None:
     # The client's own key stands in for "some other host's key".
-    other = paramiko.Ed25519Key.from_private_key(io.StringIO(Path(lab["ssh"]["private_key_file"]).read_text()))
+    other = paramiko.Ed25519Key.from_private_key(
+        io.StringIO(Path(lab["ssh"]["private_key_file"]).read_text())
+    )
     with pytest.raises(HostKeyMismatch, match="not the pinned one"):
         _host(lab, f"{other.get_name()} {other.get_base64()}").connect()
 

@@ -1,4 +1,4 @@
-"""The lab's host services for real: Prometheus (file_sd, rule glob, lifecycle), Prefect server + UI, GnuPG."""
+"""The lab's host services for real: Prometheus (file_sd, rules, lifecycle), Prefect server + UI, GnuPG."""
 
 from __future__ import annotations
 
@@ -77,7 +77,10 @@ def test_gpg_backup_key_pair_round_trips_and_files_are_private(lab: dict[str, An
     for path in (info.public_key_file, info.private_key_file, info.passphrase_file):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     assert "PRIVATE KEY" not in info.public_key_file.read_text()
-    with tempfile.TemporaryDirectory(dir="/tmp") as enc_home, tempfile.TemporaryDirectory(dir="/tmp") as dec_home:
+    with (
+        tempfile.TemporaryDirectory(dir="/tmp") as enc_home,
+        tempfile.TemporaryDirectory(dir="/tmp") as dec_home,
+    ):
         encryptor = gnupg.GPG(gnupghome=enc_home)  # the backup side holds only the public key
         assert encryptor.import_keys(info.public_key_file.read_text()).fingerprints == [info.fingerprint]
         sealed = encryptor.encrypt(b"marker", [info.fingerprint], always_trust=True, armor=False)
@@ -87,7 +90,9 @@ def test_gpg_backup_key_pair_round_trips_and_files_are_private(lab: dict[str, An
         decryptor.import_keys(info.private_key_file.read_text())
         wrong = decryptor.decrypt(sealed.data, passphrase="wrong", always_trust=True)
         assert not wrong.ok
-        opened = decryptor.decrypt(sealed.data, passphrase=info.passphrase_file.read_text(), always_trust=True)
+        opened = decryptor.decrypt(
+            sealed.data, passphrase=info.passphrase_file.read_text(), always_trust=True
+        )
         assert opened.ok and opened.data == b"marker"
         for home in (enc_home, dec_home):
             subprocess.run(["gpgconf", "--homedir", home, "--kill", "gpg-agent"], check=False)

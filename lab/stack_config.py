@@ -1,5 +1,7 @@
 """The lab's stack config, built from the lab's fixed constants (`lab.endpoints`).
 
+It lives in `lab/` so that the pure core never imports the lab.
+
 The lab writes `.lab/stack.yaml` with `dump_stack_config(lab_stack_config(...))`, so the flows
 under test read exactly the kind of file an operator writes.
 """
