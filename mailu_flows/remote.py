@@ -248,3 +248,72 @@ class RemoteHost:
 
     def makedirs(self, path: str, mode: int = 0o755) -> None:
         self.run(["mkdir", "-p", "-m", oct(mode)[2:], path])
+
+
+class HostBusy(RemoteError):
+    """Another mutating flow holds the host lock."""
+
+
+class HostLock:
+    """One mutating flow at a time per host (deploy, rollback, restore, dkim-publish).
+
+    The lock is an `flock` held by a process on the host whose stdin is this SSH channel: when the
+    flow ends, or its process is killed and the connection drops, the channel closes, the holder sees
+    EOF and exits, and the lock is free. Nothing can be left held by a dead run.
+    """
+
+    BUSY_EXIT = 75
+
+    def __init__(self, host: RemoteHost, path: str, holder: str) -> None:
+        self.host, self.path, self.holder = host, path, holder
+        self._channel: paramiko.Channel | None = None
+
+    def acquire(self, wait_s: float = 0.0, poll_s: float = 1.0) -> None:
+        import time
+
+        deadline = time.monotonic() + wait_s
+        info = f"{self.path}.holder"
+        holder_cmd = (
+            f"printf %s {shlex.quote(self.holder)} > {shlex.quote(info)}; echo LOCKED; exec cat >/dev/null"
+        )
+        script = f"exec flock -n -E {self.BUSY_EXIT} {shlex.quote(self.path)} sh -c {shlex.quote(holder_cmd)}"
+        while True:
+            channel = self.host.client.get_transport().open_session()  # type: ignore[union-attr]
+            channel.exec_command(script)
+            first = b""
+            while not first.endswith(b"\n"):
+                data = channel.recv(64)
+                if not data:
+                    break
+                first += data
+            if first.strip() == b"LOCKED":
+                self._channel = channel
+                return
+            rc = channel.recv_exit_status()
+            channel.close()
+            if rc != self.BUSY_EXIT:
+                raise RemoteError(f"cannot take the host lock {self.path} on {self.host.label} (exit {rc})")
+            if time.monotonic() >= deadline:
+                current = self.host.read_file(info)
+                who = current.decode(errors="replace") if current else "another run"
+                raise HostBusy(
+                    f"{self.host.label} is busy: {who} holds {self.path}; wait for it to finish "
+                    "(the lock frees itself when that run's SSH connection ends)"
+                )
+            time.sleep(poll_s)
+
+    def release(self) -> None:
+        if self._channel is not None:
+            self._channel.shutdown_write()
+            self._channel.recv_exit_status()
+            self._channel.close()
+            self._channel = None
+
+    def __enter__(self) -> HostLock:
+        self.acquire()
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release()

@@ -55,3 +55,51 @@ def test_secret_file_is_written_atomically_with_mode_0600(lab: dict[str, Any]) -
         assert host.read_file(path) == b"s3cret-2"
         host.run(["rm", "-f", path])
         assert host.read_file(path) is None
+
+
+def test_host_lock_is_exclusive_and_frees_itself_when_the_holder_dies(lab: dict[str, Any]) -> None:
+    import subprocess
+    import sys
+
+    from mailu_flows.remote import HostBusy, HostLock
+
+    path = f"{lab['stack_root']}/.test-host-lock"
+    with _host(lab) as first, _host(lab) as second:
+        with HostLock(first, path, "first run"):
+            with pytest.raises(HostBusy, match="first run holds"):
+                HostLock(second, path, "second run").acquire(wait_s=0)
+        HostLock(second, path, "second run").acquire(wait_s=0)  # released: free again
+        second.close()
+
+    # A process that takes the lock and is then killed (no clean release) must not leave it held.
+    ssh = lab["ssh"]
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time, pathlib\n"
+                "from mailu_flows.remote import RemoteHost, HostLock\n"
+                f"h = RemoteHost({ssh['host']!r}, {ssh['port']}, {ssh['user']!r}, "
+                f"pathlib.Path({ssh['private_key_file']!r}).read_text(), {_pinned(lab)!r}).connect()\n"
+                f"HostLock(h, {path!r}, 'killed run').acquire()\n"
+                "print('held', flush=True)\n"
+                "time.sleep(600)\n"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == b"held"
+        with _host(lab) as third:
+            with pytest.raises(HostBusy, match="killed run"):
+                HostLock(third, path, "third run").acquire(wait_s=0)
+            holder.kill()
+            holder.wait()
+            HostLock(third, path, "third run").acquire(wait_s=10, poll_s=0.2)
+    finally:
+        holder.kill()
+
+
+def _pinned(lab: dict[str, Any]) -> str:
+    return " ".join(Path(lab["ssh"]["known_hosts_file"]).read_text().split()[1:3])
