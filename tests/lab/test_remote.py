@@ -65,9 +65,8 @@ def test_host_lock_is_exclusive_and_frees_itself_when_the_holder_dies(lab: dict[
 
     path = f"{lab['stack_root']}/.test-host-lock"
     with _host(lab) as first, _host(lab) as second:
-        with HostLock(first, path, "first run"):
-            with pytest.raises(HostBusy, match="first run holds"):
-                HostLock(second, path, "second run").acquire(wait_s=0)
+        with HostLock(first, path, "first run"), pytest.raises(HostBusy, match="first run holds"):
+            HostLock(second, path, "second run").acquire(wait_s=0)
         HostLock(second, path, "second run").acquire(wait_s=0)  # released: free again
         second.close()
 

@@ -1,0 +1,25 @@
+"""Reaching the managed host from a flow: one SSH connection per flow run, from the SSH host block."""
+
+from __future__ import annotations
+
+from blocks import SshHost, load_block
+from mailu_core.config import StackConfig
+from mailu_flows.remote import RemoteHost
+
+
+def connect_host(config: StackConfig) -> RemoteHost:
+    """Open the flow run's one SSH connection, with the key and pinned host key from the block."""
+    block = load_block(SshHost, config.blocks.ssh_host)
+    if block.private_key_passphrase.get_secret_value():
+        raise ValueError(
+            f"SSH host block {config.blocks.ssh_host!r}: encrypted private keys are not supported yet; "
+            "store an unencrypted key (the block itself is encrypted at rest)"
+        )
+    host = RemoteHost(
+        str(block.address),
+        block.port,
+        block.user,
+        block.private_key.get_secret_value(),
+        block.host_keys[0],
+    )
+    return host.connect()
