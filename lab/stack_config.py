@@ -56,7 +56,13 @@ def lab_stack_config(
         "networks": {"mail_subnet": mail_subnet},
         "host": {"stack_root": stack_root},
         "traefik": {
-            "mail_entrypoints": [{"port": ep.port, "name": ep.name} for ep in endpoints.MAIL_ENTRYPOINTS],
+            "mail_entrypoints": [
+                {"port": ep.port, "name": ep.name, "published_port": ep.host_port}
+                for ep in endpoints.MAIL_ENTRYPOINTS
+            ],
+            "websecure_published_port": endpoints.WEB_ENTRYPOINTS[1].host_port,
+            "check_address": "127.0.0.1",
+            "check_ca_file": str(endpoints.lab_dir() / "ca" / "ca.crt"),
             "web_entrypoint": endpoints.WEB_ENTRYPOINTS[0].name,
             "websecure_entrypoint": endpoints.WEB_ENTRYPOINTS[1].name,
             "mgmt_address": endpoints.TRAEFIK_MGMT_IP,

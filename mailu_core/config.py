@@ -358,6 +358,16 @@ class MailEntryPoint(_Model):
 
     port: MailPort = Field(description="Mail port: 25, 465, 587, 143 or 993.")
     name: EntryPointName = Field(description="Traefik entrypoint name, e.g. smtp.")
+    published_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Host port where Traefik publishes this entrypoint; default: the mail port itself.",
+    )
+
+    @property
+    def host_port(self) -> int:
+        return self.published_port or self.port
 
 
 class Middlewares(_Model):
@@ -413,6 +423,19 @@ class Traefik(_Model):
     )
     api_url: HttpUrl = Field(
         "http://127.0.0.1:8080", description="Traefik API, used to check routers are loaded."
+    )
+    websecure_published_port: int = Field(
+        443, ge=1, le=65535, description="Host port where Traefik publishes the HTTPS entrypoint."
+    )
+    check_address: IPAny | None = Field(
+        None,
+        description="Address the post-deploy checks connect to (Traefik's entrypoints); "
+        "default: mailu.public_ipv4.",
+    )
+    check_ca_file: str | None = Field(
+        None,
+        description="CA bundle (on the machine running the flows) that the post-deploy TLS checks trust; "
+        "default: the system's.",
     )
 
     @field_validator("mail_entrypoints")
