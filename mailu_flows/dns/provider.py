@@ -104,7 +104,9 @@ def check_in_zone(records: Iterable[Record], zone: str) -> None:
     """Raise `RecordOutsideZoneError` naming the first record outside `zone`."""
     for r in records:
         if not in_zone(r.name, zone):
-            raise RecordOutsideZoneError(f"record {r.name} {r.type} is outside zone {zone}; it cannot be published")
+            raise RecordOutsideZoneError(
+                f"record {r.name} {r.type} is outside zone {zone}; it cannot be published"
+            )
 
 
 @runtime_checkable

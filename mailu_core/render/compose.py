@@ -1,0 +1,287 @@
+"""`compose/mailu.yml`: every Mailu service, hardened, on the stack's own networks.
+
+Networks (and why):
+- `<mail>` (networks.mail, `internal: true`, subnet = SUBNET): every Mailu service. Postfix trusts
+  this subnet (mynetworks, XCLIENT), so nothing else joins it: not Traefik, not webmail.
+- `<mail>-webmail` (`internal: true`): front and webmail only, as in Mailu's template, so the PHP
+  webmail never gets an address Postfix trusts.
+- `<mail>-egress` (not internal): smtp (outbound mail, MX lookups), antispam (DNS blocklists, map
+  updates) and admin (the DNSSEC-validating lookup Mailu's admin needs at start). front never joins
+  it: if front and smtp shared two networks, front could reach smtp from an address outside SUBNET
+  and Postfix would refuse its XCLIENT.
+- `<mail>-acme` (not internal, letsencrypt flavors only): front alone, so certbot reaches Let's
+  Encrypt without front sharing a second network with smtp.
+- networks.mgmt (external): front only; Traefik reaches it there under a project-unique alias
+  (`front_alias`): a bare `front` would also match any other stack's `front` on the shared network.
+- networks.internal (external): admin only, and only for a shared (unmanaged) PostgreSQL.
+- never `edge`: mail ports reach front through Traefik's TCP routers.
+
+Volumes carry the config's names verbatim (`name:`), so the backup flows find them; nothing here
+removes a volume. Secrets are compose file secrets from the secrets dir, mounted per service.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mailu_core.config import StackConfig
+from mailu_core.render.env import POSTGRES_DATA_DIR, services_of
+from mailu_core.render.secrets import SecretFileSpec, secret_file_specs
+from mailu_core.render.yamlout import dump_yaml, indent
+
+__all__ = [
+    "HARDENING",
+    "LOGGING",
+    "front_alias",
+    "network_keys",
+    "render_compose",
+    "service_capabilities",
+]
+
+# Common to every service through the `x-hardening` anchor.
+HARDENING: dict[str, Any] = {"security_opt": ["no-new-privileges:true"], "cap_drop": ["ALL"]}
+LOGGING: dict[str, Any] = {"driver": "json-file", "options": {"max-size": "10m", "max-file": "5"}}
+
+# Capabilities each daemon needs on top of `cap_drop: ALL`. Mailu's images start as root, render
+# their config, chown their volumes and drop to service users; every master process (nginx,
+# dovecot, postfix, rspamd, php-fpm) signals workers running as another user.
+_CAPS: dict[str, tuple[str, ...]] = {
+    "front": (
+        "CHOWN", "DAC_OVERRIDE", "FOWNER", "KILL", "NET_BIND_SERVICE", "SETGID", "SETUID", "SYS_CHROOT",
+    ),
+    "admin": ("CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID"),
+    "imap": (
+        "CHOWN", "DAC_OVERRIDE", "FOWNER", "KILL", "NET_BIND_SERVICE", "SETGID", "SETUID", "SYS_CHROOT",
+    ),
+    "smtp": (
+        "CHOWN", "DAC_OVERRIDE", "FOWNER", "KILL", "NET_BIND_SERVICE", "SETGID", "SETUID", "SYS_CHROOT",
+    ),
+    "antispam": ("CHOWN", "DAC_OVERRIDE", "FOWNER", "KILL", "SETGID", "SETUID"),
+    "webmail": ("CHOWN", "DAC_OVERRIDE", "FOWNER", "KILL", "NET_BIND_SERVICE", "SETGID", "SETUID"),
+    "redis": ("CHOWN", "SETGID", "SETUID"),
+    "postgres": ("CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID"),
+}  # fmt: skip
+
+# Why each service deviates from the seed's patterns (read_only + tmpfs, `user: "1000:1000"`).
+_WHY: dict[str, tuple[str, ...]] = {
+    "front": (
+        "front: root start (binds 25/80/465/587/143/993, chowns /certs, certbot), nginx and dovecot",
+        "drop to their users; not read_only: start.py renders /etc/nginx and /etc/dovecot each start.",
+    ),
+    "admin": (
+        "admin: root start chowns /data and /dkim, then drops to `mailu`; read_only with tmpfs /tmp and",
+        "/run (gunicorn and pid files); no `user:` (the chown needs root).",
+    ),
+    "imap": (
+        "imap: dovecot master runs as root (login chroot, mail uid switch); not read_only: start.py",
+        "renders /etc/dovecot each start.",
+    ),
+    "smtp": (
+        "smtp: postfix master runs as root (chroot, uid switch, queue ownership); not read_only:",
+        "start.py renders /etc/postfix and runs postmap each start.",
+    ),
+    "antispam": (
+        "antispam: rspamd starts as root and drops to its user; not read_only: start.py renders",
+        "/etc/rspamd/local.d each start.",
+    ),
+    "webmail": (
+        "webmail: nginx and php-fpm start as root and drop to www-data; not read_only: start.py",
+        "renders nginx/PHP/Roundcube config each start.",
+    ),
+    "redis": (
+        "redis: the entrypoint chowns /data as root, then drops to `redis`; read_only with tmpfs /tmp.",
+    ),
+    "postgres": (
+        "postgres: the entrypoint chowns PGDATA as root, then drops to `postgres`; read_only with tmpfs",
+        "/tmp and the socket dir.",
+    ),
+}
+
+_READ_ONLY_TMPFS: dict[str, tuple[str, ...]] = {
+    "admin": ("/tmp:mode=1777", "/run:mode=755"),
+    "redis": ("/tmp:mode=1777",),
+    "postgres": ("/tmp:mode=1777", "/var/run/postgresql:mode=1777"),
+}
+
+# Mailu's own checks (image HEALTHCHECKs, notes §1.4), written so that they pass on Mailu's Alpine
+# images and on the lab's Debian stand-ins alike. `$$` is compose's escape for a literal `$`.
+_POSTFIX_MASTER = "m=/usr/libexec/postfix/master; [ -x $$m ] || m=/usr/lib/postfix/sbin/master; ! $$m -t"
+_HEALTH: dict[str, tuple[str, str]] = {
+    "front": (
+        "curl -m3 -skfLo /dev/null http://127.0.0.1:10204/health && kill -0 $$(cat /run/dovecot/master.pid)",
+        "60s",
+    ),
+    "admin": ("curl -m3 -skfLo /dev/null http://localhost:8080/ping", "60s"),
+    "imap": ("kill -0 $$(cat /run/dovecot/master.pid)", "30s"),
+    "smtp": (_POSTFIX_MASTER, "30s"),
+    "antispam": ("curl -m3 -skfLo /dev/null http://localhost:11334/", "350s"),
+    "webmail": ("curl -m3 -f -L http://localhost/ping || exit 1", "30s"),
+    "redis": ("redis-cli ping | grep -q PONG", "10s"),
+    "postgres": ('pg_isready -q -h 127.0.0.1 -U "$${POSTGRES_USER}" -d "$${POSTGRES_DB}"', "30s"),
+}
+
+# Mailu's mount points (notes §1.1), mapped to the config's volume fields.
+_MOUNTS: dict[str, tuple[tuple[str, str], ...]] = {
+    "front": (("certs", "/certs"),),
+    "admin": (("admin", "/data"), ("dkim", "/dkim")),
+    "imap": (("mail", "/mail"),),
+    "smtp": (("mailqueue", "/queue"),),
+    "antispam": (("rspamd", "/var/lib/rspamd"),),
+    "webmail": (("webmail", "/data"),),
+    "redis": (("redis", "/data"),),
+    "postgres": (("postgres", POSTGRES_DATA_DIR),),
+}
+
+
+def service_capabilities(service: str) -> tuple[str, ...]:
+    """The capabilities added back for `service` after `cap_drop: ALL`."""
+    return _CAPS[service]
+
+
+def front_alias(cfg: StackConfig) -> str:
+    """front's name on the shared mgmt network (what Traefik connects to)."""
+    return f"{cfg.mailu.compose_project}-front"
+
+
+def network_keys(cfg: StackConfig) -> dict[str, str]:
+    """Compose keys of the stack's own networks: mail, webmail, egress, acme."""
+    mail = cfg.networks.mail
+    return {"mail": mail, "webmail": f"{mail}-webmail", "egress": f"{mail}-egress", "acme": f"{mail}-acme"}
+
+
+def _uses_acme(cfg: StackConfig) -> bool:
+    return cfg.mailu.tls_flavor in ("letsencrypt", "mail-letsencrypt")
+
+
+def _shared_db(cfg: StackConfig) -> bool:
+    return cfg.database.flavor == "postgresql" and not cfg.database.managed
+
+
+def _networks_of(cfg: StackConfig, service: str) -> dict[str, Any]:
+    keys = network_keys(cfg)
+    nets: dict[str, Any] = {}
+    if service != "webmail":
+        nets[keys["mail"]] = None
+    if service in ("front", "webmail") and cfg.mailu.webmail != "none":
+        nets[keys["webmail"]] = None
+    if service in ("smtp", "antispam", "admin"):
+        nets[keys["egress"]] = None
+    if service == "front":
+        if _uses_acme(cfg):
+            nets[keys["acme"]] = None
+        nets[cfg.networks.mgmt] = {"aliases": [front_alias(cfg)]}
+    if service == "admin" and _shared_db(cfg):
+        nets[cfg.networks.internal] = None
+    if service == "postgres" and cfg.database.host != "postgres":
+        nets[keys["mail"]] = {"aliases": [cfg.database.host]}
+    return nets
+
+
+def _depends_on(cfg: StackConfig, service: str) -> dict[str, Any]:
+    started = {"condition": "service_started"}
+    deps: dict[str, dict[str, str]] = {
+        "admin": {"redis": started},
+        "imap": {"front": started},
+        "smtp": {"front": started},
+        "antispam": {"front": started, "redis": started},
+        "webmail": {"front": started},
+    }.get(service, {})
+    if service == "admin" and "postgres" in services_of(cfg):
+        deps = {**deps, "postgres": {"condition": "service_healthy"}}
+    return deps
+
+
+def _service(
+    cfg: StackConfig, service: str, env_files: dict[str, str], secrets: list[SecretFileSpec]
+) -> dict[str, Any]:
+    image = getattr(cfg.images, service)
+    body: dict[str, Any] = {"image": image, "restart": "unless-stopped"}
+    if service == "antispam":
+        body["hostname"] = "antispam"
+    body["cap_add"] = list(_CAPS[service])
+    if service in _READ_ONLY_TMPFS:
+        body["read_only"] = True
+        body["tmpfs"] = list(_READ_ONLY_TMPFS[service])
+    body["env_file"] = [env_files[service]]
+    body["networks"] = _networks_of(cfg, service)
+    body["volumes"] = [f"{getattr(cfg.volumes, field)}:{target}" for field, target in _MOUNTS[service]]
+    mounted = [spec.name for spec in secrets if service in spec.services]
+    if mounted:
+        body["secrets"] = mounted
+    deps = _depends_on(cfg, service)
+    if deps:
+        body["depends_on"] = deps
+    test, start_period = _HEALTH[service]
+    body["healthcheck"] = {
+        "test": ["CMD-SHELL", test],
+        "interval": "30s",
+        "timeout": "10s",
+        "retries": 3,
+        "start_period": start_period,
+    }
+    return body
+
+
+def _networks(cfg: StackConfig, services: list[str]) -> dict[str, Any]:
+    keys = network_keys(cfg)
+    nets: dict[str, Any] = {
+        keys["mail"]: {
+            "driver": "bridge",
+            "internal": True,
+            "ipam": {"config": [{"subnet": cfg.networks.mail_subnet}]},
+        }
+    }
+    if "webmail" in services:
+        nets[keys["webmail"]] = {"driver": "bridge", "internal": True}
+    nets[keys["egress"]] = {"driver": "bridge"}
+    if _uses_acme(cfg):
+        nets[keys["acme"]] = {"driver": "bridge"}
+    nets[cfg.networks.mgmt] = {"name": cfg.networks.mgmt, "external": True}
+    if _shared_db(cfg):
+        nets[cfg.networks.internal] = {"name": cfg.networks.internal, "external": True}
+    return nets
+
+
+def _volumes(cfg: StackConfig, services: list[str]) -> dict[str, Any]:
+    names = sorted({getattr(cfg.volumes, field) for s in services for field, _ in _MOUNTS[s]})
+    return {name: {"name": name, "external": False} for name in names}
+
+
+def render_compose(
+    cfg: StackConfig, env_files: dict[str, str], secrets: list[SecretFileSpec] | None = None
+) -> str:
+    """The compose file text. `env_files` maps each service to its env file's absolute host path."""
+    specs = secrets if secrets is not None else secret_file_specs(cfg)
+    services = services_of(cfg)
+    out = [
+        "# Mailu stack, generated by mailu-flows from the stack config; do not edit (changes are overwritten).",
+        "# Images are pinned by digest; secrets are files (`*_FILE`), never values in the environment.",
+        "# No `ports:`: Traefik reaches front over the mgmt network (TCP routers per mail port).",
+        dump_yaml({"name": cfg.mailu.compose_project}).rstrip("\n"),
+        "",
+        "# Every service: no privilege gain, all capabilities dropped (each adds back only what it needs).",
+        "x-hardening: &hardening",
+        indent(dump_yaml(HARDENING), 2).rstrip("\n"),
+        "",
+        "x-default-logging: &default-logging",
+        indent(dump_yaml(LOGGING), 2).rstrip("\n"),
+        "",
+        "services:",
+    ]
+    for service in services:
+        out += [f"  # {line}" for line in _WHY[service]]
+        out.append(f"  {service}:")
+        out.append("    <<: *hardening")
+        out.append("    logging: *default-logging")
+        out.append(indent(dump_yaml(_service(cfg, service, env_files, specs)), 4).rstrip("\n"))
+        out.append("")
+    out.append(dump_yaml({"networks": _networks(cfg, services)}).rstrip("\n"))
+    out.append("")
+    out.append("# Named volumes keep the config's names; nothing in this file removes them.")
+    out.append(dump_yaml({"volumes": _volumes(cfg, services)}).rstrip("\n"))
+    used = [spec for spec in specs if spec.services]
+    if used:
+        out.append("")
+        out.append("# File secrets (mode 0600 on the host), mounted at /run/secrets/<name> where listed.")
+        out.append(dump_yaml({"secrets": {spec.name: {"file": spec.host_path} for spec in used}}).rstrip("\n"))
+    return "\n".join(out) + "\n"
