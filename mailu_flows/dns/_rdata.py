@@ -1,4 +1,4 @@
-"""dnspython rdata <-> normalised record values (shared by the RFC 2136 provider and the propagation checker)."""
+"""dnspython rdata <-> normalised record values (for the RFC 2136 provider and the propagation checker)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,222 @@
+"""Where backups live. A backup is a directory of ciphertext files plus `manifest.json`; it is
+written under `.partial-<id>` and renamed to `<id>` only when complete, so an interrupted run leaves
+nothing that looks like a backup (and the next run removes the leftover).
+
+`Destination` is the small interface the flows use; `LocalDirectory` (a directory on the machine
+that runs the flow) is the default. Another store (SFTP, S3) implements the same methods.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from mailu_core.backup import MANIFEST_NAME, VERIFICATION_NAME, Manifest, VerificationRecord, parse_backup_id
+
+PARTIAL_PREFIX = ".partial-"
+
+
+class DestinationBusy(RuntimeError):
+    """Another run is writing to this destination."""
+
+
+class Staging(ABC):
+    """A backup being written: invisible to readers until `commit`."""
+
+    @abstractmethod
+    def open_writer(self, file: str) -> BinaryIO: ...
+
+    @abstractmethod
+    def commit(self, manifest: Manifest) -> None: ...
+
+    @abstractmethod
+    def abort(self) -> None: ...
+
+
+class Destination(ABC):
+    """The operations the backup, verify and restore flows need from a backup store."""
+
+    @abstractmethod
+    def label(self, backup_id: str, file: str = "") -> str:
+        """A human name for a backup or one of its files (used in every check message)."""
+
+    @abstractmethod
+    def lock(self) -> contextlib.AbstractContextManager[None]:
+        """Exclusive while writing or pruning, so a cleanup never removes a live run's files."""
+
+    @abstractmethod
+    def begin(self, backup_id: str) -> Staging: ...
+
+    @abstractmethod
+    def clean_partials(self) -> list[str]:
+        """Remove leftovers of interrupted runs (call with the lock held); returns what was removed."""
+
+    @abstractmethod
+    def list_backups(self) -> list[str]:
+        """Ids of complete backups, oldest first."""
+
+    @abstractmethod
+    def read_manifest(self, backup_id: str) -> Manifest: ...
+
+    @abstractmethod
+    def open_reader(self, backup_id: str, file: str) -> BinaryIO: ...
+
+    @abstractmethod
+    def size(self, backup_id: str, file: str) -> int | None: ...
+
+    @abstractmethod
+    def read_record(self, backup_id: str) -> VerificationRecord | None: ...
+
+    @abstractmethod
+    def write_record(self, record: VerificationRecord) -> None: ...
+
+    @abstractmethod
+    def delete(self, backup_id: str) -> None: ...
+
+    @abstractmethod
+    def read_state(self, name: str) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def write_state(self, name: str, state: dict[str, Any]) -> None: ...
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class _LocalStaging(Staging):
+    def __init__(self, root: Path, backup_id: str) -> None:
+        self.root, self.backup_id = root, backup_id
+        self.path = root / f"{PARTIAL_PREFIX}{backup_id}"
+        self.path.mkdir(mode=0o700)
+
+    def open_writer(self, file: str) -> BinaryIO:
+        fd = os.open(self.path / file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        return os.fdopen(fd, "wb")
+
+    def commit(self, manifest: Manifest) -> None:
+        for entry in self.path.iterdir():  # the data must be on disk before the name says "complete"
+            with open(entry, "rb") as fh:
+                os.fsync(fh.fileno())
+        _atomic_write(self.path / MANIFEST_NAME, manifest.model_dump_json(indent=2).encode())
+        os.rename(self.path, self.root / self.backup_id)
+        dir_fd = os.open(self.root, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def abort(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+class LocalDirectory(Destination):
+    """Backups in a directory on the machine that runs the flow (mode 0700, files 0600)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"LocalDirectory({str(self.root)!r})"
+
+    def label(self, backup_id: str, file: str = "") -> str:
+        return str(self.root / backup_id / file) if file else str(self.root / backup_id)
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise DestinationBusy(f"another run is writing backups in {self.root}") from None
+            yield
+        finally:
+            os.close(fd)
+
+    def begin(self, backup_id: str) -> Staging:
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if (self.root / backup_id).exists():
+            raise FileExistsError(f"backup {self.label(backup_id)} already exists")
+        return _LocalStaging(self.root, backup_id)
+
+    def clean_partials(self) -> list[str]:
+        removed = []
+        if self.root.is_dir():
+            for entry in sorted(self.root.iterdir()):
+                if entry.name.startswith(PARTIAL_PREFIX):
+                    shutil.rmtree(entry, ignore_errors=True)
+                    removed.append(entry.name)
+        return removed
+
+    def list_backups(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        found = [
+            entry.name
+            for entry in self.root.iterdir()
+            if parse_backup_id(entry.name) is not None and (entry / MANIFEST_NAME).is_file()
+        ]
+        return sorted(found, key=lambda name: (parse_backup_id(name), name))
+
+    def read_manifest(self, backup_id: str) -> Manifest:
+        return Manifest.model_validate_json((self.root / backup_id / MANIFEST_NAME).read_bytes())
+
+    def open_reader(self, backup_id: str, file: str) -> BinaryIO:
+        return open(self.root / backup_id / file, "rb")
+
+    def size(self, backup_id: str, file: str) -> int | None:
+        try:
+            return (self.root / backup_id / file).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def read_record(self, backup_id: str) -> VerificationRecord | None:
+        path = self.root / backup_id / VERIFICATION_NAME
+        if not path.is_file():
+            return None
+        try:
+            return VerificationRecord.model_validate_json(path.read_bytes())
+        except ValueError:
+            return None
+
+    def write_record(self, record: VerificationRecord) -> None:
+        _atomic_write(
+            self.root / record.backup_id / VERIFICATION_NAME, record.model_dump_json(indent=2).encode()
+        )
+
+    def delete(self, backup_id: str) -> None:
+        if parse_backup_id(backup_id) is None:
+            raise ValueError(f"{backup_id!r} is not a backup id")
+        target = self.root / backup_id
+        # Make it invisible first (no manifest), then remove: a crash midway leaves a partial, not a
+        # damaged backup that still looks complete.
+        hidden = self.root / f"{PARTIAL_PREFIX}deleting-{backup_id}"
+        os.rename(target, hidden)
+        shutil.rmtree(hidden, ignore_errors=True)
+
+    def read_state(self, name: str) -> dict[str, Any]:
+        path = self.root / f".state-{name}.json"
+        try:
+            data = json.loads(path.read_text())
+        except (FileNotFoundError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def write_state(self, name: str, state: dict[str, Any]) -> None:
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _atomic_write(self.root / f".state-{name}.json", json.dumps(state).encode())

@@ -1,0 +1,483 @@
+"""The deploy, as plain functions over one SSH connection: plan, apply, check, return to the last
+good release. The Prefect flow (flows/deploy.py) wraps these in tasks; nothing here knows Prefect.
+
+Idempotence comes from reading the host first: a file is written only when its sha256 or mode
+differs, `docker compose up` runs only when a file changed or a service is not running its image,
+and a run that changes nothing says "no changes".
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import secrets as pysecrets
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+from mailu_core.config import StackConfig
+from mailu_core.render import RenderedStack, render_stack
+from mailu_flows.deploy.hoststate import HostState, read_host_state
+from mailu_flows.deploy.preflight import Check, preflight_checks
+from mailu_flows.deploy.releases import (
+    Release,
+    last_good,
+    list_releases,
+    new_release_id,
+    prune_releases,
+    release_file,
+    save_release,
+    start_release,
+)
+from mailu_flows.remote import RemoteHost
+
+Log = Callable[[str], None]
+
+
+class DeployError(RuntimeError):
+    """The deploy failed; the message names the step, the service or file, and the fix."""
+
+
+class PreflightFailed(DeployError):
+    pass
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def config_checksum(cfg: StackConfig) -> str:
+    return sha256(cfg.model_dump_json().encode())
+
+
+def compose_args(cfg: StackConfig) -> list[str]:
+    compose_file = str(cfg.host.resolve(cfg.host.compose_file))
+    return ["docker", "compose", "-p", cfg.mailu.compose_project, "-f", compose_file]
+
+
+@dataclass
+class FileChange:
+    path: str  # relative to the stack root
+    action: str  # create | update | mode
+    diff: str
+    mode: int
+
+
+@dataclass
+class DeployPlan:
+    """What a deploy would do: file changes (with diffs), secrets to generate, services to start."""
+
+    files: list[FileChange] = field(default_factory=list)
+    secret_files: list[str] = field(default_factory=list)  # names of secret files to (re)write
+    secrets_to_generate: list[str] = field(default_factory=list)  # block fields that are empty
+    services_not_running: list[str] = field(default_factory=list)
+    preflight: list[Check] = field(default_factory=list)
+
+    @property
+    def changes(self) -> bool:
+        return bool(self.files or self.secret_files or self.secrets_to_generate or self.services_not_running)
+
+    def markdown(self) -> str:
+        lines = ["# Deploy plan", ""]
+        if not self.changes:
+            lines.append("**No changes**: files and containers already match.")
+        lines += ["", "## Preflight", "", "| check | ok | detail |", "|---|---|---|"]
+        lines += [f"| {c.name} | {'yes' if c.ok else '**NO**'} | {_cell(c.detail)} |" for c in self.preflight]
+        if self.secrets_to_generate:
+            lines += ["", "## Secrets to generate (names only)", ""]
+            lines += [f"- {name}" for name in self.secrets_to_generate]
+        if self.secret_files:
+            lines += ["", "## Secret files to write (0600)", ""] + [f"- {n}" for n in self.secret_files]
+        if self.services_not_running:
+            lines += ["", "## Services to (re)create", ""] + [f"- {s}" for s in self.services_not_running]
+        for change in self.files:
+            lines += ["", f"## {change.action}: `{change.path}` (mode {oct(change.mode)})", "", "```diff"]
+            lines += [change.diff.rstrip("\n") or "(mode only)", "```"]
+        return "\n".join(lines) + "\n"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", "<br>")
+
+
+@dataclass
+class DeployResult:
+    changed: bool
+    release_id: str | None
+    summary: str
+    plan: DeployPlan
+    checks: list[Check] = field(default_factory=list)
+    created_accounts: list[str] = field(default_factory=list)
+
+
+class Deployer:
+    """One deploy of `cfg` on `host`."""
+
+    def __init__(self, cfg: StackConfig, host: RemoteHost, log: Log = lambda _m: None) -> None:
+        self.cfg, self.host, self.log = cfg, host, log
+        self.root = str(cfg.host.stack_root)
+        self.rendered: RenderedStack = render_stack(cfg)
+        self.secret_values: dict[str, str] = {}
+
+    # --- reading -------------------------------------------------------------------------------
+
+    def abs(self, rel: str) -> str:
+        return str(PurePosixPath(self.root) / rel)
+
+    def read_state(self) -> HostState:
+        paths = [self.abs(p) for p in self.rendered.files] + [s.host_path for s in self.rendered.secrets]
+        return read_host_state(
+            self.host,
+            paths,
+            self.cfg.mailu.compose_project,
+            str(self.cfg.traefik.api_url),
+            images=self.cfg.images.model_dump(exclude_none=True).values(),
+        )
+
+    def wanted_services(self) -> dict[str, str]:
+        """service -> pinned image, for the services the rendered compose runs."""
+        import yaml
+
+        doc = yaml.safe_load(self.rendered.files[self.cfg.host.compose_file].content)
+        return {name: svc["image"] for name, svc in doc["services"].items()}
+
+    def plan(self, state: HostState, secret_values: dict[str, str], to_generate: list[str]) -> DeployPlan:
+        plan = DeployPlan(preflight=preflight_checks(self.cfg, state), secrets_to_generate=to_generate)
+        changed_paths = []
+        for rel, rf in sorted(self.rendered.files.items()):
+            have = state.files.get(self.abs(rel))
+            if have is None:
+                changed_paths.append((rel, "create"))
+            elif have.sha256 != sha256(rf.content):
+                changed_paths.append((rel, "update"))
+            elif have.mode != rf.mode:
+                changed_paths.append((rel, "mode"))
+        for rel, action in changed_paths:
+            rf = self.rendered.files[rel]
+            old = b""
+            if action == "update":
+                old = self.host.read_file(self.abs(rel)) or b""
+            diff = (
+                ""
+                if action == "mode"
+                else "".join(
+                    difflib.unified_diff(
+                        old.decode(errors="replace").splitlines(keepends=True),
+                        rf.content.decode().splitlines(keepends=True),
+                        fromfile=f"a/{rel}",
+                        tofile=f"b/{rel}",
+                    )
+                )
+            )
+            plan.files.append(FileChange(rel, action, diff, rf.mode))
+        for spec in self.rendered.secrets:
+            value = secret_values.get(spec.block_field, "")
+            have = state.files.get(spec.host_path)
+            if have is None or have.sha256 != sha256(value.encode()) or have.mode != spec.mode:
+                plan.secret_files.append(spec.name)
+        running = state.by_service()
+        for service, image in self.wanted_services().items():
+            c = running.get(service)
+            if c is None or c.state != "running" or c.image != image:
+                plan.services_not_running.append(service)
+        return plan
+
+    # --- writing -------------------------------------------------------------------------------
+
+    def write_changes(
+        self, plan: DeployPlan, release: Release, state: HostState, previous: Release | None
+    ) -> list[str]:
+        """Write changed files and secret files atomically; returns the paths created by this run.
+
+        A file we did not write ourselves (not in the previous release) is copied into the release's
+        `replaced/` first, so that it can be restored."""
+        changed = {c.path for c in plan.files}
+        ours = set(previous.files) if previous else set()
+        replaced = sorted(rel for rel in changed if self.abs(rel) in state.files and rel not in ours)
+        start_release(
+            self.host,
+            self.root,
+            release,
+            {rel: rf.content for rel, rf in self.rendered.files.items()},
+            replaced,
+        )
+        dirs = {str(PurePosixPath(self.abs(rel)).parent) for rel in changed}
+        secret_dirs = {str(PurePosixPath(s.host_path).parent) for s in self.rendered.secrets}
+        cmds = []
+        if dirs:
+            cmds.append("mkdir -p " + " ".join(shlex.quote(d) for d in sorted(dirs)))
+        if secret_dirs:
+            cmds.append("mkdir -p -m 700 " + " ".join(shlex.quote(d) for d in sorted(secret_dirs)))
+        if cmds:
+            self.host.run(" && ".join(cmds))
+        created: list[str] = []
+        for change in plan.files:
+            rf = self.rendered.files[change.path]
+            self.host.write_file(self.abs(change.path), rf.content, mode=rf.mode)
+            if change.action == "create":
+                created.append(self.abs(change.path))
+            self.log(f"wrote {change.path} ({change.action})")
+        for spec in self.rendered.secrets:
+            if spec.name in plan.secret_files:
+                if spec.host_path not in state.files:
+                    created.append(spec.host_path)
+                self.host.write_file(
+                    spec.host_path, self.secret_values[spec.block_field].encode(), mode=spec.mode
+                )
+                self.log(f"wrote secret file {spec.name} (0600)")
+        return created
+
+    def compose(self, *args: str, timeout: float = 600) -> str:
+        return self.host.run(shlex.join([*compose_args(self.cfg), *args]), timeout=timeout).text()
+
+    def converge_containers(self) -> None:
+        self.compose("config", "--quiet")
+        self.compose("up", "--detach", "--wait", "--wait-timeout", "240", timeout=900)
+
+    # --- checks --------------------------------------------------------------------------------
+
+    def container_checks(self, state: HostState) -> list[Check]:
+        rows = []
+        running = state.by_service()
+        for service, image in self.wanted_services().items():
+            c = running.get(service)
+            if c is None:
+                rows.append(Check(f"container {service}", False, "no container"))
+                continue
+            healthy = c.state == "running" and c.health in (None, "healthy") and c.image == image
+            detail = f"{c.state}, health {c.health or 'n/a'}" + (
+                "" if c.image == image else f", image {c.image}"
+            )
+            rows.append(Check(f"container {service}", healthy, detail))
+        return rows
+
+    def container_checks_for(self, release: Release, state: HostState) -> list[Check]:
+        """Container checks against the images a given release runs."""
+        rows = []
+        running = state.by_service()
+        for service, image in release.images.items():
+            c = running.get(service)
+            ok = c is not None and c.state == "running" and c.health in (None, "healthy") and c.image == image
+            rows.append(Check(f"container {service}", ok, "ok" if ok else f"{c.state if c else 'missing'}"))
+        return rows
+
+    def traefik_checks(self, state: HostState) -> list[Check]:
+        raw = state.traefik_rawdata or {}
+        ours = _traefik_names(self.rendered.files[self.rendered.traefik_file].content)
+        rows = []
+        for section, name in ours:
+            obj = (raw.get(section) or {}).get(f"{name}@file")
+            ok = obj is not None and obj.get("status") == "enabled"
+            detail = (
+                "enabled"
+                if ok
+                else ("not loaded" if obj is None else f"{obj.get('status')}: {obj.get('error')}")
+            )
+            rows.append(Check(f"traefik {section} {name}", ok, detail))
+        return rows
+
+
+def _traefik_names(content: bytes) -> list[tuple[str, str]]:
+    import yaml
+
+    doc = yaml.safe_load(content)
+    names: list[tuple[str, str]] = []
+    for proto, prefix in (("http", ""), ("tcp", "tcp")):
+        part = doc.get(proto) or {}
+        for kind in ("routers", "services", "middlewares"):
+            section = f"{prefix}{kind.capitalize()}" if prefix else kind
+            names += [(section, n) for n in (part.get(kind) or {})]
+    return names
+
+
+def generate_missing_secrets(current: dict[str, str], needed: list[str]) -> dict[str, str]:
+    """Values for the needed block fields that are empty: generated once, never again."""
+    out = {}
+    for name in needed:
+        if not current.get(name):
+            out[name] = pysecrets.token_urlsafe(32)
+    return out
+
+
+class SecretsStore:
+    """Where the Mailu secrets live (the block): read all, save generated ones. The flow supplies it."""
+
+    def load(self) -> dict[str, str]:
+        raise NotImplementedError
+
+    def save(self, values: dict[str, str]) -> None:
+        raise NotImplementedError
+
+
+def needed_secret_fields(rendered: RenderedStack) -> list[str]:
+    """Block fields the stack needs: every secret file's field, plus the admin password and API token
+    (the admin account and API calls use them)."""
+    fields = {spec.block_field for spec in rendered.secrets} | {"admin_password", "api_token"}
+    return sorted(fields)
+
+
+def run_deploy(
+    cfg: StackConfig,
+    host: RemoteHost,
+    store: SecretsStore,
+    *,
+    dry_run: bool = False,
+    log: Log = lambda _m: None,
+    on_plan: Callable[[DeployPlan], None] = lambda _p: None,
+) -> DeployResult:
+    """Plan; stop on a failed preflight (nothing written); apply; check; on failure put the last good
+    release back and fail with the original reason."""
+    deployer = Deployer(cfg, host, log)
+    current = store.load()
+    needed = needed_secret_fields(deployer.rendered)
+    generated = generate_missing_secrets(current, needed)
+    values = {**current, **generated}
+    state = deployer.read_state()
+    plan = deployer.plan(state, values, sorted(generated))
+    on_plan(plan)
+    failures = [c for c in plan.preflight if c.blocking and not c.ok]
+    if failures:
+        raise PreflightFailed(
+            "preflight failed, nothing was changed on the host:\n"
+            + "\n".join(f"- {c.name}: {c.detail}" for c in failures)
+        )
+    if dry_run:
+        return DeployResult(
+            False, None, "dry run: " + ("changes planned" if plan.changes else "no changes"), plan
+        )
+    if generated:
+        store.save(values)  # the block is the source of truth: saved before any file is written
+        log(f"generated and saved to the secrets block: {', '.join(sorted(generated))}")
+    deployer.secret_values = values
+
+    releases = list_releases(host, deployer.root)
+    previous = last_good(releases)
+    if not plan.changes:
+        checks = deployer.container_checks(state) + deployer.traefik_checks(state) + _probes(cfg)
+        failed = [c for c in checks if not c.ok]
+        if failed:
+            raise DeployError(
+                "no changes to apply, but checks fail: " + "; ".join(f"{c.name}: {c.detail}" for c in failed)
+            )
+        return DeployResult(False, previous.id if previous else None, "no changes", plan, checks)
+
+    release = Release(
+        id=new_release_id(),
+        created=new_release_id(),
+        config_sha256=config_checksum(cfg),
+        images=deployer.wanted_services(),
+        files={
+            rel: {"sha256": sha256(rf.content), "mode": rf.mode}
+            for rel, rf in deployer.rendered.files.items()
+        },
+        previous_good=previous.id if previous else None,
+    )
+    created: list[str] = []
+    try:
+        created = deployer.write_changes(plan, release, state, previous)
+        deployer.converge_containers()
+        accounts = _ensure_accounts(deployer, values)
+        checks = _post_checks(deployer)
+        failed = [c for c in checks if not c.ok]
+        if failed:
+            raise DeployError(
+                "post-deploy checks failed: " + "; ".join(f"{c.name}: {c.detail}" for c in failed)
+            )
+    except Exception as exc:
+        reason = _failure_reason(deployer, exc)
+        log(f"deploy failed ({reason}); returning to the previous good release")
+        back = _return_to(deployer, previous, release, created)
+        raise DeployError(f"deploy failed: {reason}; {back}") from None
+    release.status = "good"
+    save_release(host, deployer.root, release)
+    prune_releases(host, deployer.root, [*releases, release])
+    summary = (
+        f"release {release.id}: {len(plan.files)} file(s), {len(plan.secret_files)} secret file(s) written"
+    )
+    return DeployResult(True, release.id, summary, plan, checks, accounts)
+
+
+def _probes(cfg: StackConfig) -> list[Check]:
+    from mailu_flows.deploy.probes import mail_checks, web_checks
+
+    return mail_checks(cfg) + web_checks(cfg)
+
+
+def _ensure_accounts(deployer: Deployer, values: dict[str, str]) -> list[str]:
+    from mailu_flows.deploy.mailu_api import ensure_domains_and_admin
+
+    cfg = deployer.cfg
+    return ensure_domains_and_admin(
+        deployer.host,
+        compose_args(cfg),
+        cfg.mailu.api_path,
+        values["api_token"],
+        cfg.mail_domains,
+        f"{cfg.mailu.postmaster}@{cfg.mailu.domain}",
+        values["admin_password"],
+    )
+
+
+def _post_checks(deployer: Deployer, traefik_wait_s: float = 20.0) -> list[Check]:
+    """Containers healthy, Traefik has loaded and enabled every Mailu object, probes pass."""
+    import time
+
+    deadline = time.monotonic() + traefik_wait_s
+    while True:
+        state = deployer.read_state()
+        traefik = deployer.traefik_checks(state)
+        if all(c.ok for c in traefik) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    return deployer.container_checks(state) + traefik + _probes(deployer.cfg)
+
+
+def _failure_reason(deployer: Deployer, exc: Exception) -> str:
+    """The original error, plus which services are not healthy (named), when any."""
+    try:
+        state = deployer.read_state()
+        bad = [c for c in deployer.container_checks(state) if not c.ok]
+    except Exception:
+        bad = []
+    named = "; ".join(f"{c.name.removeprefix('container ')}: {c.detail}" for c in bad)
+    return f"{str(exc).strip()[-800:]}" + (f" [unhealthy services: {named}]" if named else "")
+
+
+def _return_to(deployer: Deployer, previous: Release | None, failed: Release, created: list[str]) -> str:
+    """Put the previous good release back (files, then containers) and check it is healthy; on a first
+    deploy, stop only the containers and remove only the files this run created."""
+    host, root = deployer.host, deployer.root
+    failed.status = "rolled-back"
+    try:
+        if previous is not None:
+            for rel in previous.files:
+                data = release_file(host, root, previous.id, rel)
+                if data is not None:
+                    host.write_file(deployer.abs(rel), data, mode=int(previous.files[rel]["mode"]))
+            gone = [deployer.abs(rel) for rel in failed.files if rel not in previous.files]
+            if gone:
+                host.run(["rm", "-f", *gone])
+            deployer.compose("up", "--detach", "--wait", "--wait-timeout", "240", timeout=900)
+            state = deployer.read_state()
+            bad = [c for c in deployer.container_checks_for(previous, state) if not c.ok]
+            if bad:
+                return f"returned to release {previous.id} but it is NOT healthy: " + "; ".join(
+                    f"{c.name}: {c.detail}" for c in bad
+                )
+            return f"returned to release {previous.id}, which is healthy again"
+        compose_file = deployer.abs(deployer.cfg.host.compose_file)
+        host.run(
+            f"[ -f {shlex.quote(compose_file)} ] && "
+            f"{shlex.join([*compose_args(deployer.cfg), 'stop'])} || true",
+            timeout=600,
+        )
+        if created:
+            host.run(["rm", "-f", *created])
+        for rel in failed.replaced:
+            data = host.read_file(f"{root}/.mailu-flows/releases/{failed.id}/replaced/{rel}")
+            if data is not None:
+                host.write_file(deployer.abs(rel), data)
+        return "first deploy: stopped its containers and removed the files it created (volumes kept)"
+    finally:
+        save_release(host, root, failed)
