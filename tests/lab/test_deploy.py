@@ -1,0 +1,199 @@
+"""The deploy flow on the lab, for real: first deploy, no-op, targeted recreate, bad image with return
+to the last good release, preflight refusals that write nothing, secret files, the host lock."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lab import endpoints as ep
+from mailu_core.config import StackConfig, load_stack_config
+
+pytestmark = pytest.mark.lab
+
+
+def _deploy(cfg: StackConfig, **kw: Any) -> Any:
+    from flows.deploy import deploy
+
+    return deploy(config=cfg, return_state=True, **kw)
+
+
+def _container_ids(project: str) -> dict[str, str]:
+    out = subprocess.run(
+        [
+            "docker",
+            "ps",
+            "-a",
+            "--filter",
+            f"label=com.docker.compose.project={project}",
+            "--format",
+            '{{.Label "com.docker.compose.service"}} {{.ID}}',
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return dict(line.split() for line in out.splitlines())
+
+
+def _tree_digest(root: Path) -> dict[str, str]:
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and ".mailu-flows.lock" not in p.name:
+            out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest() + oct(p.stat().st_mode)
+    return out
+
+
+@pytest.fixture(scope="module")
+def cfg(lab: dict[str, Any]) -> StackConfig:
+    return load_stack_config(Path(lab["stack_config"]))
+
+
+@pytest.fixture(scope="module")
+def first_deploy(cfg: StackConfig) -> dict[str, Any]:
+    state = _deploy(cfg)
+    assert state.is_completed(), state.message
+    result: dict[str, Any] = state.result()
+    return result
+
+
+def test_first_deploy_is_healthy_with_all_checks_green(
+    first_deploy: dict[str, Any], cfg: StackConfig
+) -> None:
+    assert first_deploy["failed_checks"] == []
+    ids = _container_ids(cfg.mailu.compose_project)
+    assert {"front", "admin", "imap", "smtp", "antispam", "redis"} <= set(ids)
+
+
+def test_second_deploy_is_a_no_op(first_deploy: dict[str, Any], cfg: StackConfig) -> None:
+    root = Path(cfg.host.stack_root)
+    before_ids = _container_ids(cfg.mailu.compose_project)
+    before_files = _tree_digest(root / "compose")
+    state = _deploy(cfg)
+    assert state.is_completed(), state.message
+    result = state.result()
+    assert result["summary"] == "no changes"
+    assert result["changed"] is False
+    assert _container_ids(cfg.mailu.compose_project) == before_ids
+    assert _tree_digest(root / "compose") == before_files
+
+
+def test_secret_files_keep_content_and_mode_across_deploys(
+    first_deploy: dict[str, Any], cfg: StackConfig
+) -> None:
+    secrets_dir = Path(cfg.host.resolve(cfg.host.secrets_dir))
+    files = sorted(p for p in secrets_dir.iterdir() if p.is_file())
+    assert files
+    before = {p.name: p.read_bytes() for p in files}
+    assert all((p.stat().st_mode & 0o777) == 0o600 for p in files)
+    assert _deploy(cfg).is_completed()
+    assert {p.name: p.read_bytes() for p in files} == before
+    assert all((p.stat().st_mode & 0o777) == 0o600 for p in files)
+
+
+def test_message_size_change_recreates_only_the_services_that_read_it(
+    first_deploy: dict[str, Any], cfg: StackConfig
+) -> None:
+    from mailu_core.render.env import service_env
+
+    changed = cfg.model_copy(deep=True)
+    changed.mailu.message_size_limit = cfg.mailu.message_size_limit + 1_000_000
+    readers = {
+        s
+        for s in ("front", "admin", "imap", "smtp", "antispam", "webmail", "redis")
+        if service_env(cfg, s) != service_env(changed, s)
+    }
+    assert readers and readers != {"front", "admin", "imap", "smtp", "antispam", "webmail", "redis"}
+    before = _container_ids(cfg.mailu.compose_project)
+    try:
+        state = _deploy(changed)
+        assert state.is_completed(), state.message
+        after = _container_ids(cfg.mailu.compose_project)
+        recreated = {s for s in before if after.get(s) != before[s]}
+        assert recreated == readers
+    finally:
+        assert _deploy(cfg).is_completed()
+
+
+def test_an_image_that_cannot_start_returns_to_the_previous_release(
+    first_deploy: dict[str, Any], cfg: StackConfig
+) -> None:
+    broken = cfg.model_copy(deep=True)
+    # The scratch Traefik image has no shell and no Dovecot: imap cannot start with it.
+    broken.images.imap = str(_images()["traefik"])
+    before = _container_ids(cfg.mailu.compose_project)
+    state = _deploy(broken)
+    assert state.is_failed()
+    message = str(state.message) + _exception_text(state)
+    assert "imap" in message
+    assert "healthy again" in message
+    after = _container_ids(cfg.mailu.compose_project)
+    assert set(after) == set(before)
+    ok = _deploy(cfg)
+    assert ok.is_completed(), ok.message
+    assert ok.result()["summary"] == "no changes"
+
+
+@pytest.mark.parametrize("what", ["network", "middleware"])
+def test_preflight_failure_writes_nothing(first_deploy: dict[str, Any], cfg: StackConfig, what: str) -> None:
+    bad = cfg.model_copy(deep=True)
+    bad.mailu.message_size_limit += 7  # would change files if it got that far
+    if what == "network":
+        bad.networks.mgmt = "mgmt-does-not-exist"
+    else:
+        bad.traefik.middlewares.allowed_admins = "no-such-middleware"
+    root = Path(cfg.host.stack_root)
+    before = _tree_digest(root)
+    state = _deploy(bad)
+    assert state.is_failed()
+    text = _exception_text(state)
+    assert "preflight failed, nothing was changed" in text
+    assert ("mgmt-does-not-exist" if what == "network" else "no-such-middleware") in text
+    assert _tree_digest(root) == before
+
+
+def test_a_killed_deploy_does_not_keep_the_host_lock(first_deploy: dict[str, Any], cfg: StackConfig) -> None:
+    script = (
+        "import time\n"
+        "from mailu_core.config import load_stack_config\n"
+        "from tasks.host import connect_host\n"
+        "from mailu_flows.remote import HostLock\n"
+        f"cfg = load_stack_config({str(Path(ep.lab_dir()) / 'stack.yaml')!r})\n"
+        "h = connect_host(cfg)\n"
+        "HostLock(h, f'{cfg.host.stack_root}/.mailu-flows.lock', 'deploy (killed)').acquire()\n"
+        "print('locked', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == b"locked"
+        busy = _deploy(cfg)
+        assert busy.is_failed()
+        assert "busy" in _exception_text(busy)
+        proc.kill()
+        proc.wait()
+        time.sleep(0.5)
+        state = _deploy(cfg)
+        assert state.is_completed(), state.message
+    finally:
+        proc.kill()
+
+
+def _images() -> dict[str, str]:
+    from lab.images import ensure_images
+
+    return ensure_images()
+
+
+def _exception_text(state: Any) -> str:
+    try:
+        state.result()
+    except Exception as exc:
+        return str(exc)
+    return ""

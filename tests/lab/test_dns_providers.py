@@ -1,0 +1,349 @@
+"""Both DNS providers against the lab: the Knot primary (RFC 2136) and the Cloudflare emulator (which
+writes into the same Knot zone). Every check of what is published queries the Knot primary directly.
+
+Each test works under its own label (`t-<random>.inlock.test`) with its own owner name, and removes
+every name under the label and its ownership entry afterwards, so it can share the lab with other work.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import dns.flags
+import dns.message
+import dns.name
+import dns.query
+import dns.rdatatype
+import dns.update
+import dns.zone
+import pytest
+import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from lab.dns import read_tsig_secret, soa_serial, tsig_keyring
+from lab.endpoints import DNS_PORT, DNS_PRIMARY, TSIG_KEY_NAME, ZONE
+from mailu_core.config import StackConfig, stack_config_from_mapping
+from mailu_core.dns import Record, TooMuchChange, desired_records, dkim_txt_value
+from mailu_flows.dns.cloudflare import CloudflareProvider
+from mailu_flows.dns.provider import (
+    DnsAuthError,
+    Provider,
+    RecordOutsideZoneError,
+    ZoneNotFoundError,
+    plan_for,
+)
+from mailu_flows.dns.rfc2136 import OWNERSHIP_LABEL, Rfc2136Provider
+
+pytestmark = pytest.mark.lab
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "inlock.ai.yaml"
+WRITES = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+# --- helpers -----------------------------------------------------------------------------------------
+
+
+def lab_config(label: str, alternatives: tuple[str, ...] = ()) -> StackConfig:
+    """The example config moved to `<label>.inlock.test` (zone inlock.test), with IPv4 and IPv6."""
+    data = yaml.safe_load(EXAMPLE.read_text())
+    domain = f"{label}.{ZONE}"
+    host = f"mail.{domain}"
+    data["mailu"].update(
+        domain=domain,
+        hostnames=[host],
+        alternative_domains=[f"{a}.{domain}" for a in alternatives],
+        public_ipv4="192.0.2.10",
+        public_ipv6="2001:db8::10",
+    )
+    data["traefik"].update(admin_host=host, webmail_host=host)
+    data["dns"].update(zone=ZONE, spf=None, ttl=60, dkim_ttl=60)
+    data["dns"]["dmarc"]["rua"] = f"mailto:admin@{domain}"
+    return stack_config_from_mapping(data, source="test")
+
+
+def dkim_2048() -> str:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return dkim_txt_value(pem)
+
+
+def primary_records(suffix: str) -> set[Record]:
+    """What the Knot primary holds at and below `suffix`, by AXFR, as records (TXT split per value)."""
+    z = dns.zone.from_xfr(dns.query.xfr(DNS_PRIMARY, ZONE, port=DNS_PORT, relativize=False), relativize=False)
+    out: set[Record] = set()
+    for name, rdataset in z.iterate_rdatasets():
+        n = name.to_text(omit_final_dot=True)
+        if n != suffix and not n.endswith("." + suffix):
+            continue
+        t = dns.rdatatype.to_text(rdataset.rdtype)
+        if t == "TXT":
+            out |= {Record(n, t, rdataset.ttl, (b"".join(rd.strings).decode(),)) for rd in rdataset}
+        else:
+            out.add(Record(n, t, rdataset.ttl, tuple(rd.to_text() for rd in rdataset)))
+    return out
+
+
+def served_txt_strings(name: str) -> list[list[int]]:
+    q = dns.message.make_query(name + ".", "TXT")
+    q.flags &= ~dns.flags.RD
+    resp, _ = dns.query.udp_with_fallback(q, DNS_PRIMARY, port=DNS_PORT, timeout=2)
+    return [[len(s) for s in rd.strings] for rrset in resp.answer for rd in rrset]
+
+
+def raw_update(build: Callable[[dns.update.UpdateMessage], None]) -> None:
+    u = dns.update.UpdateMessage(
+        f"{ZONE}.", keyring=tsig_keyring(), keyname=dns.name.from_text(TSIG_KEY_NAME)
+    )
+    build(u)
+    resp = dns.query.tcp(u, DNS_PRIMARY, port=DNS_PORT, timeout=5)
+    assert resp.rcode() == 0, resp
+
+
+def cleanup(label: str) -> None:
+    """Remove every name under the label and the label's entry in the ownership record."""
+    suffix = f"{label}.{ZONE}"
+    z = dns.zone.from_xfr(dns.query.xfr(DNS_PRIMARY, ZONE, port=DNS_PORT, relativize=False), relativize=False)
+    names = [n for n in z.nodes if n.to_text(omit_final_dot=True).endswith(suffix)]
+    own = z.get_rdataset(f"{OWNERSHIP_LABEL}.{ZONE}.", "TXT")
+    ours = [rd for rd in (own or []) if rd.strings and rd.strings[0] == f"owner={label}".encode()]
+    if not names and not ours:
+        return
+
+    def build(u: dns.update.UpdateMessage) -> None:
+        for n in names:
+            u.delete(n)
+        for rd in ours:
+            u.delete(f"{OWNERSHIP_LABEL}.{ZONE}.", rd)
+
+    raw_update(build)
+
+
+@pytest.fixture
+def label() -> Iterator[str]:
+    name = f"t-{secrets.token_hex(5)}"
+    try:
+        yield name
+    finally:
+        cleanup(name)
+
+
+def make_rfc2136(owner: str, **kw: Any) -> Rfc2136Provider:
+    return Rfc2136Provider(
+        ZONE, DNS_PRIMARY, TSIG_KEY_NAME, read_tsig_secret(), port=DNS_PORT, owner=owner, **kw
+    )
+
+
+@pytest.fixture(params=["rfc2136", "cloudflare"])
+def provider_factory(request: pytest.FixtureRequest, lab_dns: Any) -> Callable[[str], Provider]:
+    """A function owner -> provider, for each of the two providers."""
+    if request.param == "rfc2136":
+        return make_rfc2136
+    base_url = request.getfixturevalue("cf_base_url")
+    token = request.getfixturevalue("cf_token")
+    return lambda owner: CloudflareProvider(ZONE, token, base_url, owner=owner)
+
+
+def writes(requests: list[dict[str, object]]) -> list[dict[str, object]]:
+    return [r for r in requests if r["method"] in WRITES]
+
+
+# --- both providers ----------------------------------------------------------------------------------
+
+
+def test_first_apply_creates_exactly_the_desired_records_second_writes_nothing(
+    provider_factory: Callable[[str], Provider],
+    label: str,
+    cf_requests: Callable[[], list[dict[str, object]]],
+) -> None:
+    provider = provider_factory(label)
+    cfg = lab_config(label)
+    dkim = dkim_2048()
+    want = desired_records(cfg, {"dkim": dkim}, autoconfig=True, mta_sts_id="20250101")
+
+    plan, _ = plan_for(provider, want)
+    assert [c.kind for c in plan.changes] == ["create"] * len(want) and not plan.conflicts
+    result = provider.apply(plan)
+    assert result.complete and len(result.applied) == len(want)
+
+    on_primary = primary_records(f"{label}.{ZONE}")
+    assert {(r.name, r.type, r.ttl, r.values) for r in on_primary} == {
+        (r.name, r.type, r.ttl, r.values) for r in want
+    }
+    # the 2048-bit DKIM value is served as several <=255-byte strings that join to the value
+    assert served_txt_strings(f"dkim._domainkey.{label}.{ZONE}")[0][0] == 255
+
+    serial = soa_serial(DNS_PRIMARY)
+    seen = len(cf_requests())
+    again, _ = plan_for(provider, want)
+    assert again.empty and not again.conflicts, again.render_text()  # no drift, DKIM included
+    assert provider.apply(again).applied == ()
+    assert soa_serial(DNS_PRIMARY) == serial
+    assert writes(cf_requests()[seen:]) == []
+    # a different owner sees the same records as foreign: conflicts, no writes
+    other, _ = plan_for(provider_factory(label + "-other"), want)
+    assert other.empty and len(other.conflicts) == len(want)
+
+
+def test_foreign_txt_beside_our_spf_survives_and_foreign_spf_is_a_conflict(
+    provider_factory: Callable[[str], Provider], label: str
+) -> None:
+    provider = provider_factory(label)
+    domain = f"{label}.{ZONE}"
+    raw_update(lambda u: u.add(f"{domain}.", 60, "TXT", '"site-verification=abc"'))
+    want = desired_records(lab_config(label))
+    plan, _ = plan_for(provider, want)
+    assert not plan.conflicts
+    provider.apply(plan)
+    apex_txt = {r.value for r in primary_records(domain) if r.name == domain and r.type == "TXT"}
+    assert apex_txt == {"site-verification=abc", f"v=spf1 mx a:mail.{domain} ~all"}
+
+    # dropping everything of ours deletes only ours
+    cleanup_plan, _ = plan_for(provider, [])
+    provider.apply(cleanup_plan)
+    assert {(r.name, r.type, r.value) for r in primary_records(domain)} == {
+        (domain, "TXT", "site-verification=abc")
+    }
+
+    # a foreign SPF where we want ours: reported with the fix, never overwritten
+    raw_update(lambda u: u.add(f"{domain}.", 60, "TXT", '"v=spf1 include:elsewhere.example -all"'))
+    plan, _ = plan_for(provider, want)
+    (conflict,) = plan.conflicts
+    assert conflict.desired.key[2] == "spf1" and "dns.spf" in conflict.fix
+    provider.apply(plan)
+    apex_txt = {r.value for r in primary_records(domain) if r.name == domain and r.type == "TXT"}
+    assert apex_txt == {"site-verification=abc", "v=spf1 include:elsewhere.example -all"}
+
+
+def test_too_large_delete_refuses_without_force(
+    provider_factory: Callable[[str], Provider], label: str
+) -> None:
+    provider = provider_factory(label)
+    want = desired_records(lab_config(label, alternatives=("alt",)), {"dkim": dkim_2048()})
+    assert len(want) == 10
+    provider.apply(plan_for(provider, want)[0])
+
+    plan, existing = plan_for(provider, [])
+    assert len(plan.deletes) == 10 and existing >= 10
+    with pytest.raises(TooMuchChange, match="too many changes"):
+        plan.raise_if_unsafe(existing)
+    assert len(primary_records(f"{label}.{ZONE}")) == 10  # nothing happened
+
+    plan.raise_if_unsafe(existing, force=True)
+    assert provider.apply(plan).complete
+    assert primary_records(f"{label}.{ZONE}") == set()
+
+
+def test_update_changes_values_and_ttl_in_place(
+    provider_factory: Callable[[str], Provider], label: str
+) -> None:
+    provider = provider_factory(label)
+    cfg = lab_config(label)
+    first = desired_records(cfg, {"dkim": dkim_2048()})
+    provider.apply(plan_for(provider, first)[0])
+    second_key = dkim_2048()
+    second = desired_records(cfg, {"dkim": second_key})
+    second = [Record(r.name, r.type, 120, r.values, r.proxied) if r.type == "MX" else r for r in second]
+    plan, _ = plan_for(provider, second)
+    assert sorted((c.kind, c.record.type) for c in plan.changes) == [("update", "MX"), ("update", "TXT")]
+    provider.apply(plan)
+    on_primary = primary_records(f"{label}.{ZONE}")
+    assert Record(f"dkim._domainkey.{label}.{ZONE}", "TXT", 60, (second_key,)) in on_primary
+    assert plan_for(provider, second)[0].empty
+
+
+def test_record_outside_the_zone_is_refused_naming_it(
+    provider_factory: Callable[[str], Provider], label: str
+) -> None:
+    provider = provider_factory(label)
+    with pytest.raises(RecordOutsideZoneError, match=r"mail\.example\.net A is outside zone inlock\.test"):
+        plan_for(provider, [Record("mail.example.net", "A", 60, ("192.0.2.1",))])
+
+
+# --- Cloudflare only ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cloudflare(cf_base_url: str, cf_token: str, label: str) -> CloudflareProvider:
+    return CloudflareProvider(ZONE, cf_token, cf_base_url, owner=label, sleep=lambda s: None)
+
+
+def test_cloudflare_retries_429_and_5xx_then_succeeds(
+    cloudflare: CloudflareProvider,
+    label: str,
+    cf_faults: Callable[..., None],
+    cf_requests: Callable[[], list[dict[str, object]]],
+) -> None:
+    recs = [Record(f"r{i}.{label}.{ZONE}", "A", 60, (f"192.0.2.{i}",), proxied=False) for i in range(3)]
+    plan, _ = plan_for(cloudflare, recs)
+    cf_faults(status=429, count=1, retry_after="0.1", method="POST")  # the SDK's own retry
+    cf_faults(status=503, count=1, method="POST")  # 5xx: retried by the SDK too
+    cf_faults(status=429, count=4, retry_after="0", method="POST")  # beyond the SDK's 3 tries: ours
+    assert cloudflare.apply(plan).complete
+    posts = [r for r in cf_requests() if r["method"] == "POST"]
+    assert [r["status"] for r in posts].count(429) == 5
+    assert [r["status"] for r in posts].count(503) == 1
+    assert [r["status"] for r in posts].count(200) == 3  # each record created exactly once
+    assert primary_records(f"{label}.{ZONE}") == {Record(r.name, "A", 60, r.values) for r in recs}
+
+
+def test_cloudflare_proxied_record_is_an_update(cloudflare: CloudflareProvider, label: str) -> None:
+    rec = Record(f"mail.{label}.{ZONE}", "A", 60, ("192.0.2.1",), proxied=False)
+    cloudflare.apply(plan_for(cloudflare, [rec])[0])
+    proxied = Record(rec.name, "A", 60, rec.values, proxied=True)
+    cloudflare.apply(plan_for(cloudflare, [proxied])[0])  # someone turned the proxy on
+    plan, _ = plan_for(cloudflare, [rec])
+    assert [(c.kind, c.old) for c in plan.changes] == [("update", proxied)]
+    cloudflare.apply(plan)
+    assert plan_for(cloudflare, [rec])[0].empty
+
+
+def test_cloudflare_read_only_token_gives_a_clear_403(
+    cf_base_url: str, cf_readonly_token: str, label: str
+) -> None:
+    ro = CloudflareProvider(ZONE, cf_readonly_token, cf_base_url, owner=label)
+    plan, _ = plan_for(ro, [Record(f"mail.{label}.{ZONE}", "A", 60, ("192.0.2.1",), proxied=False)])
+    with pytest.raises(DnsAuthError, match=r"lacks DNS edit permission for zone inlock\.test") as err:
+        ro.apply(plan)
+    assert err.value.result is not None and err.value.result.applied == ()
+    assert cf_readonly_token not in str(err.value) and cf_readonly_token not in repr(ro)
+
+
+def test_cloudflare_unknown_zone_is_named(cf_base_url: str, cf_token: str) -> None:
+    with pytest.raises(ZoneNotFoundError, match=r"no zone named 'nope-zone\.test'"):
+        CloudflareProvider("nope-zone.test", cf_token, cf_base_url).list_records()
+
+
+# --- RFC 2136 only -----------------------------------------------------------------------------------
+
+
+def test_rfc2136_wrong_tsig_secret_names_server_and_key(lab_dns: Any, label: str) -> None:
+    bad = Rfc2136Provider(ZONE, DNS_PRIMARY, TSIG_KEY_NAME, "d3Jvbmcgc2VjcmV0IGtleQ==", owner=label)
+    plan, _ = plan_for(bad, [Record(f"mail.{label}.{ZONE}", "A", 60, ("192.0.2.1",))])  # reads are unsigned
+    with pytest.raises(
+        DnsAuthError, match=rf"{DNS_PRIMARY}:53 rejected the signature of TSIG key '{TSIG_KEY_NAME}'"
+    ):
+        bad.apply(plan)
+    unknown = Rfc2136Provider(ZONE, DNS_PRIMARY, "no-such-key", read_tsig_secret(), owner=label)
+    with pytest.raises(DnsAuthError, match=f"{DNS_PRIMARY}:53 does not know TSIG key 'no-such-key'") as err:
+        unknown.apply(plan)
+    assert err.value.result is not None and not err.value.result.complete
+    assert primary_records(f"{label}.{ZONE}") == set()
+
+
+def test_rfc2136_ownership_record_lists_our_slots(lab_dns: Any, label: str) -> None:
+    provider = make_rfc2136(label)
+    want = desired_records(lab_config(label))
+    provider.apply(plan_for(provider, want)[0])
+    own = dns.zone.from_xfr(
+        dns.query.xfr(DNS_PRIMARY, ZONE, port=DNS_PORT, relativize=False), relativize=False
+    )
+    rds = own.get_rdataset(f"{OWNERSHIP_LABEL}.{ZONE}.", "TXT")
+    assert rds is not None
+    (ours,) = [[s.decode() for s in rd.strings] for rd in rds if rd.strings[0] == f"owner={label}".encode()]
+    assert f"{label} TXT spf1" in ours and f"mail.{label} A" in ours and f"_dmarc.{label} TXT dmarc1" in ours
