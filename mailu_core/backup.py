@@ -200,7 +200,7 @@ def select_retention(backups: Iterable[BackupInfo], daily: int, weekly: int) -> 
         mark(verified, "newest verified")
     for limit, label, bucket in (
         (daily, "daily", lambda d: d.strftime("%Y-%m-%d")),
-        (weekly, "weekly", lambda d: "%04d-W%02d" % d.isocalendar()[:2]),
+        (weekly, "weekly", lambda d: f"{d.isocalendar()[0]:04d}-W{d.isocalendar()[1]:02d}"),
     ):
         seen: list[str] = []
         for info in ordered:

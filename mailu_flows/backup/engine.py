@@ -36,7 +36,7 @@ from mailu_core.backup import (
 )
 from mailu_core.config import StackConfig
 from mailu_flows.backup.destination import Destination, Staging
-from mailu_flows.backup.gpg import CipherStats, Keyring, encryption_keyring, encrypt_stream
+from mailu_flows.backup.gpg import CipherStats, Keyring, encrypt_stream, encryption_keyring
 from mailu_flows.backup.stream import CHUNK, TarInspector, stream_out
 from mailu_flows.remote import RemoteHost
 
@@ -93,7 +93,10 @@ def stack_files_source(config: StackConfig, image: str, name: str) -> Source:
         f"{layout.traefik_dynamic_dir}/{layout.traefik_dynamic_file}",
         layout.secrets_dir,
     ]
-    script = 'cd /s && for p in "$@"; do [ -e "$p" ] && set -- "$@" "$p"; shift; done; exec tar --numeric-owner -cf - -T /dev/null "$@"'
+    script = (
+        'cd /s && for p in "$@"; do [ -e "$p" ] && set -- "$@" "$p"; shift; done; '
+        'exec tar --numeric-owner -cf - -T /dev/null "$@"'
+    )
     command = _docker_run(
         image, name, [f"{layout.stack_root}:/s:ro"], "sh", ["-c", script, "stack-files", *paths]
     )
@@ -176,7 +179,8 @@ def archive_source(host: RemoteHost, keyring: Keyring, staging: Staging, source:
     if report is not None:
         if report.error or not report.ends_with_marker:
             raise BackupError(f"{source.name}: the tar stream is not a complete archive: {report.error}")
-        entries, files, listing = report.listing.entries, report.listing.file_count, report.listing.hexdigest()
+        digest = report.listing
+        entries, files, listing = digest.entries, digest.file_count, digest.hexdigest()
     else:
         if plain == 0:
             raise BackupError(f"{source.name}: the dump is empty")
@@ -277,7 +281,9 @@ def run_backup(
     return BackupOutcome(manifest, removed, time.monotonic() - started)
 
 
-def _prepare_consistency(host: RemoteHost, config: StackConfig, targets: Sequence[str], log: Log) -> list[str]:
+def _prepare_consistency(
+    host: RemoteHost, config: StackConfig, targets: Sequence[str], log: Log
+) -> list[str]:
     notes = [f"{v}: copied live from a read-only mount" for v in targets]
     if config.volumes.redis in targets:
         redis = _compose_container(host, config, "redis")

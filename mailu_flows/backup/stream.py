@@ -14,7 +14,6 @@ import tarfile
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import BinaryIO
 
 from mailu_core.backup import ListingDigest
 from mailu_flows.remote import RemoteError, RemoteHost

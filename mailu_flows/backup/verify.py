@@ -91,7 +91,8 @@ def compare_volume_hashes(
 
     result = stream_out(host, hash_command(volume, image, f"mailu-verify-{uuid.uuid4().hex[:8]}"), sink)
     if result.returncode != 0:
-        return CheckResult(check=check, file=label, ok=False, detail=f"hashing {volume} failed: {result.stderr}")
+        detail = f"hashing {volume} failed: {result.stderr}"
+        return CheckResult(check=check, file=label, ok=False, detail=detail)
     problems = []
     if mismatched:
         problems.append(f"{len(mismatched)} file(s) differ from the archive, e.g. {mismatched[:3]}")
@@ -163,7 +164,9 @@ def read_archive(
         )
     )
     if is_tar:
-        complete = report.error is None and report.ends_with_marker and report.plain_bytes == archive.plain_bytes
+        complete = (
+            report.error is None and report.ends_with_marker and report.plain_bytes == archive.plain_bytes
+        )
         rows.append(
             CheckResult(
                 check="tar-read",
@@ -184,8 +187,8 @@ def read_archive(
                 file=label,
                 ok=same and listing.entries == archive.entries,
                 detail=(
-                    f"{listing.file_count} files / {listing.entries} entries (manifest {archive.file_count} / "
-                    f"{archive.entries}); listing sha256 "
+                    f"{listing.file_count} files / {listing.entries} entries "
+                    f"(manifest {archive.file_count} / {archive.entries}); listing sha256 "
                     + ("matches" if listing.hexdigest() == archive.listing_sha256 else "DIFFERS")
                 ),
             )
@@ -204,7 +207,8 @@ def read_archive(
     if feeder is not None and restore_into is not None and host is not None:
         result = feeder.finish()
         if feed_error or result.returncode != 0 or decrypt_error is not None:
-            why = decrypt_error or (feed_error[0] if feed_error else f"tar exited {result.returncode}: {result.stderr}")
+            tar_failed = f"tar exited {result.returncode}: {result.stderr}"
+            why = decrypt_error or (feed_error[0] if feed_error else tar_failed)
             rows.append(CheckResult(check=drill_check, file=label, ok=False, detail=f"restore failed: {why}"))
         else:
             rows.append(
@@ -217,10 +221,9 @@ def _dkim_row(
     config: StackConfig, label: str, report: TarReport, name: str, dns_check: DkimDnsCheck | None
 ) -> list[CheckResult]:
     head = report.captured.get(name)
-    if head is None:
-        return [CheckResult(check="dkim-key", file=label, ok=False, detail=f"{name} is not in the archive")]
-    if b"PRIVATE KEY-----" not in head:
-        return [CheckResult(check="dkim-key", file=label, ok=False, detail=f"{name} is not a PEM private key")]
+    if head is None or b"PRIVATE KEY-----" not in head:
+        why = "is not in the archive" if head is None else "is not a PEM private key"
+        return [CheckResult(check="dkim-key", file=label, ok=False, detail=f"{name} {why}")]
     rows = [CheckResult(check="dkim-key", file=label, ok=True, detail=f"{name} present (PEM private key)")]
     if dns_check is not None:  # hook: compare with the public half published in DNS
         rows.append(dns_check(name, head))
@@ -256,11 +259,14 @@ def verify_backup(
     root = destination.label("")
     if backup_id is None:
         if not ids:
-            rows.append(CheckResult(check="newest-backup", file=root, ok=False, detail="no complete backup found"))
+            rows.append(
+                CheckResult(check="newest-backup", file=root, ok=False, detail="no complete backup found")
+            )
             return VerificationRecord(backup_id="", verified_at=now, ok=False, checks=rows)
         backup_id = ids[-1]
     elif backup_id not in ids:
-        rows.append(CheckResult(check="backup-exists", file=root, ok=False, detail=f"no complete backup {backup_id}"))
+        detail = f"no complete backup {backup_id}"
+        rows.append(CheckResult(check="backup-exists", file=root, ok=False, detail=detail))
         return VerificationRecord(backup_id=backup_id, verified_at=now, ok=False, checks=rows)
     manifest_label = destination.label(backup_id, MANIFEST_NAME)
     try:
@@ -300,7 +306,8 @@ def verify_backup(
                 label = destination.label(backup_id, archive.file)
                 dkim_name = f"./{config.mailu.domain}.{config.dns.dkim.selector}.key"
                 capture = (dkim_name,) if archive.name == dkim_volume else ()
-                scratch = _scratch_volume(host) if drill and host is not None and archive.kind != "pg-dump" else None
+                drilled = drill and host is not None and archive.kind != "pg-dump"
+                scratch = _scratch_volume(host) if drilled and host is not None else None
                 try:
                     result = read_archive(
                         host, keyring, destination, backup_id, archive,
@@ -375,7 +382,9 @@ def _static_checks(
         label = destination.label(bid, archive.file)
         size = destination.size(bid, archive.file)
         if size is None:
-            rows.append(CheckResult(check="ciphertext-sha256", file=label, ok=False, detail="file is missing"))
+            rows.append(
+                CheckResult(check="ciphertext-sha256", file=label, ok=False, detail="file is missing")
+            )
             continue
         digest = hashlib.sha256()
         with destination.open_reader(bid, archive.file) as fh:

@@ -225,10 +225,11 @@ class CloudflareProvider:
         out: list[_Entry] = []
         page = 1
         while True:
-            resp = self._call(
-                f"list the records of {self._zone}",
-                lambda p=page: self._cf.dns.records.list(zone_id=zid, page=p, per_page=_PAGE),  # type: ignore[misc]
-            )
+
+            def fetch(p: int = page) -> Any:
+                return self._cf.dns.records.list(zone_id=zid, page=p, per_page=_PAGE)
+
+            resp = self._call(f"list the records of {self._zone}", fetch)
             items = list(resp.result)
             out.extend(_entry(r) for r in items)
             if len(items) < _PAGE:

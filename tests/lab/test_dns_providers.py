@@ -347,3 +347,24 @@ def test_rfc2136_ownership_record_lists_our_slots(lab_dns: Any, label: str) -> N
     assert rds is not None
     (ours,) = [[s.decode() for s in rd.strings] for rd in rds if rd.strings[0] == f"owner={label}".encode()]
     assert f"{label} TXT spf1" in ours and f"mail.{label} A" in ours and f"_dmarc.{label} TXT dmarc1" in ours
+
+
+def test_cloudflare_partial_apply_is_reported_and_the_next_run_converges(
+    cloudflare: CloudflareProvider, label: str
+) -> None:
+    recs = [Record(f"r{i}.{label}.{ZONE}", "A", 60, (f"192.0.2.{i}",), proxied=False) for i in range(3)]
+    plan, _ = plan_for(cloudflare, recs)
+    # another writer adds r1 between plan and apply: its create is refused (identical record exists)
+    raw_update(lambda u: u.add(f"r1.{label}.{ZONE}.", 60, "A", "192.0.2.1"))
+    with pytest.raises(Exception, match="PARTIAL apply") as err:
+        cloudflare.apply(plan)
+    result = err.value.result  # type: ignore[attr-defined]
+    assert [c.record.name for c in result.applied] == [f"r0.{label}.{ZONE}"]
+    assert result.failed.record.name == f"r1.{label}.{ZONE}" and "identical record" in result.error
+    assert [c.record.name for c in result.not_applied] == [f"r2.{label}.{ZONE}"]
+    # the next run creates the rest and reports the foreign r1 as a conflict
+    again, _ = plan_for(cloudflare, recs)
+    assert [c.record.name for c in again.creates] == [f"r2.{label}.{ZONE}"]
+    assert [k.desired.name for k in again.conflicts] == [f"r1.{label}.{ZONE}"]
+    cloudflare.apply(again)
+    assert plan_for(cloudflare, recs)[0].empty

@@ -1,0 +1,120 @@
+"""Restoring a backup into the stack's volumes (used by the rollback flow).
+
+Order, each step a precondition of the next: take the host lock; verify the chosen backup (sha256,
+decryption, tar read-through, listings) and refuse it if anything fails; refuse while a running
+container uses a target volume (the stack must be stopped); take a safety backup of the current
+volumes; then empty each volume and extract the archive into it, comparing every file's hash with
+the archive. The database dump and the stack files are not restored here (see the report/TODO).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from blocks.gpg import GpgBackupPrivateKey, GpgBackupPublicKey
+from mailu_core.backup import CheckResult
+from mailu_core.config import StackConfig
+from mailu_flows.backup.destination import Destination
+from mailu_flows.backup.engine import helper_image, missing_volumes, run_backup
+from mailu_flows.backup.gpg import decryption_keyring
+from mailu_flows.backup.verify import read_archive, verify_backup
+from mailu_flows.remote import HostLock, RemoteHost
+
+
+class RestoreRefused(RuntimeError):
+    """The restore did not start: the backup failed verification, or the stack is running."""
+
+
+class RestoreFailed(RuntimeError):
+    """A volume could not be restored exactly; the safety backup holds the previous state."""
+
+
+@dataclass
+class RestoreResult:
+    backup_id: str
+    safety_backup_id: str | None
+    volumes: list[str]
+    checks: list[CheckResult] = field(default_factory=list)
+
+
+def lock_path(config: StackConfig) -> str:
+    return f"{config.host.stack_root}/.mailu-flows.lock"
+
+
+def volumes_in_use(host: RemoteHost, volumes: Sequence[str]) -> dict[str, list[str]]:
+    """Running containers (names) per volume."""
+    busy: dict[str, list[str]] = {}
+    for volume in volumes:
+        cmd = ["docker", "ps", "--filter", f"volume={volume}", "--format", "{{.Names}}"]
+        names = host.run(cmd).text().split()
+        if names:
+            busy[volume] = names
+    return busy
+
+
+def restore_backup(
+    host: RemoteHost,
+    config: StackConfig,
+    destination: Destination,
+    public_key: GpgBackupPublicKey,
+    private_key: GpgBackupPrivateKey,
+    backup_id: str,
+    *,
+    holder: str,
+    volumes: Sequence[str] | None = None,
+    lock_wait_s: float = 0.0,
+    safety_backup: bool = True,
+    log: Callable[[str], None] = lambda _msg: None,
+) -> RestoreResult:
+    """Restore `backup_id` into the stack's volumes (all its volumes, or `volumes`)."""
+    lock = HostLock(host, lock_path(config), holder)
+    lock.acquire(wait_s=lock_wait_s)
+    try:
+        record = verify_backup(
+            host, config, destination, private_key, backup_id=backup_id, drill=False, check_age=False,
+            write_record=False,
+        )  # fmt: skip
+        failed = [row.message() for row in record.checks if not row.ok]
+        if failed:
+            raise RestoreRefused(
+                f"backup {backup_id} fails verification, not restoring it: " + "; ".join(failed)
+            )
+        manifest = destination.read_manifest(backup_id)
+        targets = list(volumes) if volumes is not None else manifest.volumes
+        unknown = [v for v in targets if manifest.archive(v) is None]
+        if unknown:
+            raise RestoreRefused(f"backup {backup_id} has no archive of {', '.join(unknown)}")
+        busy = volumes_in_use(host, targets)
+        if busy:
+            listed = "; ".join(f"{v} is used by {', '.join(c)}" for v, c in busy.items())
+            raise RestoreRefused(f"stop the stack before restoring: {listed}")
+        safety_id = None
+        present = [v for v in targets if v not in missing_volumes(host, targets)]
+        if safety_backup and present:
+            outcome = run_backup(
+                host, config, destination, public_key, volumes=present, tag="safety", log=log
+            )
+            safety_id = outcome.manifest.backup_id
+            log(f"safety backup {safety_id} of {', '.join(present)}")
+        result = RestoreResult(backup_id, safety_id, targets)
+        image = helper_image(config)
+        with decryption_keyring(private_key) as keyring:
+            for volume in targets:
+                archive = manifest.archive(volume)
+                assert archive is not None
+                read = read_archive(
+                    host, keyring, destination, backup_id, archive, restore_into=volume, image=image,
+                    drill_check="restore",
+                )  # fmt: skip
+                result.checks += read.rows
+                bad = [row.message() for row in read.rows if not row.ok]
+                if bad:
+                    raise RestoreFailed(
+                        f"restoring {volume} from {backup_id} failed: {'; '.join(bad)}; the state before the "
+                        f"restore is in safety backup {safety_id}"
+                    )
+                log(f"restored {volume}")
+        return result
+    finally:
+        lock.release()
