@@ -54,7 +54,7 @@ def lab_stack_config(
         "images": {service: images[service] for service in LAB_SERVICES if service in images},
         "database": {"flavor": database, "managed": True},
         "networks": {"mail_subnet": mail_subnet},
-        "host": {"stack_root": stack_root},
+        "host": {"stack_root": stack_root, "certs_dir": "certs"},
         "traefik": {
             "mail_entrypoints": [
                 {"port": ep.port, "name": ep.name, "published_port": ep.host_port}

@@ -344,6 +344,11 @@ class HostLayout(_Model):
     secrets_dir: StackPath = Field(
         "secrets-real", description="Directory of file-based Docker secrets (mode 600)."
     )
+    certs_dir: StackPath | None = Field(
+        None,
+        description="Host directory holding mailu.tls_cert_file and tls_key_file (cert/mail flavors), "
+        "mounted read-only at front's /certs; default: the certs volume (Mailu's own ACME state).",
+    )
 
     def resolve(self, path: str) -> PurePosixPath:
         """An absolute path on the host for a config path (relative ones are under stack_root)."""

@@ -191,6 +191,17 @@ def _depends_on(cfg: StackConfig, service: str) -> dict[str, Any]:
     return deps
 
 
+def _bind(cfg: StackConfig, field: str) -> bool:
+    """The certs come from a host directory (bind, read-only) when the config names one."""
+    return field == "certs" and cfg.host.certs_dir is not None
+
+
+def _mount(cfg: StackConfig, field: str, target: str) -> str:
+    if _bind(cfg, field):
+        return f"{cfg.host.resolve(str(cfg.host.certs_dir))}:{target}:ro"
+    return f"{getattr(cfg.volumes, field)}:{target}"
+
+
 def _service(
     cfg: StackConfig, service: str, env_files: dict[str, str], secrets: list[SecretFileSpec]
 ) -> dict[str, Any]:
@@ -204,7 +215,7 @@ def _service(
         body["tmpfs"] = list(_READ_ONLY_TMPFS[service])
     body["env_file"] = [env_files[service]]
     body["networks"] = _networks_of(cfg, service)
-    body["volumes"] = [f"{getattr(cfg.volumes, field)}:{target}" for field, target in _MOUNTS[service]]
+    body["volumes"] = [_mount(cfg, field, target) for field, target in _MOUNTS[service]]
     mounted = [spec.name for spec in secrets if service in spec.services]
     if mounted:
         body["secrets"] = mounted
@@ -243,7 +254,9 @@ def _networks(cfg: StackConfig, services: list[str]) -> dict[str, Any]:
 
 
 def _volumes(cfg: StackConfig, services: list[str]) -> dict[str, Any]:
-    names = sorted({getattr(cfg.volumes, field) for s in services for field, _ in _MOUNTS[s]})
+    names = sorted(
+        {getattr(cfg.volumes, field) for s in services for field, _ in _MOUNTS[s] if not _bind(cfg, field)}
+    )
     return {name: {"name": name, "external": False} for name in names}
 
 

@@ -31,6 +31,7 @@ from mailu_core.dns import Record, TooMuchChange, desired_records, dkim_txt_valu
 from mailu_flows.dns.cloudflare import CloudflareProvider
 from mailu_flows.dns.provider import (
     DnsAuthError,
+    DnsError,
     Provider,
     RecordOutsideZoneError,
     ZoneNotFoundError,
@@ -356,9 +357,10 @@ def test_cloudflare_partial_apply_is_reported_and_the_next_run_converges(
     plan, _ = plan_for(cloudflare, recs)
     # another writer adds r1 between plan and apply: its create is refused (identical record exists)
     raw_update(lambda u: u.add(f"r1.{label}.{ZONE}.", 60, "A", "192.0.2.1"))
-    with pytest.raises(Exception, match="PARTIAL apply") as err:
+    with pytest.raises(DnsError, match="PARTIAL apply") as err:
         cloudflare.apply(plan)
-    result = err.value.result  # type: ignore[attr-defined]
+    result = err.value.result
+    assert result is not None and result.failed is not None and result.error is not None
     assert [c.record.name for c in result.applied] == [f"r0.{label}.{ZONE}"]
     assert result.failed.record.name == f"r1.{label}.{ZONE}" and "identical record" in result.error
     assert [c.record.name for c in result.not_applied] == [f"r2.{label}.{ZONE}"]

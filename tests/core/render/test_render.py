@@ -185,7 +185,11 @@ def test_rendered_compose_passes_docker_compose_config(tmp_path: Path, variant: 
         # compose read the env file: the service's environment is exactly what we rendered for it
         assert service.get("environment", {}) == service_env(cfg, name), name
         for mount in service.get("volumes", []):
-            assert mount["type"] == "volume", (name, mount)
+            if cfg.host.certs_dir is not None and mount["target"] == "/certs":
+                # certificates from a host directory: bound read-only into front only
+                assert (name, mount["type"], mount.get("read_only")) == ("front", "bind", True), mount
+            else:
+                assert mount["type"] == "volume", (name, mount)
     # `$$` in healthchecks reaches the container as a literal `$`
     assert "$(cat /run/dovecot/master.pid)" in resolved["services"]["front"]["healthcheck"]["test"][1]
     for volume in resolved["volumes"].values():
@@ -250,14 +254,17 @@ def test_compose_shape(variant: str) -> None:
     assert mounts["imap"] == {"/mail": v.mail}
     assert mounts["smtp"] == {"/queue": v.mailqueue}
     assert mounts["antispam"] == {"/var/lib/rspamd": v.rspamd}
-    assert mounts["front"] == {"/certs": v.certs}
+    if cfg.host.certs_dir is None:
+        assert mounts["front"] == {"/certs": v.certs}
+    else:  # a host directory of certificates, read-only
+        assert mounts["front"] == {"/certs:ro": str(cfg.host.resolve(cfg.host.certs_dir))}
     assert mounts["redis"] == {"/data": v.redis}
     if "webmail" in services:
         assert mounts["webmail"] == {"/data": v.webmail}
     if "postgres" in services:
         assert mounts["postgres"] == {"/var/lib/postgresql/data": v.postgres}
         assert cfg.database.host in services["postgres"]["networks"][cfg.networks.mail]["aliases"]
-    used = {vol for m in mounts.values() for vol in m.values()}
+    used = {vol for m in mounts.values() for vol in m.values() if not vol.startswith("/")}  # binds are paths
     assert doc["volumes"] == {vol: {"name": vol, "external": False} for vol in sorted(used)}
 
 

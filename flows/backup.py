@@ -1,0 +1,82 @@
+"""The `backup` flow: one encrypted backup of the stack's state, then retention.
+
+Per configured volume a throwaway read-only container streams a tar over the flow's SSH
+connection into gpg (to the public key in the `gpg_public_key` block) and into the destination;
+the stack's rendered files and secrets and, with a managed PostgreSQL, a `pg_dump` join them. The
+backup appears only when complete. Takes the host lock (waiting up to `lock_wait_s`), so it never
+copies volumes while a deploy or a restore changes them.
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+from prefect.artifacts import create_table_artifact
+from prefect.runtime import flow_run
+from pydantic import BaseModel, Field
+
+from mailu_core.backup import ArchiveEntry
+from mailu_core.config import StackConfig
+from mailu_flows import redact
+from mailu_flows.backup.restore import lock_path
+from mailu_flows.remote import HostLock
+from tasks.backup import apply_retention, backup_volumes, default_destination
+from tasks.host import connect_host
+
+
+class BackupReport(BaseModel):
+    """What the run made and what retention kept."""
+
+    backup_id: str
+    destination: str
+    seconds: float
+    archives: list[ArchiveEntry]
+    consistency: list[str] = Field(default_factory=list)
+    removed_partials: list[str] = Field(default_factory=list)
+    kept: dict[str, list[str]] = Field(default_factory=dict)
+    deleted: list[str] = Field(default_factory=list)
+
+
+@flow(name="backup")
+def backup(
+    config: StackConfig, pause_services: list[str] | None = None, lock_wait_s: float = 600
+) -> BackupReport:
+    """Back up every configured volume of the stack, encrypted, then apply retention."""
+    redact.install()
+    destination = default_destination(config)
+    host = connect_host(config)
+    try:
+        lock = HostLock(host, lock_path(config), f"backup flow run {flow_run.get_id() or 'local'}")
+        lock.acquire(wait_s=lock_wait_s)
+        try:
+            outcome = backup_volumes(host, config, destination, pause_services or ())
+        finally:
+            lock.release()
+    finally:
+        host.close()
+    plan = apply_retention(config, destination)
+    manifest = outcome.manifest
+    create_table_artifact(
+        [
+            {
+                "archive": a.name,
+                "file": destination.label(manifest.backup_id, a.file),
+                "plaintext bytes": a.plain_bytes,
+                "files": a.file_count,
+                "ciphertext sha256": a.cipher_sha256,
+            }
+            for a in manifest.archives
+        ],
+        key=f"backup-{config.name}",
+        description=f"backup {manifest.backup_id} ({outcome.seconds:.1f}s); retention kept "
+        f"{len(plan.keep)}, deleted {len(plan.delete)}",
+    )
+    return BackupReport(
+        backup_id=manifest.backup_id,
+        destination=destination.label(manifest.backup_id),
+        seconds=round(outcome.seconds, 2),
+        archives=manifest.archives,
+        consistency=manifest.consistency,
+        removed_partials=outcome.removed_partials,
+        kept=plan.keep,
+        deleted=plan.delete,
+    )

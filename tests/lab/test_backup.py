@@ -1,0 +1,372 @@
+"""Backups against the lab's real parts: its sshd (as the deploy user), docker, gpg and Prefect server.
+
+Every test works on its own docker volumes (`mlt-bk-<random>-*`, holding marker files) and its own
+backup directories; both are removed afterwards. Fault tests corrupt copies of one good backup.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import secrets
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from blocks.gpg import GpgBackupPrivateKey
+from flows.backup import backup
+from flows.backup_verify import backup_verify
+from lab.endpoints import lab_dir
+from mailu_core.backup import MANIFEST_NAME, Manifest
+from mailu_core.config import StackConfig, load_stack_config
+from mailu_flows.backup import BackupError, LocalDirectory, RestoreRefused, restore_backup, run_backup
+from mailu_flows.remote import RemoteHost
+from tasks.backup import load_private_key, load_public_key
+
+pytestmark = pytest.mark.lab
+
+MARKER = b"marker \x00\x01\xff " + secrets.token_bytes(64)
+BLOCKS_DATA = Path(__file__).parent.parent / "blocks" / "data"
+
+
+def _host(lab: dict[str, Any]) -> RemoteHost:
+    ssh = lab["ssh"]
+    pinned = " ".join(Path(ssh["known_hosts_file"]).read_text().split()[1:3])
+    return RemoteHost(ssh["host"], ssh["port"], ssh["user"], Path(ssh["private_key_file"]).read_text(), pinned)
+
+
+def _fill(image: str, volume: str, files: dict[str, bytes]) -> None:
+    """Create `volume` holding `files` (owner 8:12, mode 0640, like Mailu's mail user)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.uid, info.gid, info.mode = len(data), 8, 12, 0o640
+            archive.addfile(info, io.BytesIO(data))
+    subprocess.run(["docker", "volume", "create", volume], check=True, capture_output=True)
+    subprocess.run(
+        ["docker", "run", "--rm", "-i", "-v", f"{volume}:/v", "--entrypoint", "tar", image, "-C", "/v", "-xf", "-"],
+        input=buf.getvalue(),
+        check=True,
+        capture_output=True,
+    )
+
+
+def _read(image: str, volume: str, path: str) -> bytes:
+    return subprocess.run(
+        ["docker", "run", "--rm", "-v", f"{volume}:/v:ro", "--entrypoint", "cat", image, f"/v/{path}"],
+        check=True,
+        capture_output=True,
+    ).stdout
+
+
+def _dkim_pem() -> bytes:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+@dataclass
+class Setup:
+    base: StackConfig
+    config: StackConfig
+    image: str
+    prefix: str
+    names: dict[str, str]
+    dest: Path
+    good: str  # id of the good backup made by the flow
+
+    def config_with(self, dest: Path | None = None, **changes: Any) -> StackConfig:
+        data = self.config.model_dump()
+        data["backup"]["destination_dir"] = str(dest or self.dest)
+        for key, value in changes.items():
+            section, field = key.split("__")
+            data[section][field] = value
+        return StackConfig.model_validate(data)
+
+    def copy_good(self, tmp: Path) -> Path:
+        target = tmp / "dest"
+        target.mkdir(mode=0o700)
+        shutil.copytree(self.dest / self.good, target / self.good)
+        return target
+
+
+@pytest.fixture(scope="module")
+def setup(lab: dict[str, Any]) -> Iterator[Setup]:
+    base = load_stack_config(lab_dir() / "stack.yaml")
+    image = base.images.redis
+    prefix = f"mlt-bk-{secrets.token_hex(3)}"
+    names = {
+        key: f"{prefix}-{key}"
+        for key in ("mail", "dkim", "rspamd", "redis", "admin", "webmail", "certs", "mailqueue", "postgres")
+    }
+    dest = Path(tempfile.mkdtemp(prefix="mlt-bk-"))
+    try:
+        _fill(image, names["mail"], {"u/cur/marker.eml": MARKER, "u/cur/big.eml": os.urandom(2_000_000)})
+        _fill(image, names["dkim"], {f"{base.mailu.domain}.{base.dns.dkim.selector}.key": _dkim_pem()})
+        _fill(image, names["admin"], {"main.db": b"SQLite format 3\x00" + os.urandom(4096)})
+        _fill(image, names["rspamd"], {"stats.ucl": b"{}"})
+        data = base.model_dump()
+        data["volumes"] = names
+        data["backup"] = {
+            **data["backup"],
+            "volumes": [names[k] for k in ("mail", "dkim", "admin", "rspamd")],
+            "destination_dir": str(dest),
+        }
+        config = StackConfig.model_validate(data)
+        report = backup(config=config)
+        yield Setup(base, config, image, prefix, names, dest, report.backup_id)
+    finally:
+        for volume in names.values():
+            subprocess.run(["docker", "volume", "rm", "-f", volume], capture_output=True, check=False)
+        shutil.rmtree(dest, ignore_errors=True)
+
+
+def _verify_failure(config: StackConfig) -> str:
+    state = backup_verify(config=config, return_state=True)
+    assert state.is_failed(), "verify passed but should have failed"
+    with pytest.raises(Exception) as caught:
+        state.result()
+    return str(caught.value)
+
+
+# --- the happy path ----------------------------------------------------------------------------
+
+
+def test_backup_of_every_volume_then_verify_is_green(setup: Setup) -> None:
+    dest = LocalDirectory(setup.dest)
+    manifest = dest.read_manifest(setup.good)
+    assert sorted(manifest.volumes) == sorted(setup.config.backup.volumes)
+    assert manifest.archive("stack-files") is not None
+    assert manifest.key_fingerprint == load_public_key(setup.config).fingerprint
+    mail = manifest.archive(setup.names["mail"])
+    assert mail is not None and mail.file_count == 2 and mail.plain_bytes > 2_000_000
+    # Encrypted: the marker's bytes appear nowhere in the ciphertext.
+    assert MARKER not in (setup.dest / setup.good / mail.file).read_bytes()
+    assert oct((setup.dest / setup.good / mail.file).stat().st_mode & 0o777) == "0o600"
+
+    record = backup_verify(config=setup.config)
+    assert record.ok and record.backup_id == setup.good
+    checks = {r.check for r in record.checks}
+    assert {"age", "volumes", "key", "ciphertext-sha256", "decrypt", "tar-read", "listing", "dkim-key"} <= checks
+    drills = [r for r in record.checks if r.check == "restore-drill"]
+    assert len(drills) == len(manifest.archives) and all(r.ok for r in drills)
+    assert LocalDirectory(setup.dest).read_record(setup.good) == record
+    # The drill's scratch volumes are gone.
+    left = subprocess.run(["docker", "volume", "ls", "-q", "--filter", "label=mailu-flows.scratch"],
+                          capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
+    assert left == []
+
+
+# --- each fault makes verify fail, naming the file and the check --------------------------------
+
+
+def test_flipped_byte_fails_sha256_and_decrypt(setup: Setup, tmp_path: Path) -> None:
+    dest = setup.copy_good(tmp_path)
+    mail = LocalDirectory(dest).read_manifest(setup.good).archive(setup.names["mail"])
+    assert mail is not None
+    path = dest / setup.good / mail.file
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    message = _verify_failure(setup.config_with(dest))
+    assert f"ciphertext-sha256 FAILED: {path}" in message
+    assert f"decrypt FAILED: {path}" in message
+
+
+def test_missing_volume_fails(setup: Setup, tmp_path: Path) -> None:
+    dest = setup.copy_good(tmp_path)
+    configured = [*setup.config.backup.volumes, setup.names["webmail"]]
+    config = setup.config_with(dest, backup__volumes=configured)
+    message = _verify_failure(config)
+    manifest_path = dest / setup.good / MANIFEST_NAME
+    assert f"volumes FAILED: {manifest_path}: configured volume(s) missing from the backup: " in message
+    assert setup.names["webmail"] in message
+    # An archive file that vanished is named too.
+    rspamd = LocalDirectory(dest).read_manifest(setup.good).archive(setup.names["rspamd"])
+    assert rspamd is not None
+    (dest / setup.good / rspamd.file).unlink()
+    message = _verify_failure(setup.config_with(dest))
+    assert f"ciphertext-sha256 FAILED: {dest / setup.good / rspamd.file}: file is missing" in message
+
+
+def test_wrong_key_fails(setup: Setup, tmp_path: Path) -> None:
+    dest = setup.copy_good(tmp_path)
+    name = f"{setup.prefix}-wrong-key"
+    GpgBackupPrivateKey(
+        armored_private_key=(BLOCKS_DATA / "gpg-test-private.asc").read_text(),
+        passphrase="test-only-passphrase",
+        fingerprint=(BLOCKS_DATA / "gpg-test-fingerprint.txt").read_text().strip(),
+    ).save(name, overwrite=True)
+    try:
+        config = setup.config_with(dest, blocks__gpg_private_key=name)
+        message = _verify_failure(config)
+    finally:
+        GpgBackupPrivateKey.delete(name, _sync=True)  # type: ignore[call-arg]
+    mail = LocalDirectory(dest).read_manifest(setup.good).archive(setup.names["mail"])
+    assert mail is not None
+    assert f"key FAILED: {dest / setup.good / MANIFEST_NAME}" in message
+    assert f"decrypt FAILED: {dest / setup.good / mail.file}" in message
+
+
+def test_stale_newest_backup_fails(setup: Setup, tmp_path: Path) -> None:
+    dest = setup.copy_good(tmp_path)
+    path = dest / setup.good / MANIFEST_NAME
+    manifest = Manifest.model_validate_json(path.read_bytes())
+    old = datetime.now(UTC) - timedelta(hours=setup.config.backup.verify_max_age_hours + 4)
+    path.write_text(manifest.model_copy(update={"created": old}).model_dump_json())
+    message = _verify_failure(setup.config_with(dest))
+    assert f"age FAILED: {path}: newest backup created" in message
+
+
+def test_truncated_archive_fails(setup: Setup, tmp_path: Path) -> None:
+    dest = setup.copy_good(tmp_path)
+    mail = LocalDirectory(dest).read_manifest(setup.good).archive(setup.names["mail"])
+    assert mail is not None
+    path = dest / setup.good / mail.file
+    with open(path, "r+b") as fh:
+        fh.truncate(mail.cipher_bytes // 2)
+    message = _verify_failure(setup.config_with(dest))
+    assert f"ciphertext-sha256 FAILED: {path}" in message
+    assert f"tar-read FAILED: {path}" in message or f"decrypt FAILED: {path}" in message
+
+
+# --- interruption ------------------------------------------------------------------------------
+
+
+def test_connection_cut_mid_backup_leaves_no_backup_and_next_run_succeeds(
+    setup: Setup, lab: dict[str, Any], tmp_path: Path
+) -> None:
+    big = f"{setup.prefix}-big"
+    dest = tmp_path / "dest"
+    try:
+        subprocess.run(["docker", "volume", "create", big], check=True, capture_output=True)
+        subprocess.run(
+            ["docker", "run", "--rm", "-v", f"{big}:/v", "--entrypoint", "sh", setup.image, "-c",
+             "head -c 200000000 /dev/urandom > /v/big"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        config = setup.config_with(dest, volumes__mail=big, backup__volumes=[big, setup.names["dkim"]])
+        host = _host(lab).connect()
+        cut = threading.Event()
+
+        def cutter() -> None:  # close the transport once ciphertext is flowing into the staging area
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                for partial in dest.glob(".partial-*/*.tar.gpg") if dest.exists() else []:
+                    if partial.stat().st_size > 5_000_000:
+                        host.client.get_transport().close()  # type: ignore[union-attr]
+                        cut.set()
+                        return
+                time.sleep(0.005)
+
+        thread = threading.Thread(target=cutter)
+        thread.start()
+        try:
+            with pytest.raises(BackupError, match=big):
+                run_backup(host, config, LocalDirectory(dest), load_public_key(config))
+        finally:
+            thread.join()
+            host.close()
+        assert cut.is_set(), "the backup finished before the cut"
+        assert LocalDirectory(dest).list_backups() == []
+        assert [p.name for p in dest.iterdir() if not p.name.startswith(".")] == []
+
+        # A run killed outright leaves its staging directory; the next run removes it and succeeds.
+        leftover = dest / ".partial-lab-20200101T000000Z"
+        leftover.mkdir()
+        (leftover / f"{big}.tar.gpg").write_bytes(b"half")
+        report = backup(config=config)
+        assert report.removed_partials == [leftover.name]
+        assert LocalDirectory(dest).list_backups() == [report.backup_id]
+        assert not leftover.exists()
+        archive = LocalDirectory(dest).read_manifest(report.backup_id).archive(big)
+        assert archive is not None and archive.plain_bytes > 200_000_000
+    finally:
+        subprocess.run(["docker", "volume", "rm", "-f", big], capture_output=True, check=False)
+
+
+# --- restore -----------------------------------------------------------------------------------
+
+
+def test_restore_brings_back_the_marker_bytes_after_a_safety_backup(setup: Setup, lab: dict[str, Any]) -> None:
+    mail = setup.names["mail"]
+    # Damage the live volume: another marker, and a file that was not in the backup.
+    subprocess.run(
+        ["docker", "run", "--rm", "-v", f"{mail}:/v", "--entrypoint", "sh", setup.image, "-c",
+         "echo damaged > /v/u/cur/marker.eml && echo new > /v/u/cur/extra.eml"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    assert _read(setup.image, mail, "u/cur/marker.eml") == b"damaged\n"
+    config = setup.config
+    dest = LocalDirectory(setup.dest)
+    with _host(lab) as host:
+        result = restore_backup(
+            host, config, dest, load_public_key(config), load_private_key(config), setup.good,
+            holder="test_backup restore", volumes=[mail],
+        )  # fmt: skip
+    assert _read(setup.image, mail, "u/cur/marker.eml") == MARKER
+    ls = subprocess.run(
+        ["docker", "run", "--rm", "-v", f"{mail}:/v:ro", "--entrypoint", "sh", setup.image, "-c",
+         "cd /v && find . -type f | sort && stat -c '%u:%g %a' u/cur/marker.eml"],
+        check=True, capture_output=True, text=True,
+    ).stdout.split("\n")  # fmt: skip
+    assert ls[:3] == ["./u/cur/big.eml", "./u/cur/marker.eml", "8:12 640"]
+    assert [r.check for r in result.checks if r.check == "restore"] and all(r.ok for r in result.checks)
+    # The safety backup holds the damaged state.
+    assert result.safety_backup_id is not None and result.safety_backup_id.endswith("-safety")
+    safety = dest.read_manifest(result.safety_backup_id)
+    assert safety.volumes == [mail]
+    archive = safety.archive(mail)
+    assert archive is not None and archive.file_count == 3
+
+
+def test_restore_refuses_a_running_stack_and_a_corrupt_backup(
+    setup: Setup, lab: dict[str, Any], tmp_path: Path
+) -> None:
+    config = setup.config
+    admin = setup.names["admin"]
+    container = f"{setup.prefix}-user"
+    subprocess.run(
+        ["docker", "run", "-d", "--rm", "--name", container, "-v", f"{admin}:/data", "--entrypoint", "sleep",
+         setup.image, "120"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    try:
+        with _host(lab) as host, pytest.raises(RestoreRefused, match=f"{admin} is used by {container}"):
+            restore_backup(
+                host, config, LocalDirectory(setup.dest), load_public_key(config), load_private_key(config),
+                setup.good, holder="test_backup refuse", volumes=[admin],
+            )  # fmt: skip
+    finally:
+        subprocess.run(["docker", "rm", "-f", container], capture_output=True, check=False)
+
+    dest = setup.copy_good(tmp_path)
+    manifest = LocalDirectory(dest).read_manifest(setup.good)
+    archive = manifest.archive(admin)
+    assert archive is not None
+    path = dest / setup.good / archive.file
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 0xFF
+    path.write_bytes(bytes(data))
+    before = _read(setup.image, admin, "main.db")
+    with _host(lab) as host, pytest.raises(RestoreRefused, match="ciphertext-sha256 FAILED"):
+        restore_backup(
+            host, config, LocalDirectory(dest), load_public_key(config), load_private_key(config),
+            setup.good, holder="test_backup refuse", volumes=[admin],
+        )  # fmt: skip
+    assert _read(setup.image, admin, "main.db") == before
+    assert LocalDirectory(dest).list_backups() == [setup.good]  # no safety backup for a refused restore
