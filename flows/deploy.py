@@ -3,12 +3,12 @@ the last good release. A thin Prefect layer over `mailu_flows.deploy.engine`."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 
 from blocks import MailuSecrets, load_block
 from mailu_core.config import StackConfig
@@ -74,7 +74,11 @@ def converge(config: StackConfig, host: RemoteHost, dry_run: bool) -> DeployResu
 
 
 @flow(name="deploy", log_prints=False)
-def deploy(config: StackConfig, dry_run: bool = False) -> dict[str, Any]:
+def deploy(
+    config: StackConfig,
+    dry_run: bool = False,
+    lock_wait_s: Annotated[int, Field(ge=0, le=3600, description="How long to wait for the host lock")] = 60,
+) -> dict[str, Any]:
     """Render, preflight, write only what differs, `compose up` only when needed, check through
     Traefik; on failure put the last good release back and fail with the reason."""
     from prefect.runtime import flow_run
@@ -90,7 +94,7 @@ def deploy(config: StackConfig, dry_run: bool = False) -> dict[str, Any]:
                 f"{config.host.stack_root}/.mailu-flows.lock",
                 f"deploy (flow run {flow_run.get_name() or flow_run.get_id()})",
             )
-            lock.acquire(wait_s=0)
+            lock.acquire(wait_s=lock_wait_s)
             try:
                 result = converge(config, host, False)
             finally:

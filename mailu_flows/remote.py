@@ -26,6 +26,24 @@ class RemoteError(RuntimeError):
     """A command or file operation on the managed host failed; the message names it."""
 
 
+class CommandFailed(RemoteError):
+    """A command on the host exited non-zero; keeps the command, its exit code and its output."""
+
+    def __init__(self, label: str, result: CommandResult) -> None:
+        self.result = result
+        output = (result.stderr or result.stdout).decode(errors="replace").strip()
+        super().__init__(f"on {label}: `{result.command}` exited {result.returncode}: {output[-1500:]}")
+
+    def last_line(self) -> str:
+        """The command's final verdict (compose prints progress first, its error last)."""
+        lines = [
+            x.strip()
+            for x in (self.result.stderr or self.result.stdout).decode(errors="replace").splitlines()
+        ]
+        lines = [x for x in lines if x]
+        return lines[-1] if lines else f"exit {self.result.returncode}"
+
+
 class HostKeyMismatch(RemoteError):
     """The host presented another key than the pinned one: refuse, never learn."""
 
@@ -184,10 +202,7 @@ class RemoteHost:
         channel.close()
         result = CommandResult(cmd, rc, bytes(out), bytes(err))
         if check and rc != 0:
-            raise RemoteError(
-                f"on {self.label}: `{cmd}` exited {rc}: "
-                f"{(err or out).decode(errors='replace').strip()[-1500:]}"
-            )
+            raise CommandFailed(self.label, result)
         return result
 
     def stream_stdout(

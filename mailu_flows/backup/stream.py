@@ -117,10 +117,15 @@ class StreamIn:
 class TarReport:
     plain_bytes: int = 0
     listing: ListingDigest = field(default_factory=ListingDigest)
-    file_hashes: dict[str, str] = field(default_factory=dict)
-    captured: dict[str, bytes] = field(default_factory=dict)
+    file_hashes: dict[str, str] = field(default_factory=dict)  # keyed by path without "./"
+    captured: dict[str, bytes] = field(default_factory=dict)  # keyed by path without "./"
     ends_with_marker: bool = False
     error: str | None = None
+
+
+def _relative(name: str) -> str:
+    """`./a/b` and `a/b` name the same file (tar of `.` vs tar of named paths, `find .` output)."""
+    return name.removeprefix("./")
 
 
 class _PipeReader:
@@ -154,7 +159,7 @@ class TarInspector:
     def __init__(self, hash_files: bool = False, capture: Sequence[str] = ()) -> None:
         read_fd, self._write_fd = os.pipe()
         self._reader = _PipeReader(read_fd)
-        self._hash_files, self._capture = hash_files, set(capture)
+        self._hash_files, self._capture = hash_files, {_relative(name) for name in capture}
         self.report = TarReport()
         self._tail = b""
         self._thread = threading.Thread(target=self._run, name="tar-inspector", daemon=True)
@@ -201,7 +206,8 @@ class TarInspector:
             int(member.mtime),
             member.linkname,
         )
-        if kind != "file" or not (self._hash_files or member.name in self._capture):
+        name = _relative(member.name)
+        if kind != "file" or not (self._hash_files or name in self._capture):
             return
         handle = archive.extractfile(member)
         if handle is None:
@@ -210,9 +216,9 @@ class TarInspector:
         head = b""
         while chunk := handle.read(CHUNK):
             digest.update(chunk)
-            if member.name in self._capture and len(head) < 65536:
+            if name in self._capture and len(head) < 65536:
                 head += chunk[: 65536 - len(head)]
         if self._hash_files:
-            self.report.file_hashes[member.name] = digest.hexdigest()
-        if member.name in self._capture:
-            self.report.captured[member.name] = head
+            self.report.file_hashes[name] = digest.hexdigest()
+        if name in self._capture:
+            self.report.captured[name] = head

@@ -83,6 +83,7 @@ def compare_volume_hashes(
         *lines, pending = pending.split(b"\n")
         for line in lines:
             digest, _, path = line.decode("utf-8", "surrogateescape").partition("  ")
+            path = path.removeprefix("./")
             want = remaining.pop(path, None)
             if want is None:
                 extra.append(path)
@@ -220,7 +221,7 @@ def read_archive(
 def _dkim_row(
     config: StackConfig, label: str, report: TarReport, name: str, dns_check: DkimDnsCheck | None
 ) -> list[CheckResult]:
-    head = report.captured.get(name)
+    head = report.captured.get(name.removeprefix("./"))
     if head is None or b"PRIVATE KEY-----" not in head:
         why = "is not in the archive" if head is None else "is not a PEM private key"
         return [CheckResult(check="dkim-key", file=label, ok=False, detail=f"{name} {why}")]

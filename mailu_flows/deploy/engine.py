@@ -30,7 +30,7 @@ from mailu_flows.deploy.releases import (
     save_release,
     start_release,
 )
-from mailu_flows.remote import RemoteHost
+from mailu_flows.remote import CommandFailed, RemoteHost
 
 Log = Callable[[str], None]
 
@@ -441,7 +441,12 @@ def _failure_reason(deployer: Deployer, exc: Exception) -> str:
     except Exception:
         bad = []
     named = "; ".join(f"{c.name.removeprefix('container ')}: {c.detail}" for c in bad)
-    return f"{str(exc).strip()[-800:]}" + (f" [unhealthy services: {named}]" if named else "")
+    text = str(exc).strip()
+    if isinstance(exc, CommandFailed):  # compose prints progress lines; its verdict is the last one
+        words = exc.result.command.split()
+        what = " ".join(words[words.index("compose") + 1 :][-6:]) if "compose" in words else words[0]
+        text = f"{what}: {exc.last_line()}"
+    return text[-800:] + (f" [unhealthy services: {named}]" if named else "")
 
 
 def _return_to(deployer: Deployer, previous: Release | None, failed: Release, created: list[str]) -> str:

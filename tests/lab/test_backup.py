@@ -44,7 +44,9 @@ BLOCKS_DATA = Path(__file__).parent.parent / "blocks" / "data"
 def _host(lab: dict[str, Any]) -> RemoteHost:
     ssh = lab["ssh"]
     pinned = " ".join(Path(ssh["known_hosts_file"]).read_text().split()[1:3])
-    return RemoteHost(ssh["host"], ssh["port"], ssh["user"], Path(ssh["private_key_file"]).read_text(), pinned)
+    return RemoteHost(
+        ssh["host"], ssh["port"], ssh["user"], Path(ssh["private_key_file"]).read_text(), pinned
+    )
 
 
 def _fill(image: str, volume: str, files: dict[str, bytes]) -> None:
@@ -57,7 +59,21 @@ def _fill(image: str, volume: str, files: dict[str, bytes]) -> None:
             archive.addfile(info, io.BytesIO(data))
     subprocess.run(["docker", "volume", "create", volume], check=True, capture_output=True)
     subprocess.run(
-        ["docker", "run", "--rm", "-i", "-v", f"{volume}:/v", "--entrypoint", "tar", image, "-C", "/v", "-xf", "-"],
+        [
+            "docker",
+            "run",
+            "--rm",
+            "-i",
+            "-v",
+            f"{volume}:/v",
+            "--entrypoint",
+            "tar",
+            image,
+            "-C",
+            "/v",
+            "-xf",
+            "-",
+        ],
         input=buf.getvalue(),
         check=True,
         capture_output=True,
@@ -161,7 +177,16 @@ def test_backup_of_every_volume_then_verify_is_green(setup: Setup) -> None:
     record = backup_verify(config=setup.config)
     assert record.ok and record.backup_id == setup.good
     checks = {r.check for r in record.checks}
-    assert {"age", "volumes", "key", "ciphertext-sha256", "decrypt", "tar-read", "listing", "dkim-key"} <= checks
+    assert {
+        "age",
+        "volumes",
+        "key",
+        "ciphertext-sha256",
+        "decrypt",
+        "tar-read",
+        "listing",
+        "dkim-key",
+    } <= checks
     drills = [r for r in record.checks if r.check == "restore-drill"]
     assert len(drills) == len(manifest.archives) and all(r.ok for r in drills)
     assert LocalDirectory(setup.dest).read_record(setup.good) == record
@@ -259,7 +284,9 @@ def test_connection_cut_mid_backup_leaves_no_backup_and_next_run_succeeds(
              "head -c 200000000 /dev/urandom > /v/big"],
             check=True, capture_output=True,
         )  # fmt: skip
-        config = setup.config_with(dest, volumes__mail=big, backup__volumes=[big, setup.names["dkim"]])
+        config = setup.config_with(
+            dest, volumes__mail=big, backup__volumes=[big, setup.names["dkim"], setup.names["admin"]]
+        )
         host = _host(lab).connect()
         cut = threading.Event()
 
@@ -302,7 +329,9 @@ def test_connection_cut_mid_backup_leaves_no_backup_and_next_run_succeeds(
 # --- restore -----------------------------------------------------------------------------------
 
 
-def test_restore_brings_back_the_marker_bytes_after_a_safety_backup(setup: Setup, lab: dict[str, Any]) -> None:
+def test_restore_brings_back_the_marker_bytes_after_a_safety_backup(
+    setup: Setup, lab: dict[str, Any]
+) -> None:
     mail = setup.names["mail"]
     # Damage the live volume: another marker, and a file that was not in the backup.
     subprocess.run(

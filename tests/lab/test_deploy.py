@@ -102,8 +102,7 @@ def test_message_size_change_recreates_only_the_services_that_read_it(
 ) -> None:
     from mailu_core.render.env import service_env
 
-    changed = cfg.model_copy(deep=True)
-    changed.mailu.message_size_limit = cfg.mailu.message_size_limit + 1_000_000
+    changed = _changed(cfg, "mailu", "message_size_limit", cfg.mailu.message_size_limit + 1_000_000)
     readers = {
         s
         for s in ("front", "admin", "imap", "smtp", "antispam", "webmail", "redis")
@@ -124,9 +123,8 @@ def test_message_size_change_recreates_only_the_services_that_read_it(
 def test_an_image_that_cannot_start_returns_to_the_previous_release(
     first_deploy: dict[str, Any], cfg: StackConfig
 ) -> None:
-    broken = cfg.model_copy(deep=True)
     # The scratch Traefik image has no shell and no Dovecot: imap cannot start with it.
-    broken.images.imap = str(_images()["traefik"])
+    broken = _changed(cfg, "images", "imap", str(_images()["traefik"]))
     before = _container_ids(cfg.mailu.compose_project)
     state = _deploy(broken)
     assert state.is_failed()
@@ -142,12 +140,13 @@ def test_an_image_that_cannot_start_returns_to_the_previous_release(
 
 @pytest.mark.parametrize("what", ["network", "middleware"])
 def test_preflight_failure_writes_nothing(first_deploy: dict[str, Any], cfg: StackConfig, what: str) -> None:
-    bad = cfg.model_copy(deep=True)
-    bad.mailu.message_size_limit += 7  # would change files if it got that far
+    data = cfg.model_dump(mode="json")
+    data["mailu"]["message_size_limit"] += 7  # would change files if it got that far
     if what == "network":
-        bad.networks.mgmt = "mgmt-does-not-exist"
+        data["networks"]["mgmt"] = "mgmt-does-not-exist"
     else:
-        bad.traefik.middlewares.allowed_admins = "no-such-middleware"
+        data["traefik"]["middlewares"]["allowed_admins"] = "no-such-middleware"
+    bad = StackConfig.model_validate(data)
     root = Path(cfg.host.stack_root)
     before = _tree_digest(root)
     state = _deploy(bad)
@@ -173,7 +172,7 @@ def test_a_killed_deploy_does_not_keep_the_host_lock(first_deploy: dict[str, Any
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == b"locked"
-        busy = _deploy(cfg)
+        busy = _deploy(cfg, lock_wait_s=0)
         assert busy.is_failed()
         assert "busy" in _exception_text(busy)
         proc.kill()
@@ -183,6 +182,13 @@ def test_a_killed_deploy_does_not_keep_the_host_lock(first_deploy: dict[str, Any
         assert state.is_completed(), state.message
     finally:
         proc.kill()
+
+
+def _changed(cfg: StackConfig, section: str, key: str, value: Any) -> StackConfig:
+    """A copy of the (frozen) config with one setting changed, validated like a loaded file."""
+    data = cfg.model_dump(mode="json")
+    data[section][key] = value
+    return StackConfig.model_validate(data)
 
 
 def _images() -> dict[str, str]:
