@@ -15,7 +15,9 @@ from mailu_core.config import StackConfig
 from mailu_flows import redact
 from mailu_flows.deploy.engine import DeployPlan, DeployResult, SecretsStore, run_deploy
 from mailu_flows.deploy.preflight import Check
-from mailu_flows.remote import HostLock, RemoteHost
+from mailu_flows.dns.provider import DnsError
+from mailu_flows.remote import HostLock, RemoteError, RemoteHost
+from tasks.dns import DkimSelectors, desired_for, dkim_txt_for, dns_plan, publish_records
 from tasks.host import connect_host
 
 
@@ -78,16 +80,26 @@ def deploy(
     config: StackConfig,
     dry_run: bool = False,
     lock_wait_s: Annotated[int, Field(ge=0, le=3600, description="How long to wait for the host lock")] = 60,
+    publish_dns: Annotated[
+        bool,
+        Field(description="After a good release: publish DNS, then dkim-publish and the propagation wait"),
+    ] = True,
 ) -> dict[str, Any]:
     """Render, preflight, write only what differs, `compose up` only when needed, check through
-    Traefik; on failure put the last good release back and fail with the reason."""
+    Traefik; on failure put the last good release back and fail with the reason. Then (unless
+    `publish_dns` is off) the DNS step: a DNS failure fails the run but keeps the good release."""
     from prefect.runtime import flow_run
 
     redact.install()
     host = connect_host(config)
+    dkim: DkimSelectors | None = None
+    dkim_error: Exception | None = None
+    dns_plan_md: str | None = None
     try:
         if dry_run:
             result = converge(config, host, True)
+            if publish_dns:
+                dns_plan_md = dry_run_dns_plan(config, host)
         else:
             lock = HostLock(
                 host,
@@ -99,6 +111,11 @@ def deploy(
                 result = converge(config, host, False)
             finally:
                 lock.release()
+            if publish_dns:
+                try:
+                    dkim = dkim_txt_for(config, host)
+                except Exception as exc:  # after a good release: reported by the DNS step, never undone
+                    dkim_error = exc
     finally:
         host.close()
     if result.checks:
@@ -106,11 +123,57 @@ def deploy(
             checks_table(result.checks), key="mailu-deploy-checks", description="Post-deploy checks"
         )
     get_run_logger().info("deploy: %s", result.summary)
+    dns = run_dns_step(config, result, dkim, dkim_error, lock_wait_s) if publish_dns and not dry_run else None
+    plan = None
+    if dry_run:
+        plan = result.plan.markdown() + (f"\n{dns_plan_md}" if dns_plan_md else "")
     return {
         "changed": result.changed,
         "release": result.release_id,
         "summary": result.summary,
         "created_accounts": result.created_accounts,
         "failed_checks": [c.name for c in result.checks if not c.ok],
-        "plan": result.plan.markdown() if dry_run else None,
+        "plan": plan,
+        "dns": dns,
     }
+
+
+class DnsStepFailed(RuntimeError):
+    """The release is good and stays; publishing or checking DNS failed after it."""
+
+
+def dry_run_dns_plan(config: StackConfig, host: RemoteHost) -> str:
+    """The DNS plan as markdown for `mailu-flows plan` (writes nothing); a DNS problem is shown."""
+    try:
+        dkim = dkim_txt_for(config, host)
+        plan, existing = dns_plan(config, desired_for(config, dkim.txt))
+    except (DnsError, RemoteError) as exc:
+        return f"# DNS plan\n\nNot available: {exc}\n"
+    notes = "".join(f"- {n}\n" for n in dkim.notes)
+    return f"# DNS plan\n\n{plan.render_markdown()}\nZone records now: {existing}.\n" + (
+        f"\n{notes}" if notes else ""
+    )
+
+
+def run_dns_step(
+    config: StackConfig,
+    result: DeployResult,
+    dkim: DkimSelectors | None,
+    dkim_error: Exception | None,
+    lock_wait_s: int,
+) -> dict[str, Any]:
+    """Publish the records (A/AAAA first, MX last), then dkim-publish (which waits for propagation as
+    a subflow and verifies the served key). Runs only after a good release, which it never undoes."""
+    from flows.dkim_publish import dkim_publish
+
+    try:
+        if dkim is None:
+            raise dkim_error or RuntimeError("the DKIM keys on the host could not be read")
+        published = publish_records(config, desired_for(config, dkim.txt))
+        dkim_result = dkim_publish(config=config, wait=True, lock_wait_s=lock_wait_s)
+    except Exception as exc:
+        raise DnsStepFailed(
+            f"release {result.release_id or '(unchanged)'} is deployed and healthy and stays in place; "
+            f"the DNS step failed: {exc}"
+        ) from exc
+    return {"publish": published, "dkim": dkim_result}

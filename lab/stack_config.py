@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Literal
 
 from lab import endpoints
+from lab.blackbox import BLACKBOX_PORT
 from mailu_core.config import StackConfig, stack_config_from_mapping
 
 LAB_SERVICES = ("front", "admin", "imap", "smtp", "antispam", "webmail", "redis", "postgres")
@@ -28,6 +29,7 @@ def lab_stack_config(
     public_ipv4: str = "127.0.0.1",
     block_prefix: str = "lab",
     prometheus_reload: bool = True,
+    monitoring: bool = True,
 ) -> StackConfig:
     """A valid StackConfig for the lab: domain inlock.test, hostname mail.inlock.test, lab entrypoints.
 
@@ -97,10 +99,18 @@ def lab_stack_config(
             "retention_daily": 3,
             "retention_weekly": 1,
         },
+        # The lab's Prometheus (lab/services.py) watches these directories; the blackbox exporter the
+        # tests run (lab/blackbox.py) reads the rendered modules and trusts the lab CA.
         "monitoring": {
+            "enabled": monitoring,
+            "file_sd_dir": "monitoring/file_sd",
+            "rules_dir": "monitoring/rules",
             "reload_url": f"http://127.0.0.1:{endpoints.PROMETHEUS_PORT}/-/reload"
             if prometheus_reload
             else None,
+            "blackbox_exporter": f"127.0.0.1:{BLACKBOX_PORT}",
+            "probe_address": "127.0.0.1",
+            "probe_ca_file": str(endpoints.lab_dir() / "ca" / "ca.crt"),
         },
         "blocks": {
             "ssh_host": f"{block_prefix}-ssh",

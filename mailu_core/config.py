@@ -43,6 +43,7 @@ from mailu_core.fields import (
     DockerName,
     EntryPointName,
     FileName,
+    HostAddress,
     HttpUrl,
     IPAny,
     IPv4,
@@ -569,6 +570,20 @@ class Dns(_Model):
         600, ge=0, le=7200, description="How long to wait for all nameservers to agree."
     )
     propagation_interval_s: int = Field(10, ge=1, le=600, description="Pause between propagation checks.")
+    autoconfig: bool = Field(
+        False, description="Also publish Mailu's autoconfig SRV records and autoconfig/autodiscover CNAMEs."
+    )
+    mta_sts_id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9]{1,32}$",
+        description="Publish the MTA-STS TXT (_mta-sts, v=STSv1; id=<this>) and the mta-sts CNAME.",
+    )
+    max_change_fraction: float = Field(
+        0.3,
+        gt=0,
+        le=1,
+        description="A DNS plan updating/deleting more than this fraction of the zone's records refuses.",
+    )
 
     @field_validator("spf")
     @classmethod
@@ -614,15 +629,112 @@ class Backup(_Model):
 
 
 class Monitoring(_Model):
-    """Where Prometheus picks up targets and rules (relative paths are under host.stack_root)."""
+    """Adding Mailu to the host's existing Prometheus/Grafana (relative paths are under host.stack_root).
 
+    Nothing is rendered unless `enabled`: the deploy then writes file_sd target files, a rule file, a
+    blackbox module file and a Grafana dashboard where the host's Prometheus already looks (file_sd
+    and rule_files globs; `prometheus.yml` is never rewritten), and reloads Prometheus.
+    """
+
+    enabled: bool = Field(
+        False, description="Render and install the Prometheus targets, alert rules and Grafana dashboard."
+    )
     file_sd_dir: StackPath = Field(
-        "monitoring/prometheus/file_sd", description="Prometheus file_sd directory."
+        "monitoring/prometheus/file_sd", description="Prometheus file_sd directory (scraped targets)."
+    )
+    blackbox_sd_dir: StackPath | None = Field(
+        None,
+        description="file_sd directory of the host's blackbox job (targets carry `module` and `exporter` "
+        "labels); default: <file_sd_dir>/blackbox.",
     )
     rules_dir: StackPath = Field("monitoring/prometheus/rules", description="Prometheus rule-file directory.")
-    reload_url: HttpUrl | None = Field(
-        None, description="POST here to reload Prometheus (/-/reload), if enabled."
+    blackbox_modules_file: StackPath = Field(
+        "monitoring/blackbox/mailu-modules.yml",
+        description="Blackbox exporter modules for the Mailu probes (merge into the exporter's config, or "
+        "run an exporter with --config.file pointing here).",
     )
+    dashboard_file: StackPath = Field(
+        "monitoring/grafana/dashboards/mailu.json",
+        description="Grafana dashboard JSON (point a Grafana file provider at its directory).",
+    )
+    reload_url: HttpUrl | None = Field(
+        None, description="POST here (from the host) to reload Prometheus (/-/reload), if enabled."
+    )
+    prometheus_url: HttpUrl | None = Field(
+        None,
+        description="Prometheus base URL on the host, for the post-deploy check that it lists the Mailu "
+        "targets and rules; default: reload_url without /-/reload; none = no check.",
+    )
+    blackbox_exporter: str = Field(
+        "127.0.0.1:9115",
+        pattern=r"^[A-Za-z0-9.-]+:[0-9]{1,5}$",
+        description="host:port of the blackbox exporter the host's Prometheus sends probes to.",
+    )
+    probe_address: HostAddress | None = Field(
+        None,
+        description="Address the blackbox probes connect to (Traefik's entrypoints); default: the first "
+        "hostname (so DNS is probed too).",
+    )
+    probe_ca_file: AbsolutePath | None = Field(
+        None,
+        description="CA bundle on the exporter's machine that the TLS probes trust; default: system roots.",
+    )
+    scrape_rspamd: bool = Field(
+        True,
+        description="Scrape rspamd's /metrics (controller 11334) at a fixed address on the mail network.",
+    )
+    rspamd_address: IPv4 | None = Field(
+        None,
+        description="antispam's fixed address on the mail network (scraped from the host); default: the "
+        "third-last address of networks.mail_subnet.",
+    )
+    postfix_exporter: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9.-]+:[0-9]{1,5}$",
+        description="host:port of a Postfix exporter (postfix_* metrics) to scrape, if the host runs one.",
+    )
+    node_exporter_job: str = Field(
+        "node",
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="job label of the host's node exporter (disk usage and textfile-collector metrics).",
+    )
+    mail_volume_mountpoint: str = Field(
+        "/",
+        pattern=r"^/(?:[A-Za-z0-9._@+-]+(?:/[A-Za-z0-9._@+-]+)*)?$",
+        description="Filesystem mountpoint holding the Docker volumes (node_filesystem_* metrics).",
+    )
+    port_down_minutes: int = Field(5, ge=1, le=1440, description="A mail probe failing this long alerts.")
+    cert_expiry_days: int = Field(14, ge=1, le=90, description="Alert when a certificate expires sooner.")
+    disk_usage_percent: int = Field(85, ge=10, le=99, description="Alert above this mail-volume disk usage.")
+    queue_growth_minutes: int = Field(
+        30, ge=5, le=1440, description="Alert when the deferred queue has grown for this long."
+    )
+    queue_max_messages: int = Field(
+        50, ge=1, le=1_000_000, description="…and holds more than this many messages."
+    )
+
+    @model_validator(mode="after")
+    def _exporter_port(self) -> Monitoring:
+        problems = []
+        for key, value in (
+            ("blackbox_exporter", self.blackbox_exporter),
+            ("postfix_exporter", self.postfix_exporter),
+        ):
+            if value is not None and not 1 <= int(value.rsplit(":", 1)[1]) <= 65535:
+                problems.append((key, f"{value!r}: port must be 1..65535"))
+        _fail(problems)
+        return self
+
+    def blackbox_dir(self) -> str:
+        return self.blackbox_sd_dir or f"{self.file_sd_dir}/blackbox"
+
+    def prometheus_api(self) -> str | None:
+        """Base URL of Prometheus' HTTP API, for the post-deploy check."""
+        if self.prometheus_url:
+            return self.prometheus_url.rstrip("/")
+        if self.reload_url and self.reload_url.rstrip("/").endswith("/-/reload"):
+            return self.reload_url.rstrip("/").removesuffix("/-/reload")
+        return None
 
 
 class BlockNames(_Model):
@@ -732,6 +844,14 @@ class StackConfig(_Model):
                     f"{t.mgmt_address!r} lies inside networks.mail_subnet {self.networks.mail_subnet}; "
                     "Postfix "
                     "trusts that subnet, so Traefik must sit outside it (open relay otherwise)",
+                )
+            )
+        rspamd = self.monitoring.rspamd_address
+        if rspamd is not None and ipaddress.ip_address(rspamd) not in mail_net:
+            problems.append(
+                (
+                    "monitoring.rspamd_address",
+                    f"{rspamd!r} is not in networks.mail_subnet {self.networks.mail_subnet}",
                 )
             )
         for i, cidr in enumerate(t.tcp_allowlist):

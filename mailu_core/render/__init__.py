@@ -22,6 +22,7 @@ from mailu_core.render.env import (
     service_env,
     services_of,
 )
+from mailu_core.render.monitoring import monitoring_paths, render_monitoring
 from mailu_core.render.secrets import SecretFileSpec, secret_file_specs
 from mailu_core.render.traefik import render_traefik, traefik_dynamic
 from mailu_core.render.yamlout import dump_yaml
@@ -36,9 +37,11 @@ __all__ = [
     "env_file_path",
     "front_alias",
     "front_ports",
+    "monitoring_paths",
     "proxy_protocol_ports",
     "render_compose",
     "render_env_file",
+    "render_monitoring",
     "render_stack",
     "render_traefik",
     "secret_file_specs",
@@ -86,7 +89,8 @@ def traefik_file_path(cfg: StackConfig) -> str:
 
 
 def render_stack(cfg: StackConfig) -> RenderedStack:
-    """Render the compose file, one env file per service, the Traefik routes and the secret specs."""
+    """Render the compose file, one env file per service, the Traefik routes and the secret specs, plus
+    the monitoring files when `monitoring.enabled` (written, recorded and restored like the others)."""
     secrets = secret_file_specs(cfg)
     services = services_of(cfg)
     env_paths = {service: env_file_path(cfg, service) for service in services}
@@ -98,6 +102,8 @@ def render_stack(cfg: StackConfig) -> RenderedStack:
     files[cfg.host.compose_file] = RenderedFile(render_compose(cfg, host_env_paths, secrets).encode())
     traefik_path = traefik_file_path(cfg)
     files[traefik_path] = RenderedFile(render_traefik(cfg).encode())
+    for path, text in render_monitoring(cfg).items():
+        files[path] = RenderedFile(text.encode())
     return RenderedStack(
         files=dict(sorted(files.items())),
         secrets=secrets,

@@ -14,6 +14,8 @@ Networks (and why):
 - networks.mgmt (external): front only; Traefik reaches it there under a project-unique alias
   (`front_alias`): a bare `front` would also match any other stack's `front` on the shared network.
 - networks.internal (external): admin only, and only for a shared (unmanaged) PostgreSQL.
+- with monitoring enabled, antispam gets a fixed address on `<mail>` so that the host's Prometheus
+  can scrape rspamd's /metrics there (render/monitoring.py says why that path).
 - never `edge`: mail ports reach front through Traefik's TCP routers.
 
 Volumes carry the config's names verbatim (`name:`), so the backup flows find them; nothing here
@@ -26,6 +28,7 @@ from typing import Any
 
 from mailu_core.config import StackConfig
 from mailu_core.render.env import POSTGRES_DATA_DIR, services_of
+from mailu_core.render.monitoring import rspamd_address
 from mailu_core.render.secrets import SecretFileSpec, secret_file_specs
 from mailu_core.render.yamlout import dump_yaml, indent
 
@@ -172,6 +175,9 @@ def _networks_of(cfg: StackConfig, service: str) -> dict[str, Any]:
         nets[cfg.networks.mgmt] = {"aliases": [front_alias(cfg)]}
     if service == "admin" and _shared_db(cfg):
         nets[cfg.networks.internal] = None
+    if service == "antispam" and cfg.monitoring.enabled and cfg.monitoring.scrape_rspamd:
+        # A fixed address, so the host's Prometheus has a stable target (render/monitoring.py).
+        nets[keys["mail"]] = {"ipv4_address": rspamd_address(cfg)}
     if service == "postgres" and cfg.database.host != "postgres":
         nets[keys["mail"]] = {"aliases": [cfg.database.host]}
     return nets

@@ -19,6 +19,12 @@ from pathlib import PurePosixPath
 from mailu_core.config import StackConfig
 from mailu_core.render import RenderedStack, render_stack
 from mailu_flows.deploy.hoststate import HostState, read_host_state
+from mailu_flows.deploy.monitoring import (
+    monitoring_changed,
+    prometheus_checks,
+    reload_prometheus,
+    reload_quietly,
+)
 from mailu_flows.deploy.preflight import Check, preflight_checks
 from mailu_flows.deploy.releases import (
     Release,
@@ -355,6 +361,7 @@ def run_deploy(
     previous = last_good(releases)
     if not plan.changes:
         checks = deployer.container_checks(state) + deployer.traefik_checks(state) + _probes(cfg)
+        checks += prometheus_checks(host, cfg)
         failed = [c for c in checks if not c.ok]
         if failed:
             raise DeployError(
@@ -377,8 +384,9 @@ def run_deploy(
     try:
         created = deployer.write_changes(plan, release, state, previous)
         deployer.converge_containers()
+        reloaded = _reload_monitoring(deployer, plan)
         accounts = _ensure_accounts(deployer, values)
-        checks = _post_checks(deployer)
+        checks = reloaded + _post_checks(deployer)
         failed = [c for c in checks if not c.ok]
         if failed:
             raise DeployError(
@@ -388,6 +396,8 @@ def run_deploy(
         reason = _failure_reason(deployer, exc)
         log(f"deploy failed ({reason}); returning to the previous good release")
         back = _return_to(deployer, previous, release, created)
+        if monitoring_changed(cfg, [c.path for c in plan.files]):
+            reload_quietly(host, cfg, log)
         raise DeployError(f"deploy failed: {reason}; {back}") from None
     release.status = "good"
     save_release(host, deployer.root, release)
@@ -430,7 +440,20 @@ def _post_checks(deployer: Deployer, traefik_wait_s: float = 20.0) -> list[Check
         if all(c.ok for c in traefik) or time.monotonic() > deadline:
             break
         time.sleep(1)
-    return deployer.container_checks(state) + traefik + _probes(deployer.cfg)
+    return (
+        deployer.container_checks(state)
+        + traefik
+        + _probes(deployer.cfg)
+        + prometheus_checks(deployer.host, deployer.cfg)
+    )
+
+
+def _reload_monitoring(deployer: Deployer, plan: DeployPlan) -> list[Check]:
+    """Ask Prometheus to reload when a monitoring file changed (rules are read only on reload)."""
+    if not monitoring_changed(deployer.cfg, [c.path for c in plan.files]):
+        return []
+    check = reload_prometheus(deployer.host, deployer.cfg, deployer.log)
+    return [check] if check is not None else []
 
 
 def _failure_reason(deployer: Deployer, exc: Exception) -> str:

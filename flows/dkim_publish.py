@@ -1,0 +1,178 @@
+"""The dkim-publish flow: make sure Mailu's DKIM key exists, publish its TXT, prove the world sees it.
+
+Order, and why: the key is ensured under the host lock (generated only when missing; Mailu's API would
+regenerate it, so it is never used); the whole DNS record set is then planned and applied (so the
+retired selectors of a rotation stay published until their grace date, and go after it); the
+propagation wait runs as a subflow; last, the `p=` every authoritative server serves is compared with
+the public half of the key on disk. Running it twice keeps the key and writes nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from pydantic import Field
+
+from flows.dns_wait import dns_propagation_wait
+from mailu_core.config import StackConfig
+from mailu_core.dns import Record, dkim_public_key_der, dkim_txt_value
+from mailu_flows import redact
+from mailu_flows.dns.dkim import DkimKey, ensure_key
+from mailu_flows.dns.propagation import check_propagation, nameservers_for
+from mailu_flows.remote import HostLock, RemoteHost
+from tasks.dns import DkimSelectors, desired_for, dkim_txt_for, publish_records
+from tasks.host import connect_host
+
+
+class DkimMismatch(RuntimeError):
+    """A nameserver serves a DKIM key other than the one on disk (or none): mail would fail DKIM."""
+
+
+@task(name="dkim-key", cache_policy=NO_CACHE)
+def ensure_dkim_key(config: StackConfig, host: RemoteHost, rotate: bool) -> DkimKey:
+    """The configured selector's key in the dkim volume: created if missing, replaced only on `rotate`."""
+    logger = get_run_logger()
+    key = ensure_key(host, config, rotate=rotate)
+    verb = (
+        "rotated (old key kept as " + str(key.rotated_from) + ")"
+        if key.rotated_from
+        else ("generated" if key.created else "already present, kept")
+    )
+    logger.info("DKIM key %s: %s, RSA-%d, mode %s, owner %s", key.path, verb, key.bits, key.mode, key.owner)
+    if key.mode and int(key.mode, 8) & 0o077:
+        logger.warning(
+            "DKIM key %s has mode %s: readable beyond its owner (0600 expected)", key.path, key.mode
+        )
+    return key
+
+
+@task(name="dkim-selectors", cache_policy=NO_CACHE)
+def dkim_selectors(config: StackConfig, host: RemoteHost, current: DkimKey) -> DkimSelectors:
+    """The TXT of the current key plus the retired selectors still in their grace period."""
+    selectors = dkim_txt_for(config, host, current=current)
+    for note in selectors.notes:
+        get_run_logger().info("%s", note)
+    return selectors
+
+
+def dkim_records(config: StackConfig, selector: str, value: str) -> list[Record]:
+    """The selector's TXT at every mail domain (alternatives are signed with the primary's key)."""
+    return [r for r in desired_for(config, {selector: value}) if r.name.startswith(f"{selector}._domainkey.")]
+
+
+@task(name="dkim-verify", cache_policy=NO_CACHE)
+def verify_served_key(
+    config: StackConfig, key: DkimKey, bootstrap_resolver: str | None, strict: bool
+) -> list[str]:
+    """Ask every authoritative server for the selector's TXT at every mail domain and compare its `p=`
+    with the public half of the key on disk. `strict` fails on any difference; else they are warnings."""
+    records = dkim_records(config, key.selector, dkim_txt_value(key.public_pem))
+    servers = nameservers_for(config, bootstrap_resolver)
+    table = check_propagation(records, servers, zone=config.dns.zone)
+    want = key.public_der
+    problems: list[str] = []
+    for cell in table.cells:
+        where = f"{cell.record.name} on {cell.nameserver.label}"
+        if cell.status.value == "unreachable":
+            problems.append(f"{where}: unreachable ({cell.detail})")
+            continue
+        served = [v for v in cell.served if "p=" in v]
+        if not served:
+            problems.append(f"{where}: serves no DKIM record")
+            continue
+        for value in served:
+            try:
+                same = dkim_public_key_der(value) == want
+            except ValueError as exc:
+                problems.append(f"{where}: unusable DKIM record ({exc})")
+                continue
+            if not same:
+                problems.append(f"{where}: p= is not the public half of {key.path}")
+    logger = get_run_logger()
+    if problems and strict:
+        raise DkimMismatch("DKIM verification failed:\n" + "\n".join(f"- {p}" for p in problems))
+    for p in problems:
+        logger.warning("DKIM not verified yet: %s", p)
+    if not problems:
+        logger.info(
+            "verified: %d nameserver(s) serve the key on disk for %s",
+            len(servers),
+            ", ".join(r.name for r in records),
+        )
+    return problems
+
+
+@flow(name="dkim-publish")
+def dkim_publish(
+    config: StackConfig,
+    rotate: Annotated[
+        bool, Field(description="Replace the key of the current selector (prefer a new selector in config)")
+    ] = False,
+    wait: Annotated[bool, Field(description="Wait for propagation, then verify every nameserver")] = True,
+    force: Annotated[bool, Field(description="Apply a DNS plan even if it changes many records")] = False,
+    deadline_s: Annotated[
+        int | None,
+        Field(ge=0, le=7200, description="Propagation deadline; default dns.propagation_timeout_s"),
+    ] = None,
+    bootstrap_resolver: Annotated[
+        str | None, Field(description="Resolver used to find the zone's NS set; default the system resolver")
+    ] = None,
+    lock_wait_s: Annotated[int, Field(ge=0, le=3600, description="How long to wait for the host lock")] = 60,
+) -> dict[str, Any]:
+    """Ensure the DKIM key (never overwritten unless `rotate`), publish the records, wait, verify."""
+    from prefect.runtime import flow_run
+
+    redact.install()
+    logger = get_run_logger()
+    host = connect_host(config)
+    try:
+        lock = HostLock(
+            host,
+            f"{config.host.stack_root}/.mailu-flows.lock",
+            f"dkim-publish (flow run {flow_run.get_name() or flow_run.get_id()})",
+        )
+        lock.acquire(wait_s=lock_wait_s)
+        try:
+            key = ensure_dkim_key(config, host, rotate)
+            selectors = dkim_selectors(config, host, key)
+        finally:
+            lock.release()
+    finally:
+        host.close()
+
+    published = publish_records(config, desired_for(config, selectors.txt), force)
+    propagation: dict[str, Any] | None = None
+    if wait:
+        propagation = dns_propagation_wait(
+            config=config,
+            deadline_s=deadline_s,
+            bootstrap_resolver=bootstrap_resolver,
+            dkim_txt=selectors.txt,
+        )
+    problems = verify_served_key(config, key, bootstrap_resolver, strict=wait)
+    summary = (
+        f"DKIM {key.selector} ({'new key' if key.created else 'key kept'}, RSA-{key.bits}); "
+        f"DNS: {published['summary']}, {published['writes']} write(s); "
+        + ("verified on every nameserver" if not problems else f"{len(problems)} not verified yet")
+    )
+    logger.info("dkim-publish: %s", summary)
+    return {
+        "selector": key.selector,
+        "path": key.path,
+        "created": key.created,
+        "rotated_from": key.rotated_from,
+        "bits": key.bits,
+        "mode": key.mode,
+        "owner": key.owner,
+        "txt": selectors.txt[key.selector],
+        "published_selectors": sorted(selectors.txt),
+        "removed_selectors": list(selectors.expired),
+        "dns": published,
+        "propagation": propagation,
+        "verified": not problems,
+        "problems": problems,
+        "notes": selectors.notes,
+        "summary": summary,
+    }

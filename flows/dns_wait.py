@@ -1,0 +1,133 @@
+"""The dns-propagation-wait flow: wait until every authoritative nameserver serves every desired record.
+
+Asks each server directly (no resolver cache to lie), shows progress as a Prefect progress artifact
+and the final record x nameserver table as a table artifact; on timeout the error carries the table.
+Reverse DNS (FCrDNS) and MX/A agreement are reported as warnings: they need a human, not a retry.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import aupdate_progress_artifact, create_progress_artifact, create_table_artifact
+from pydantic import Field
+
+from mailu_core.config import StackConfig
+from mailu_core.dns import PropagationTable, PropagationTimeout, Record, Status, mx_a_warnings
+from mailu_flows import redact
+from mailu_flows.dns.propagation import nameservers_for, reverse_dns_warnings, wait_for_propagation
+from tasks.dns import desired_for, dkim_txt_for
+from tasks.host import connect_host
+
+TABLE_ARTIFACT_KEY = "mailu-dns-propagation"
+
+
+def table_rows(table: PropagationTable, width: int = 60) -> list[dict[str, str]]:
+    """One row per record, one column per nameserver (status, and why when not ok)."""
+    rows = []
+    for r in table.records:
+        row = {"record": f"{r.name} {r.type}", "value": r.short(width)}
+        for ns in table.nameservers:
+            c = table.cell(r, ns)
+            row[ns.label] = c.status.value + (
+                f" ({c.detail})" if c.status is not Status.OK and c.detail else ""
+            )
+        rows.append(row)
+    return rows
+
+
+def _publish_table(table: PropagationTable, ok: bool) -> None:
+    create_table_artifact(
+        table_rows(table),
+        key=TABLE_ARTIFACT_KEY,
+        description=("Propagated: " if ok else "NOT propagated: ") + table.summary(),
+    )
+
+
+def _records(config: StackConfig, dkim_txt: dict[str, str] | None) -> tuple[list[Record], list[str]]:
+    """The desired records; the DKIM TXT comes from the keys on the host unless given."""
+    if dkim_txt is not None:
+        return desired_for(config, dkim_txt), []
+    host = connect_host(config)
+    try:
+        selectors = dkim_txt_for(config, host)
+    finally:
+        host.close()
+    return desired_for(config, selectors.txt), selectors.notes
+
+
+@flow(name="dns-propagation-wait")
+def dns_propagation_wait(
+    config: StackConfig,
+    deadline_s: Annotated[
+        int | None,
+        Field(ge=0, le=7200, description="Give up after this long; default dns.propagation_timeout_s"),
+    ] = None,
+    interval_s: Annotated[
+        float | None,
+        Field(gt=0, le=600, description="First pause between checks (grows 1.5x); default from config"),
+    ] = None,
+    bootstrap_resolver: Annotated[
+        str | None, Field(description="Resolver used to find the zone's NS set; default the system resolver")
+    ] = None,
+    dkim_txt: Annotated[
+        dict[str, str] | None,
+        Field(description="DKIM TXT by selector; default: derived from the keys on the host"),
+    ] = None,
+    check_reverse_dns: bool = True,
+) -> dict[str, Any]:
+    """Query every authoritative nameserver until all serve the desired records, or time out with the
+    record x nameserver table (ok, stale, missing, wrong value, unreachable)."""
+    redact.install()
+    logger = get_run_logger()
+    dns = config.dns
+    records, notes = _records(config, dkim_txt)
+    for note in notes:
+        logger.info("%s", note)
+    servers = nameservers_for(config, bootstrap_resolver)
+    logger.info("checking %d record(s) on %s", len(records), ", ".join(ns.label for ns in servers))
+    progress_id = create_progress_artifact(0.0, description="DNS propagation: cells served as desired")
+    assert isinstance(progress_id, UUID)
+
+    async def on_progress(table: PropagationTable, attempt: int, elapsed: float) -> None:
+        done = table.counts()[Status.OK]
+        total = max(len(table.cells), 1)
+        await aupdate_progress_artifact(
+            progress_id, progress=100.0 * done / total, description=f"check {attempt}: {table.summary()}"
+        )
+        if not table.ok:
+            logger.info("check %d after %.1fs: %s", attempt, elapsed, table.summary())
+
+    pause = interval_s if interval_s is not None else float(dns.propagation_interval_s)
+    try:
+        table = wait_for_propagation(
+            records,
+            servers,
+            float(deadline_s if deadline_s is not None else dns.propagation_timeout_s),
+            interval_s=pause,
+            max_interval_s=max(30.0, pause),
+            zone=dns.zone,
+            on_progress=on_progress,
+        )
+    except PropagationTimeout as exc:
+        _publish_table(exc.table, ok=False)
+        raise
+    _publish_table(table, ok=True)
+
+    warnings = mx_a_warnings(records, table)
+    if check_reverse_dns:
+        ips = [ip for ip in (config.mailu.public_ipv4, config.mailu.public_ipv6) if ip]
+        warnings += reverse_dns_warnings(ips, config.hostname, resolver=bootstrap_resolver, timeout_s=2.0)
+    for w in warnings:
+        logger.warning("%s", w)
+    logger.info("propagated: %s", table.summary())
+    return {
+        "ok": True,
+        "summary": table.summary(),
+        "nameservers": [ns.label for ns in servers],
+        "records": len(records),
+        "warnings": warnings,
+        "table": table_rows(table),
+    }

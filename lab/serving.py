@@ -1,0 +1,55 @@
+"""The lab's `mailu-flows serve` process (every deployment, served from one process), as a lab daemon."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from lab import endpoints as ep
+from lab.procs import start_daemon, stop_daemon
+
+SERVE_NAME = "serve"
+
+
+def _deployment_names() -> set[str]:
+    req = urllib.request.Request(
+        f"{ep.PREFECT_API_URL}/deployments/filter",
+        data=b"{}",
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=3) as resp:
+        return {d["name"] for d in json.loads(resp.read())}
+
+
+def ensure_serving(config: Path, restart: bool = False, timeout: float = 120) -> None:
+    """Run `mailu-flows serve --config <config>` against the lab's Prefect server, polling every second
+    (so a run created in the UI starts at once), until every deployment is registered."""
+    from deployments.definitions import DEPLOYMENTS
+
+    if restart:
+        stop_daemon(SERVE_NAME)
+    cli = shutil.which("mailu-flows") or str(Path(sys.executable).parent / "mailu-flows")
+    env = {
+        "PREFECT_API_URL": ep.PREFECT_API_URL,
+        "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+    }
+    wanted = {d.name for d in DEPLOYMENTS}
+    start_daemon(
+        SERVE_NAME,
+        [cli, "serve", "--config", str(config)],
+        env=env,
+        ready=lambda: wanted <= _deployment_names(),
+        timeout=timeout,
+    )
+    time.sleep(0.5)
+
+
+def stop_serving() -> bool:
+    return stop_daemon(SERVE_NAME)

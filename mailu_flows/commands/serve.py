@@ -1,0 +1,66 @@
+"""`mailu-flows serve`, `mailu-flows deployments prefect-yaml`, `mailu-flows notifications setup`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from mailu_flows.commands._flowrun import load_config_or_exit
+
+
+def register(sub: Any) -> None:
+    serve = sub.add_parser("serve", help="serve every deployment from one long-running process")
+    serve.add_argument(
+        "--config", required=True, type=Path, help="stack config YAML (the parameter defaults)"
+    )
+    serve.add_argument("--limit", type=int, default=4, help="at most this many runs at once")
+    serve.set_defaults(func=_serve)
+
+    deployments = sub.add_parser("deployments", help="deployment definitions")
+    dsub = deployments.add_subparsers(dest="deployments_command", metavar="ACTION", required=True)
+    yaml_cmd = dsub.add_parser("prefect-yaml", help="print a prefect.yaml for `prefect deploy --all`")
+    yaml_cmd.add_argument("--config", required=True, type=Path)
+    yaml_cmd.add_argument("--work-pool", default="mailu-process", help="a process work pool")
+    yaml_cmd.set_defaults(func=_prefect_yaml)
+
+    notify = sub.add_parser("notifications", help="failure notifications")
+    nsub = notify.add_subparsers(dest="notifications_command", metavar="ACTION", required=True)
+    setup = nsub.add_parser("setup", help="create/update the server automation that notifies on failed runs")
+    setup.add_argument(
+        "--block", required=True, help="notification block as <type slug>/<name>, e.g. slack-webhook/ops"
+    )
+    setup.set_defaults(func=_notifications_setup)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from prefect import serve
+
+    from deployments.definitions import build_deployments
+
+    config = load_config_or_exit(args.config)
+    deployments = build_deployments(config)
+    print(
+        f"serving {len(deployments)} deployments: " + ", ".join(d.name for d in deployments), file=sys.stderr
+    )
+    serve(*deployments, limit=args.limit, pause_on_shutdown=False)
+    return 0
+
+
+def _prefect_yaml(args: argparse.Namespace) -> int:
+    import yaml
+
+    from deployments.definitions import prefect_yaml
+
+    config = load_config_or_exit(args.config)
+    print(yaml.safe_dump(prefect_yaml(config, work_pool=args.work_pool), sort_keys=False), end="")
+    return 0
+
+
+def _notifications_setup(args: argparse.Namespace) -> int:
+    from mailu_flows.notifications import ensure_failure_automation
+
+    automation_id = ensure_failure_automation(args.block)
+    print(f"automation {automation_id}: failed or crashed runs notify through {args.block}")
+    return 0
