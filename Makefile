@@ -30,6 +30,6 @@ test: lint lab-up
 
 demo: lab-up
 	$(BIN)/mailu-flows config check --config .lab/stack.yaml
-	@echo
-	@echo "The lab is up: '$(BIN)/mailu-flows lab status' shows its endpoints;"
-	@echo "the Prefect UI is at http://127.0.0.1:4200 ; 'make lab-down' stops everything."
+	$(BIN)/mailu-flows plan --config .lab/stack.yaml > .lab/plan.md
+	@echo "plan written to .lab/plan.md"
+	$(BIN)/python -m lab.demo

@@ -45,6 +45,7 @@ def lab_up(progress: Callable[[str], None] = lambda _msg: None) -> UpReport:
     from lab.dns import ensure_dns
     from lab.images import ensure_images
     from lab.stack import write_lab_stack_config
+    from lab.webhook import ensure_webhook
 
     report = UpReport()
 
@@ -66,6 +67,7 @@ def lab_up(progress: Callable[[str], None] = lambda _msg: None) -> UpReport:
     step("prometheus", services.ensure_prometheus)
     step("prefect server", services.ensure_prefect)
     step("blocks and stack.yaml", lambda: write_lab_stack_config(images))
+    step("failure notifications", ensure_webhook)
     return report
 
 
@@ -75,8 +77,9 @@ def lab_down(remove_images: bool = False) -> list[str]:
     from lab import host, services, traefik
     from lab.cf_emulator import stop_cf_emulator
     from lab.dns import stop_dns
+    from lab.procs import stop_daemon
 
-    done: list[str] = []
+    done: list[str] = [name for name in ("serve", "webhook") if stop_daemon(name)]
     done += services.stop_services()
     stop_cf_emulator()
     stop_dns()
@@ -95,6 +98,7 @@ def lab_status() -> dict[str, Any]:
     """What runs, and the endpoints a user or a test needs (no secret values)."""
     from lab import host, services, traefik
     from lab.procs import tcp_open
+    from lab.webhook import WEBHOOK_PORT
 
     d = ep.lab_dir()
     docker_up = host.docker_answers()
@@ -109,6 +113,7 @@ def lab_status() -> dict[str, Any]:
         "cloudflare-emulator": tcp_open("127.0.0.1", ep.CF_EMULATOR_PORT),
         "prometheus": services.prometheus_ready(),
         "prefect-server": services.prefect_healthy(),
+        "notification-webhook": tcp_open("127.0.0.1", WEBHOOK_PORT),
     }
     return {
         "up": all(parts.values()),

@@ -105,11 +105,12 @@ def restore_backup_task(
     destination: Destination | None = None,
     volumes: Sequence[str] | None = None,
     lock_wait_s: float = 0.0,
+    lock_held: bool = False,
 ) -> RestoreResult:
     """Restore a backup into the stopped stack's volumes (for the rollback flow).
 
-    Takes the host lock, refuses a backup that fails verification or a running stack, and takes a
-    safety backup of the current volumes first.
+    Takes the host lock (unless the caller holds it: `lock_held`), refuses a backup that fails
+    verification or a running stack, and takes a safety backup of the current volumes first.
     """
     return restore_backup(
         host,
@@ -121,5 +122,6 @@ def restore_backup_task(
         holder=holder,
         volumes=volumes,
         lock_wait_s=lock_wait_s,
+        lock_held=lock_held,
         log=_log,
     )

@@ -65,11 +65,16 @@ def restore_backup(
     volumes: Sequence[str] | None = None,
     lock_wait_s: float = 0.0,
     safety_backup: bool = True,
+    lock_held: bool = False,
     log: Callable[[str], None] = lambda _msg: None,
 ) -> RestoreResult:
-    """Restore `backup_id` into the stack's volumes (all its volumes, or `volumes`)."""
+    """Restore `backup_id` into the stack's volumes (all its volumes, or `volumes`).
+
+    `lock_held`: the caller (the rollback flow) already holds the host lock over this connection's
+    host; a second `flock` on it would only find the host busy."""
     lock = HostLock(host, lock_path(config), holder)
-    lock.acquire(wait_s=lock_wait_s)
+    if not lock_held:
+        lock.acquire(wait_s=lock_wait_s)
     try:
         record = verify_backup(
             host, config, destination, private_key, backup_id=backup_id, drill=False, check_age=False,
