@@ -91,7 +91,10 @@ def dns_propagation_wait(
     progress_id = create_progress_artifact(0.0, description="DNS propagation: cells served as desired")
     assert isinstance(progress_id, UUID)
 
+    seen = {"attempts": 0, "elapsed_s": 0.0}
+
     async def on_progress(table: PropagationTable, attempt: int, elapsed: float) -> None:
+        seen.update(attempts=attempt, elapsed_s=round(elapsed, 3))
         done = table.counts()[Status.OK]
         total = max(len(table.cells), 1)
         await aupdate_progress_artifact(
@@ -128,6 +131,8 @@ def dns_propagation_wait(
         "summary": table.summary(),
         "nameservers": [ns.label for ns in servers],
         "records": len(records),
+        "attempts": seen["attempts"],
+        "elapsed_s": seen["elapsed_s"],
         "warnings": warnings,
         "table": table_rows(table),
     }

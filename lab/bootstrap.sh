@@ -12,6 +12,7 @@ APT_PACKAGES=(
   gnupg
   prometheus prometheus-blackbox-exporter
   iproute2 procps ca-certificates curl
+  chromium
 )
 
 missing=()

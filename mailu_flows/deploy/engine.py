@@ -14,6 +14,7 @@ import secrets as pysecrets
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import PurePosixPath
 
 from mailu_core.config import StackConfig
@@ -78,6 +79,7 @@ class DeployPlan:
     secret_files: list[str] = field(default_factory=list)  # names of secret files to (re)write
     secrets_to_generate: list[str] = field(default_factory=list)  # block fields that are empty
     services_not_running: list[str] = field(default_factory=list)
+    compose_dry_run: str = ""  # what `docker compose up --dry-run` says it would do
     preflight: list[Check] = field(default_factory=list)
 
     @property
@@ -97,6 +99,8 @@ class DeployPlan:
             lines += ["", "## Secret files to write (0600)", ""] + [f"- {n}" for n in self.secret_files]
         if self.services_not_running:
             lines += ["", "## Services to (re)create", ""] + [f"- {s}" for s in self.services_not_running]
+        if self.compose_dry_run:
+            lines += ["", "## docker compose up --dry-run", "", "```", self.compose_dry_run.rstrip(), "```"]
         for change in self.files:
             lines += ["", f"## {change.action}: `{change.path}` (mode {oct(change.mode)})", "", "```diff"]
             lines += [change.diff.rstrip("\n") or "(mode only)", "```"]
@@ -237,6 +241,32 @@ class Deployer:
     def compose(self, *args: str, timeout: float = 600) -> str:
         return self.host.run(shlex.join([*compose_args(self.cfg), *args]), timeout=timeout).text()
 
+    def compose_dry_run(self) -> str:
+        """What `docker compose up --dry-run` would do with the new files, without touching the live ones:
+        the files are rendered for a scratch directory on the host, under the same project name."""
+        tmp = self.host.run("mktemp -d /tmp/mailu-flows-plan.XXXXXX").text().strip()
+        try:
+            data = self.cfg.model_dump(mode="json")
+            data["host"]["stack_root"] = tmp
+            scratch = type(self.cfg).model_validate(data)
+            rendered = render_stack(scratch)
+            live_certs = self.cfg.host.certs_dir
+            dirs = {str(PurePosixPath(tmp) / PurePosixPath(rel).parent) for rel in rendered.files}
+            dirs |= {str(PurePosixPath(s.host_path).parent) for s in rendered.secrets}
+            if live_certs is not None:
+                dirs.add(str(scratch.host.resolve(live_certs)))
+            self.host.run("mkdir -p " + " ".join(shlex.quote(d) for d in sorted(dirs)))
+            for rel, rf in rendered.files.items():
+                self.host.write_file(f"{tmp}/{rel}", rf.content)
+            for spec in rendered.secrets:  # placeholders: compose needs the files to exist, not their values
+                self.host.write_file(spec.host_path, b"", mode=0o600)
+            args = compose_args(scratch)
+            result = self.host.run(shlex.join([*args, "up", "--dry-run", "--detach"]), check=False)
+            text = (result.stdout + result.stderr).decode(errors="replace")
+            return "\n".join(line for line in text.splitlines() if "DRY-RUN MODE" in line or "rror" in line)
+        finally:
+            self.host.run(["rm", "-rf", tmp])
+
     def converge_containers(self) -> None:
         self.compose("config", "--quiet")
         self.compose("up", "--detach", "--wait", "--wait-timeout", "240", timeout=900)
@@ -349,6 +379,8 @@ def run_deploy(
             + "\n".join(f"- {c.name}: {c.detail}" for c in failures)
         )
     if dry_run:
+        if plan.changes:
+            plan.compose_dry_run = deployer.compose_dry_run()
         return DeployResult(
             False, None, "dry run: " + ("changes planned" if plan.changes else "no changes"), plan
         )
@@ -371,7 +403,7 @@ def run_deploy(
 
     release = Release(
         id=new_release_id(),
-        created=new_release_id(),
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
         config_sha256=config_checksum(cfg),
         images=deployer.wanted_services(),
         files={

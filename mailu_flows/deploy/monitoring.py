@@ -22,7 +22,13 @@ from mailu_core.render.monitoring import (
 from mailu_flows.deploy.preflight import Check
 from mailu_flows.remote import CommandFailed, RemoteHost
 
-__all__ = ["expected_targets", "monitoring_changed", "prometheus_checks", "reload_prometheus"]
+__all__ = [
+    "expected_targets",
+    "listed_addresses",
+    "monitoring_changed",
+    "prometheus_checks",
+    "reload_prometheus",
+]
 
 
 def monitoring_changed(cfg: StackConfig, changed: Iterable[str]) -> bool:
@@ -67,16 +73,24 @@ def _api_get(host: RemoteHost, url: str) -> dict[str, Any] | None:
     return doc if doc.get("status") == "success" else None
 
 
+def listed_addresses(active: list[dict[str, Any]], stack: str) -> set[str]:
+    """Addresses of the stack's active targets, before relabelling. Prometheus 2.42's API shows
+    `discoveredLabels` after the blackbox relabelling (`__address__` is then the exporter), so the
+    probe's address is read from `__param_target` or `instance` as well."""
+    out: set[str] = set()
+    for target in active:
+        found, labels = target.get("discoveredLabels", {}), target.get("labels", {})
+        if stack in (found.get("stack"), labels.get("stack")):
+            out |= {found.get("__address__"), found.get("__param_target"), labels.get("instance")} - {None}
+    return out
+
+
 def _evaluate(cfg: StackConfig, targets: dict[str, Any] | None, rules: dict[str, Any] | None) -> list[Check]:
     rows: list[Check] = []
     if targets is None:
         rows.append(Check("prometheus targets", False, "the targets API did not answer"))
     else:
-        seen = {
-            t.get("discoveredLabels", {}).get("__address__")
-            for t in targets["data"].get("activeTargets", [])
-            if t.get("discoveredLabels", {}).get("stack") == cfg.name
-        }
+        seen = listed_addresses(targets["data"].get("activeTargets", []), cfg.name)
         for name, address in expected_targets(cfg):
             ok = address in seen
             rows.append(Check(f"prometheus target {name}", ok, address if ok else f"{address} not listed"))

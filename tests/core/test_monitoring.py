@@ -494,8 +494,14 @@ def test_alert_rules_use_only_produced_metrics(cfg: StackConfig) -> None:
 
 
 def _api(cfg: StackConfig, drop: str | None = None, rules: list[str] | None = None) -> tuple[Any, Any]:
+    # as Prometheus 2.42 lists them: blackbox targets with the exporter as __address__ after relabelling
     active = [
-        {"discoveredLabels": {"__address__": address, "stack": cfg.name}}
+        {"discoveredLabels": {"__address__": address}, "labels": {"stack": cfg.name, "instance": address}}
+        if not name.startswith("probe")
+        else {
+            "discoveredLabels": {"__address__": cfg.monitoring.blackbox_exporter, "__param_target": address},
+            "labels": {"stack": cfg.name, "instance": address},
+        }
         for name, address in expected_targets(cfg)
         if name != drop
     ]

@@ -203,3 +203,19 @@ def _exception_text(state: Any) -> str:
     except Exception as exc:
         return str(exc)
     return ""
+
+
+def test_plan_shows_diffs_and_compose_dry_run_and_changes_nothing(
+    first_deploy: dict[str, Any], cfg: StackConfig
+) -> None:
+    changed = _changed(cfg, "mailu", "message_size_limit", cfg.mailu.message_size_limit + 3_000_000)
+    root = Path(cfg.host.stack_root)
+    before, ids = _tree_digest(root), _container_ids(cfg.mailu.compose_project)
+    state = _deploy(changed, dry_run=True)
+    assert state.is_completed(), state.message
+    plan = state.result()["plan"]
+    assert f"+MESSAGE_SIZE_LIMIT={changed.mailu.message_size_limit}" in plan
+    assert "mailu-lab-front-1  Recreate" in plan
+    assert "mailu-lab-imap-1  Running" in plan
+    assert _tree_digest(root) == before
+    assert _container_ids(cfg.mailu.compose_project) == ids

@@ -1,0 +1,120 @@
+"""The rollback flow (manual trigger only): put the previous good release back, or tear the stack down
+as the seed's rollback plan says, keeping every volume. A thin Prefect layer over
+`mailu_flows.rollback`: type-to-confirm first, then the plan as an artifact, then the host lock, then
+the steps, and a table of what was done and checked."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from pydantic import Field
+
+from mailu_core.config import StackConfig
+from mailu_flows import redact
+from mailu_flows.backup.restore import lock_path
+from mailu_flows.dns.provider import Provider
+from mailu_flows.remote import HostLock
+from mailu_flows.rollback import Rollback, RollbackError, check_confirmation
+from tasks.host import connect_host
+
+PLAN_KEY = "mailu-rollback-plan"
+RESULT_KEY = "mailu-rollback-result"
+
+
+@flow(name="rollback", log_prints=False)
+def rollback(
+    config: StackConfig,
+    mode: Annotated[
+        Literal["previous-release", "teardown"],
+        Field(
+            description="previous-release: put the last good release before the current one back; "
+            "teardown: compose down (volumes kept), remove MX and the mail host's A/AAAA, remove "
+            "Mailu's Traefik routes and monitoring files"
+        ),
+    ],
+    confirm: Annotated[
+        str, Field(description="Type the mail hostname (mailu.hostnames[0]) to confirm the rollback")
+    ],
+    restore_backup: Annotated[
+        str | None,
+        Field(
+            description="Backup id: restore the volumes from it (after a safety backup of the current "
+            "volumes, with the stack stopped)"
+        ),
+    ] = None,
+    release: Annotated[
+        str | None,
+        Field(
+            description="previous-release only: the release id to go back to (default: the last good "
+            "release before the current one)"
+        ),
+    ] = None,
+    lock_wait_s: Annotated[int, Field(ge=0, le=3600, description="How long to wait for the host lock")] = 60,
+) -> dict[str, Any]:
+    """Refuse unless `confirm` names the mail hostname (before anything reaches the host); show the
+    plan; take the host lock; run each step (idempotent; a re-run finishes an interrupted one)."""
+    from prefect.runtime import flow_run
+
+    check_confirmation(config, mode, confirm)
+    if release is not None and mode != "previous-release":
+        raise RollbackError("release: only previous-release goes back to a named release; nothing was done")
+    redact.install()
+    logger = get_run_logger()
+    run_label = f"rollback (flow run {flow_run.get_name() or flow_run.get_id() or 'local'})"
+    host = connect_host(config)
+    try:
+
+        def restore(backup_id: str) -> str:
+            from tasks.backup import restore_backup_task
+
+            res = restore_backup_task(host, config, backup_id, run_label, lock_held=True)
+            return (
+                f"restored {', '.join(res.volumes)} from {backup_id}; "
+                f"safety backup of the volumes before: {res.safety_backup_id or 'none (no volume existed)'}"
+            )
+
+        def provider() -> Provider:
+            from tasks.dns import dns_provider
+
+            return dns_provider(config)
+
+        rb = Rollback(config, host, run_label, log=logger.info, restore=restore, provider=provider)
+        shown, _, _ = rb.read_plan(mode, restore_backup, release)
+        create_markdown_artifact(
+            shown.markdown(config.hostname), key=PLAN_KEY, description="What the rollback does"
+        )
+        logger.info("plan: %s", "; ".join(f"{s.title}: {s.detail}" for s in shown.steps))
+        lock = HostLock(host, lock_path(config), run_label)
+        lock.acquire(wait_s=lock_wait_s)
+        try:
+            plan, releases, journal = rb.read_plan(mode, restore_backup, release)
+            if plan.identity() != shown.identity():
+                raise RollbackError(
+                    "the host changed while this run waited for the lock (a deploy?): the plan shown is "
+                    "out of date, nothing was done; run the rollback again"
+                )
+            try:
+                result = rb.execute(plan, releases, journal)
+            finally:
+                if rb.rows:
+                    create_table_artifact(
+                        [{"step": r.step, "result": r.result, "detail": r.detail} for r in rb.rows],
+                        key=RESULT_KEY,
+                        description=f"Rollback ({mode}): what was done and checked",
+                    )
+        finally:
+            lock.release()
+    finally:
+        host.close()
+    logger.info("rollback: %s", result.summary())
+    return {
+        "mode": result.mode,
+        "summary": result.summary(),
+        "from_release": result.from_release,
+        "to_release": result.to_release,
+        "resumed": result.resumed,
+        "rows": [{"step": r.step, "result": r.result, "detail": r.detail} for r in result.rows],
+        "failed_checks": [r.step for r in result.failed],
+    }

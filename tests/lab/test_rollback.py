@@ -1,0 +1,313 @@
+"""The rollback flow on the lab, for real: refusal without confirmation (nothing touched),
+previous-release bringing back the prior image digests and files, teardown keeping volumes and
+SPF/DKIM/DMARC while removing MX, the mail A record and Mailu's routes only, both run twice; the
+lab stack is redeployed at the end so other tests find it up."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lab import endpoints as ep
+from mailu_core.config import StackConfig, load_stack_config
+from mailu_flows.deploy.releases import list_releases
+
+pytestmark = pytest.mark.lab
+
+MARKER = ".rollback-test-marker"
+
+
+def _flow(name: str, **kw: Any) -> Any:
+    if name == "deploy":
+        from flows.deploy import deploy
+
+        return deploy(return_state=True, lock_wait_s=900, **kw)
+    if name == "backup":
+        from flows.backup import backup
+
+        return backup(return_state=True, lock_wait_s=900, **kw)
+    from flows.rollback import rollback
+
+    return rollback(return_state=True, lock_wait_s=900, **kw)
+
+
+def _ok(state: Any) -> dict[str, Any]:
+    assert state.is_completed(), f"{state.message}: {_exception_text(state)}"
+    result: dict[str, Any] = state.result()
+    return result
+
+
+def _exception_text(state: Any) -> str:
+    try:
+        state.result()
+    except Exception as exc:
+        return str(exc)
+    return ""
+
+
+def _sh(*argv: str) -> str:
+    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+
+
+def _containers(project: str) -> dict[str, tuple[str, str]]:
+    """service -> (container id, image id)."""
+    ids = _sh("docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={project}").split()
+    if not ids:
+        return {}
+    out = {}
+    for item in json.loads(_sh("docker", "inspect", *ids)):
+        service = item["Config"]["Labels"]["com.docker.compose.service"]
+        out[service] = (item["Id"], item["Image"])
+    return out
+
+
+def _tree_digest(root: Path) -> dict[str, str]:
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and ".lock" not in p.name:
+            out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest() + oct(p.stat().st_mode)
+    return out
+
+
+def _dig(name: str, rtype: str, server: str = ep.DNS_PRIMARY) -> list[str]:
+    return sorted(_sh("dig", "+short", f"@{server}", name, rtype).split("\n")[:-1])
+
+
+def _rawdata() -> dict[str, Any]:
+    import urllib.request
+
+    with urllib.request.urlopen(f"{ep.TRAEFIK_API_URL}/api/rawdata", timeout=5) as resp:
+        doc: dict[str, Any] = json.load(resp)
+    return doc
+
+
+def _volume_file(cfg: StackConfig, volume: str, name: str, write: str | None = None) -> str:
+    """Read (or write) a file in a volume through a throwaway container of the stack's Redis image."""
+    script = (
+        f"printf %s {shlex.quote(write)} > /v/{name}"
+        if write is not None
+        else f"cat /v/{name} 2>/dev/null || true"
+    )
+    return _sh(
+        "docker", "run", "--rm", "-v", f"{volume}:/v", "--entrypoint", "sh", cfg.images.redis, "-c", script
+    )
+
+
+@pytest.fixture(scope="module")
+def cfg(lab: dict[str, Any]) -> StackConfig:
+    return load_stack_config(Path(lab["stack_config"]))
+
+
+@pytest.fixture(scope="module")
+def deployed(cfg: StackConfig) -> Iterator[dict[str, Any]]:
+    """The lab stack deployed (with DNS) before, and deployed again after every test here."""
+    result = _ok(_flow("deploy", config=cfg))
+    try:
+        yield result
+    finally:
+        again = _ok(_flow("deploy", config=cfg))
+        assert again["failed_checks"] == []
+
+
+def _host(cfg: StackConfig) -> Any:
+    from tasks.host import connect_host
+
+    return connect_host(cfg)
+
+
+# --- confirmation --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["teardown", "previous-release"])
+@pytest.mark.parametrize("confirm", ["", "webmail.inlock.test", "yes"])
+def test_without_the_hostname_confirmation_nothing_is_touched(
+    deployed: dict[str, Any], cfg: StackConfig, mode: str, confirm: str
+) -> None:
+    from mailu_flows.backup.restore import lock_path
+    from mailu_flows.remote import HostLock
+
+    root = Path(cfg.host.stack_root)
+    host = _host(cfg)
+    lock = HostLock(host, lock_path(cfg), "test_rollback: nothing may change while I look")
+    lock.acquire(wait_s=900)  # keeps the other helpers' flows from changing the host meanwhile
+    try:
+        before_tree, before_ids = _tree_digest(root), _containers(cfg.mailu.compose_project)
+        state = _flow("rollback", config=cfg, mode=mode, confirm=confirm, lock_wait_s=0)
+        assert state.is_failed()
+        text = _exception_text(state)
+        assert text.startswith("confirm:")
+        assert "'mail.inlock.test'" in text and "Nothing was done" in text
+        assert _tree_digest(root) == before_tree
+        assert _containers(cfg.mailu.compose_project) == before_ids
+    finally:
+        lock.release()
+        host.close()
+
+
+def test_the_server_refuses_a_run_without_confirm(cfg: StackConfig) -> None:
+    from flows.rollback import rollback
+
+    schema = rollback.parameters.model_dump()
+    assert "confirm" in schema["required"] and "mode" in schema["required"]
+    assert schema["properties"]["mode"]["enum"] == ["previous-release", "teardown"]
+
+
+# --- previous-release --------------------------------------------------------------------------------
+
+
+def _redis_variant(base: str) -> str:
+    """The lab's Redis with one extra label: another pinned digest (another image id) that runs the
+    same way, so the stand-in stays healthy."""
+    tag = f"{ep.REGISTRY_HOST}/library/redis:rollback-variant"
+    dockerfile = f"FROM {base}\nLABEL org.mailu-flows.test=rollback-variant\n"
+    subprocess.run(["docker", "build", "-q", "-t", tag, "-"], input=dockerfile, text=True, check=True,
+                   capture_output=True)  # fmt: skip
+    _sh("docker", "push", "-q", tag)
+    digests = json.loads(_sh("docker", "image", "inspect", "--format", "{{json .RepoDigests}}", tag))
+    ref = next(d for d in digests if d.startswith(f"{ep.REGISTRY_HOST}/library/redis@sha256:"))
+    assert ref != base
+    return str(ref)
+
+
+def test_previous_release_brings_back_the_prior_images_and_files(
+    deployed: dict[str, Any], cfg: StackConfig
+) -> None:
+    project, root = cfg.mailu.compose_project, Path(cfg.host.stack_root)
+    first = _ok(_flow("deploy", config=cfg, publish_dns=False))
+    assert first["failed_checks"] == []
+    images_before = {s: image for s, (_cid, image) in _containers(project).items()}
+    files_before = _tree_digest(root / "compose") | _tree_digest(root / "traefik")
+
+    data = cfg.model_dump(mode="json")
+    data["images"]["redis"] = _redis_variant(cfg.images.redis)
+    data["mailu"]["message_size_limit"] += 1_000_000
+    second_cfg = StackConfig.model_validate(data)
+    second = _ok(_flow("deploy", config=second_cfg, publish_dns=False))
+    assert second["changed"] and second["failed_checks"] == []
+    images_second = {s: image for s, (_cid, image) in _containers(project).items()}
+    assert images_second["redis"] != images_before["redis"]
+    assert (_tree_digest(root / "compose") | _tree_digest(root / "traefik")) != files_before
+
+    result = _ok(_flow("rollback", config=cfg, mode="previous-release", confirm=cfg.hostname))
+    assert result["from_release"] == second["release"]
+    assert result["failed_checks"] == []
+    after = _containers(project)
+    assert {s: image for s, (_cid, image) in after.items()} == images_before
+    assert (_tree_digest(root / "compose") | _tree_digest(root / "traefik")) == files_before
+    host = _host(cfg)
+    try:
+        releases = {r.id: r for r in list_releases(host, str(root))}
+    finally:
+        host.close()
+    assert releases[second["release"]].status == "rolled-back"
+    assert "rolled back to" in releases[second["release"]].note
+    assert releases[result["to_release"]].status == "good"
+
+    # twice: the same rollback, found done (it does not go a second release back)
+    again = _ok(_flow("rollback", config=cfg, mode="previous-release", confirm=cfg.hostname))
+    assert again["resumed"] and again["to_release"] == result["to_release"]
+    assert {r["result"] for r in again["rows"]} <= {"already", "ok"}
+    assert _containers(project) == after
+
+    # the host is exactly what the config renders: a deploy has nothing to do
+    assert _ok(_flow("deploy", config=cfg, publish_dns=False))["summary"] == "no changes"
+
+
+# --- teardown ----------------------------------------------------------------------------------------
+
+
+def test_teardown_keeps_volumes_and_spf_dkim_dmarc_and_removes_only_mailus_routes(
+    deployed: dict[str, Any], cfg: StackConfig
+) -> None:
+    project, root, zone = cfg.mailu.compose_project, Path(cfg.host.stack_root), cfg.dns.zone
+    dyn = root / cfg.host.traefik_dynamic_dir
+    host_route_files = {
+        p.name: p.read_bytes() for p in dyn.iterdir() if p.name != cfg.host.traefik_dynamic_file
+    }
+    assert (dyn / cfg.host.traefik_dynamic_file).exists()
+    assert _dig(zone, "MX") and _dig(cfg.hostname, "A")
+    kept = {n: _dig(n, "TXT") for n in (zone, f"_dmarc.{zone}", f"{cfg.dns.dkim.selector}._domainkey.{zone}")}
+    assert all(kept.values()), kept
+    volumes = sorted(
+        set(cfg.volumes.model_dump().values()) & set(_sh("docker", "volume", "ls", "-q").split())
+    )
+    assert cfg.volumes.mail in volumes
+
+    # a marker from before the backup survives; one written after it is undone by the restore
+    _volume_file(cfg, cfg.volumes.mail, MARKER, write="before-backup")
+    report = _flow("backup", config=cfg)
+    assert report.is_completed(), _exception_text(report)
+    backup_id = report.result().backup_id
+    _volume_file(cfg, cfg.volumes.mail, MARKER + "-late", write="after-backup")
+    host = _host(cfg)
+    try:
+        releases_before = [r.id for r in list_releases(host, str(root))]
+    finally:
+        host.close()
+    others_before = {
+        f"{section} {name}"
+        for section in ("routers", "tcpRouters")
+        for name in (_rawdata().get(section) or {})
+        if not name.startswith("mailu-")
+    }
+
+    result = _ok(
+        _flow("rollback", config=cfg, mode="teardown", confirm=cfg.hostname, restore_backup=backup_id)
+    )
+    assert result["failed_checks"] == []
+    rows = {r["step"]: r for r in result["rows"]}
+    assert "safety backup" in rows["restore volumes"]["detail"]
+
+    assert _containers(project) == {}
+    assert (
+        sorted(set(cfg.volumes.model_dump().values()) & set(_sh("docker", "volume", "ls", "-q").split()))
+        == volumes
+    )
+    assert _volume_file(cfg, cfg.volumes.mail, MARKER) == "before-backup"
+    assert _volume_file(cfg, cfg.volumes.mail, MARKER + "-late") == ""
+    assert _dig(zone, "MX") == [] and _dig(cfg.hostname, "A") == []
+    assert {n: _dig(n, "TXT") for n in kept} == kept
+    assert not (dyn / cfg.host.traefik_dynamic_file).exists()
+    assert {p.name: p.read_bytes() for p in dyn.iterdir()} == host_route_files
+    raw = _rawdata()
+    loaded = {
+        f"{s} {n}": v
+        for s in ("routers", "tcpRouters", "services", "tcpServices")
+        for n, v in (raw.get(s) or {}).items()
+    }
+    assert not [k for k in loaded if " mailu-" in k]
+    for name in ("whoami@file", "traefik-dashboard@file"):
+        assert raw["routers"][name]["status"] == "enabled"
+    assert {k for k in loaded if k.split()[0] in ("routers", "tcpRouters")} == others_before
+    host = _host(cfg)
+    try:
+        assert [r.id for r in list_releases(host, str(root))] == releases_before
+    finally:
+        host.close()
+
+    # twice: every step finds its work done; the backup is not restored again
+    again = _ok(
+        _flow("rollback", config=cfg, mode="teardown", confirm=cfg.hostname, restore_backup=backup_id)
+    )
+    assert again["resumed"] and again["failed_checks"] == []
+    assert {r["result"] for r in again["rows"]} <= {"already", "ok"}, again["rows"]
+    assert _volume_file(cfg, cfg.volumes.mail, MARKER) == "before-backup"
+
+    # previous-release is refused on a torn-down stack: the deploy brings it back
+    refused = _flow("rollback", config=cfg, mode="previous-release", confirm=cfg.hostname)
+    assert refused.is_failed() and "deploy flow" in _exception_text(refused)
+
+    # the deploy comes back on the kept volumes (the module fixture deploys once more at the end)
+    back = _ok(_flow("deploy", config=cfg))
+    assert back["failed_checks"] == []
+    assert _dig(zone, "MX") and _dig(cfg.hostname, "A")
+    assert _volume_file(cfg, cfg.volumes.mail, MARKER) == "before-backup"
+    _sh("docker", "run", "--rm", "-v", f"{cfg.volumes.mail}:/v", "--entrypoint", "rm", cfg.images.redis,
+        "-f", f"/v/{MARKER}")  # fmt: skip

@@ -1,0 +1,101 @@
+"""A person can look at the UI: headless Chromium renders the deployments page and a finished deploy
+run; the DOM shows what the PNGs show, and the PNGs are kept in test-artifacts/."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from deployments.definitions import DEPLOYMENTS
+from lab import endpoints as ep
+
+pytestmark = pytest.mark.lab
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1400,900",
+    "--virtual-time-budget=20000",
+]
+
+
+def _chromium(url: str, *args: str) -> str:
+    with tempfile.TemporaryDirectory(dir="/tmp") as profile:
+        proc = subprocess.run(
+            ["chromium", *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args, url],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+    return proc.stdout
+
+
+def _latest_completed_deploy_run() -> str | None:
+    body = json.dumps(
+        {
+            "flows": {"name": {"any_": ["deploy"]}},
+            "flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}},
+            "sort": "END_TIME_DESC",
+            "limit": 1,
+        }
+    ).encode()
+    req = urllib.request.Request(
+        f"{ep.PREFECT_API_URL}/flow_runs/filter",
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        runs = json.loads(resp.read())
+    return str(runs[0]["id"]) if runs else None
+
+
+@pytest.fixture(scope="module")
+def finished_deploy_run(lab: dict[str, Any]) -> str:
+    from prefect.deployments import run_deployment
+
+    from lab.serving import ensure_serving
+
+    ensure_serving(Path(lab["stack_config"]))
+    run_id = _latest_completed_deploy_run()
+    if run_id is None:
+        run: Any = run_deployment("deploy/deploy", timeout=900, poll_interval=1)
+        assert run.state.is_completed(), run.state
+        run_id = str(run.id)
+    return run_id
+
+
+def test_deployments_page(finished_deploy_run: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    url = f"http://127.0.0.1:{ep.PREFECT_PORT}/deployments"
+    png = ARTIFACTS / "ui-deployments.png"
+    _chromium(url, f"--screenshot={png}")
+    assert png.stat().st_size > 20_000
+    dom = _chromium(url, "--dump-dom")
+    for spec in DEPLOYMENTS:
+        assert spec.name in dom, f"deployment {spec.name} not shown on {url}"
+
+
+def test_finished_deploy_run_page(finished_deploy_run: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    url = f"http://127.0.0.1:{ep.PREFECT_PORT}/runs/flow-run/{finished_deploy_run}"
+    png = ARTIFACTS / "ui-deploy-run.png"
+    _chromium(url, f"--screenshot={png}")
+    assert png.stat().st_size > 20_000
+    dom = _chromium(url, "--dump-dom")
+    assert "Completed" in dom
+    assert "deploy" in dom
