@@ -15,6 +15,9 @@ APT_PACKAGES=(
   chromium
 )
 
+# node checks that the config schema's patterns compile in a browser's regex engine (the Prefect UI).
+command -v node >/dev/null 2>&1 || APT_PACKAGES+=(nodejs)
+
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

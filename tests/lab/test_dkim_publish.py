@@ -131,7 +131,7 @@ def test_publish_twice_keeps_the_key_and_writes_nothing_the_second_time(iso: Sta
     assert first["created"] and first["verified"] and first["problems"] == []
     assert (first["bits"], first["mode"], first["owner"]) == (2048, "600", "0:0")
     created = first["dns"]["creates"]
-    assert first["dns"]["writes"] == len(created) == 8  # A, and MX/SPF/DMARC/DKIM at both domains
+    assert first["dns"]["writes"] == len(created) == 9  # A, and MX/SPF/DMARC/DKIM at both domains
     fingerprint = key_fingerprint(iso, "dkim")
     assert fingerprint is not None and fingerprint.endswith("600 0:0")
     serial = soa_serial(DNS_PRIMARY)

@@ -457,6 +457,7 @@ def _route_mail_to(standins: Standins, service: str) -> None:
         routers = raw.get("tcpRouters", {})
         services = raw.get("tcpServices", {})
         ok = all(routers.get(f"mlt-{ep.name}@file", {}).get("status") == "enabled" for ep in MAIL_ENTRYPOINTS)
+        ok = ok and all(name.startswith("mlt-") for name in routers if name.endswith("@file"))
         addr = (
             services.get("mlt-smtp@file", {}).get("loadBalancer", {}).get("servers", [{}])[0].get("address")
         )
@@ -468,11 +469,24 @@ def _route_mail_to(standins: Standins, service: str) -> None:
 
 @pytest.fixture()
 def traefik_routes(standins: Standins) -> object:
-    if not _traefik_up():
-        pytest.skip("the lab's Traefik (mailu-lab-traefik) is not up")
-    path = lab_dir() / "host" / "apps" / "traefik" / "dynamic" / TRAEFIK_DYNAMIC
-    yield lambda service: _route_mail_to(standins, service)
-    path.unlink(missing_ok=True)
+    """Route the mail entrypoints to the stand-ins. A deployed Mailu stack's routes file holds the same
+    entrypoints, so it is parked outside the watched directory meanwhile and put back afterwards."""
+    assert _traefik_up(), "the lab's Traefik (mailu-lab-traefik) is not up: run `mailu-flows lab up`"
+    dynamic = lab_dir() / "host" / "apps" / "traefik" / "dynamic"
+    parked_dir = dynamic.parent / "parked-by-tests"
+    parked_dir.mkdir(exist_ok=True)
+    parked = []
+    for other in sorted(dynamic.glob("*.yml")):
+        if other.name != TRAEFIK_DYNAMIC and "tcp:" in other.read_text():
+            other.rename(parked_dir / other.name)
+            parked.append(parked_dir / other.name)
+    path = dynamic / TRAEFIK_DYNAMIC
+    try:
+        yield lambda service: _route_mail_to(standins, service)
+    finally:
+        path.unlink(missing_ok=True)
+        for item in parked:
+            item.rename(dynamic / item.name)
 
 
 def _host_port(name: str) -> int:

