@@ -219,3 +219,56 @@ def test_plan_shows_diffs_and_compose_dry_run_and_changes_nothing(
     assert "mailu-lab-imap-1  Running" in plan
     assert _tree_digest(root) == before
     assert _container_ids(cfg.mailu.compose_project) == ids
+
+
+def test_mailu_sees_the_client_ip_not_traefiks(first_deploy: dict[str, Any], cfg: StackConfig) -> None:
+    """A client with a known address on `edge` -> Traefik (PROXY v2) -> front -> Postfix: Postfix's
+    log names the client's address, never Traefik's (a lost client IP inside SUBNET is an open relay)."""
+    import ipaddress
+    import secrets
+
+    client_ip = str(ipaddress.ip_network(ep.NETWORKS["edge"])[150 + secrets.randbelow(40)])
+    script = (
+        "import socket\n"
+        f"s = socket.create_connection(('{ep.TRAEFIK_EDGE_IP}', 25), 10)\n"
+        "f = s.makefile('rwb')\n"
+        "def cmd(line):\n"
+        "    if line: f.write(line.encode() + b'\\r\\n'); f.flush()\n"
+        "    r = f.readline()\n"
+        "    while r[3:4] == b'-': r = f.readline()\n"
+        "    print(r.decode().strip())\n"
+        "cmd(None); cmd('EHLO client.example.test'); cmd('MAIL FROM:<probe@example.test>')\n"
+        "cmd('RCPT TO:<someone@example.org>'); cmd('QUIT')\n"
+    )
+    out = subprocess.run(
+        [
+            "docker",
+            "run",
+            "--rm",
+            "--network",
+            "edge",
+            "--ip",
+            client_ip,
+            "--entrypoint",
+            "python3",
+            _images()["admin"],
+            "-c",
+            script,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "554" in out.stdout or "Relay access denied" in out.stdout, out.stdout  # not an open relay
+    smtp = f"{cfg.mailu.compose_project}-smtp-1"
+    logs = ""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        proc = subprocess.run(["docker", "logs", smtp], capture_output=True, text=True)
+        logs = proc.stdout + proc.stderr
+        if f"[{client_ip}]" in logs:
+            break
+        time.sleep(0.5)
+    assert f"[{client_ip}]" in logs, logs[-1500:]
+    assert f"[{ep.TRAEFIK_MGMT_IP}]" not in logs and f"[{ep.TRAEFIK_EDGE_IP}]" not in logs

@@ -25,17 +25,18 @@ MARKER = ".rollback-test-marker"
 
 
 def _flow(name: str, **kw: Any) -> Any:
+    kw.setdefault("lock_wait_s", 900)  # other lab tests take the host lock too
     if name == "deploy":
         from flows.deploy import deploy
 
-        return deploy(return_state=True, lock_wait_s=900, **kw)
+        return deploy(return_state=True, **kw)
     if name == "backup":
         from flows.backup import backup
 
-        return backup(return_state=True, lock_wait_s=900, **kw)
+        return backup(return_state=True, **kw)
     from flows.rollback import rollback
 
-    return rollback(return_state=True, lock_wait_s=900, **kw)
+    return rollback(return_state=True, **kw)
 
 
 def _ok(state: Any) -> dict[str, Any]:
