@@ -332,10 +332,6 @@ class HostLayout(_Model):
         "/home/comzis/apps", description="Absolute directory holding the stacks."
     )
     compose_file: StackPath = Field("compose/mailu.yml", description="The Mailu compose file.")
-    env_file: StackPath = Field(".env", description="The --env-file passed to docker compose.")
-    mailu_env_file: StackPath = Field(
-        "compose/mailu.env", description="Mailu's settings (the containers' env_file)."
-    )
     traefik_dynamic_dir: StackPath = Field(
         "traefik/dynamic", description="Traefik's file-provider directory."
     )
@@ -614,7 +610,8 @@ class Backup(_Model):
         json_schema_extra=_unique_items(),
     )
     destination_dir: AbsolutePath = Field(
-        description="Absolute directory on the host for encrypted archives."
+        description="Absolute directory, on the machine that runs the flows (not the mail host), for the "
+        "encrypted archives."
     )
     retention_daily: int = Field(7, ge=1, le=366, description="Daily archives to keep.")
     retention_weekly: int = Field(4, ge=0, le=260, description="Weekly archives to keep.")

@@ -63,13 +63,19 @@ class CommandResult:
         return self.stdout.decode(errors="replace")
 
 
-def _load_private_key(text: str) -> paramiko.PKey:
+def _load_private_key(text: str, passphrase: str | None = None) -> paramiko.PKey:
     for cls in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
         try:
-            return cls.from_private_key(io.StringIO(text))
+            return cls.from_private_key(io.StringIO(text), password=passphrase)
+        except paramiko.PasswordRequiredException:
+            raise RemoteError(
+                "the SSH private key is encrypted: set the block's private_key_passphrase"
+            ) from None
         except (paramiko.SSHException, ValueError):
             continue
-    raise RemoteError("the SSH private key is not an unencrypted OpenSSH/PEM ed25519, ECDSA or RSA key")
+    raise RemoteError(
+        "the SSH private key is not an OpenSSH/PEM ed25519, ECDSA or RSA key (or its passphrase is wrong)"
+    )
 
 
 class RemoteHost:
@@ -81,12 +87,14 @@ class RemoteHost:
         port: int,
         user: str,
         private_key: str,
-        host_key: str,
+        host_key: str | list[str],
         connect_timeout: float = 10.0,
+        key_passphrase: str | None = None,
     ) -> None:
         self.address, self.port, self.user = address, port, user
         self._private_key = private_key
-        self._host_key = host_key
+        self._key_passphrase = key_passphrase
+        self._host_keys = [host_key] if isinstance(host_key, str) else list(host_key)
         self._timeout = connect_timeout
         self._client: paramiko.SSHClient | None = None
         self._sftp: paramiko.SFTPClient | None = None
@@ -103,22 +111,23 @@ class RemoteHost:
     def connect(self) -> RemoteHost:
         if self._client is not None:
             return self
-        parts = self._host_key.split()
-        if len(parts) < 2:
-            raise RemoteError("the pinned host key must look like 'ssh-ed25519 AAAA...'")
-        key_type, b64 = parts[0], parts[1]
         client = paramiko.SSHClient()
         host_id = self.address if self.port == 22 else f"[{self.address}]:{self.port}"
-        client.get_host_keys().add(
-            host_id, key_type, paramiko.PKey.from_type_string(key_type, base64.b64decode(b64))
-        )
+        for line in self._host_keys:  # every pinned key of the host (one per key type)
+            parts = line.split()
+            if len(parts) < 2:
+                raise RemoteError("a pinned host key must look like 'ssh-ed25519 AAAA...'")
+            key_type, b64 = parts[0], parts[1]
+            client.get_host_keys().add(
+                host_id, key_type, paramiko.PKey.from_type_string(key_type, base64.b64decode(b64))
+            )
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
         try:
             client.connect(
                 self.address,
                 port=self.port,
                 username=self.user,
-                pkey=_load_private_key(self._private_key),
+                pkey=_load_private_key(self._private_key, self._key_passphrase),
                 look_for_keys=False,
                 allow_agent=False,
                 timeout=self._timeout,
@@ -128,7 +137,7 @@ class RemoteHost:
         except paramiko.BadHostKeyException as exc:
             raise HostKeyMismatch(
                 f"{self.label} presented a {exc.key.get_name()} host key that is not the pinned one: "
-                "refusing to connect (check the SSH host block's host_key)"
+                "refusing to connect (check the SSH host block's host_keys)"
             ) from None
         except paramiko.AuthenticationException:
             raise RemoteError(f"{self.label}: the SSH key was refused for user {self.user}") from None

@@ -10,16 +10,12 @@ from mailu_flows.remote import RemoteHost
 def connect_host(config: StackConfig) -> RemoteHost:
     """Open the flow run's one SSH connection, with the key and pinned host key from the block."""
     block = load_block(SshHost, config.blocks.ssh_host)
-    if block.private_key_passphrase.get_secret_value():
-        raise ValueError(
-            f"SSH host block {config.blocks.ssh_host!r}: encrypted private keys are not supported yet; "
-            "store an unencrypted key (the block itself is encrypted at rest)"
-        )
     host = RemoteHost(
         str(block.address),
         block.port,
         block.user,
         block.private_key.get_secret_value(),
-        block.host_keys[0],
+        block.host_keys,
+        key_passphrase=block.private_key_passphrase.get_secret_value() or None,
     )
     return host.connect()

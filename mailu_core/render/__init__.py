@@ -77,8 +77,8 @@ def env_file_path(cfg: StackConfig, service: str) -> str:
     """`<compose dir>/<compose stem>-env/<service>.env`, e.g. compose/mailu-env/front.env.
 
     A directory of its own per stack, next to the compose file, so other stacks' env files in the
-    same compose directory are never touched. (`host.mailu_env_file`, Mailu's single shared env
-    file, is not written: one file for all would recreate every container on any change.)
+    same compose directory are never touched. (Mailu's single shared `mailu.env` is not used: one
+    file for all would recreate every container on any change.)
     """
     compose = PurePosixPath(cfg.host.compose_file)
     return str(compose.parent / f"{compose.stem}-env" / f"{service}.env")

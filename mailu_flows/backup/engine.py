@@ -85,14 +85,14 @@ def volume_source(volume: str, image: str, name: str) -> Source:
 
 def stack_files_source(config: StackConfig, image: str, name: str) -> Source:
     """The rendered compose/env files, Traefik's Mailu file and the secrets directory (those present)."""
+    from mailu_core.render import render_stack
+
     layout = config.host
-    paths = [
-        layout.compose_file,
-        layout.env_file,
-        layout.mailu_env_file,
-        f"{layout.traefik_dynamic_dir}/{layout.traefik_dynamic_file}",
-        layout.secrets_dir,
-    ]
+    # every file the deploy writes (compose, per-service env files, Traefik's Mailu file, monitoring
+    # files), plus the secrets directory and the certificates directory when the config names one
+    paths = [*sorted(render_stack(config).files), layout.secrets_dir]
+    if layout.certs_dir is not None:
+        paths.append(layout.certs_dir)
     script = (
         'cd /s && for p in "$@"; do [ -e "$p" ] && set -- "$@" "$p"; shift; done; '
         'exec tar --numeric-owner -cf - -T /dev/null "$@"'

@@ -34,6 +34,7 @@ from mailu_flows.deploy.releases import (
     new_release_id,
     prune_releases,
     release_file,
+    releases_dir,
     save_release,
     start_release,
 )
@@ -504,6 +505,14 @@ def _failure_reason(deployer: Deployer, exc: Exception) -> str:
     return text[-800:] + (f" [unhealthy services: {named}]" if named else "")
 
 
+def _restore_replaced(deployer: Deployer, release: Release, rels: list[str]) -> None:
+    """Put back the files that were on the host before `release` replaced them (kept in `replaced/`)."""
+    for rel in rels:
+        data = deployer.host.read_file(f"{releases_dir(deployer.root)}/{release.id}/replaced/{rel}")
+        if data is not None:
+            deployer.host.write_file(deployer.abs(rel), data)
+
+
 def _return_to(deployer: Deployer, previous: Release | None, failed: Release, created: list[str]) -> str:
     """Put the previous good release back (files, then containers) and check it is healthy; on a first
     deploy, stop only the containers and remove only the files this run created."""
@@ -515,7 +524,10 @@ def _return_to(deployer: Deployer, previous: Release | None, failed: Release, cr
                 data = release_file(host, root, previous.id, rel)
                 if data is not None:
                     host.write_file(deployer.abs(rel), data, mode=int(previous.files[rel]["mode"]))
-            gone = [deployer.abs(rel) for rel in failed.files if rel not in previous.files]
+            # files the failed release added: put back what was there before it, remove the rest
+            added = [rel for rel in failed.files if rel not in previous.files]
+            _restore_replaced(deployer, failed, [rel for rel in added if rel in failed.replaced])
+            gone = [deployer.abs(rel) for rel in added if rel not in failed.replaced]
             if gone:
                 host.run(["rm", "-f", *gone])
             deployer.compose("up", "--detach", "--wait", "--wait-timeout", "240", timeout=900)
@@ -534,10 +546,7 @@ def _return_to(deployer: Deployer, previous: Release | None, failed: Release, cr
         )
         if created:
             host.run(["rm", "-f", *created])
-        for rel in failed.replaced:
-            data = host.read_file(f"{root}/.mailu-flows/releases/{failed.id}/replaced/{rel}")
-            if data is not None:
-                host.write_file(deployer.abs(rel), data)
+        _restore_replaced(deployer, failed, failed.replaced)
         return "first deploy: stopped its containers and removed the files it created (volumes kept)"
     finally:
         save_release(host, root, failed)
