@@ -39,10 +39,19 @@ def main() -> None:
     cfg = load_stack_config(Path(args.config))
     block = load_block(SshHost, cfg.blocks.ssh_host)
     lab = Path(os.environ.get("MAILU_LAB_DIR", ".lab"))
-    ssh = ["ssh", "-i", str(lab / "ssh" / "client_ed25519"), "-p", str(block.port),
-           "-o", f"UserKnownHostsFile={lab / 'ssh' / 'known_hosts'}", "-o", "BatchMode=yes",
-           f"{block.user}@{block.address}",
-           shlex.join([*compose_args(cfg), "up", "-d", "--wait"])]
+    ssh = [
+        "ssh",
+        "-i",
+        str(lab / "ssh" / "client_ed25519"),
+        "-p",
+        str(block.port),
+        "-o",
+        f"UserKnownHostsFile={lab / 'ssh' / 'known_hosts'}",
+        "-o",
+        "BatchMode=yes",
+        f"{block.user}@{block.address}",
+        shlex.join([*compose_args(cfg), "up", "-d", "--wait"]),
+    ]
 
     @flow(name="bench-empty")
     def empty() -> None:

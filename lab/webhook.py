@@ -47,8 +47,11 @@ def ensure_webhook() -> str:
     from lab.procs import start_daemon, tcp_open
     from mailu_flows.notifications import ensure_failure_automation
 
-    start_daemon("webhook", [sys.executable, "-m", "lab.webhook", str(WEBHOOK_PORT), str(webhook_log())],
-                 ready=lambda: tcp_open("127.0.0.1", WEBHOOK_PORT))
+    start_daemon(
+        "webhook",
+        [sys.executable, "-m", "lab.webhook", str(WEBHOOK_PORT), str(webhook_log())],
+        ready=lambda: tcp_open("127.0.0.1", WEBHOOK_PORT),
+    )
     url = f"http://127.0.0.1:{WEBHOOK_PORT}/notify"
     with temporary_settings({PREFECT_API_URL: LAB_API}):
         body = {"subject": "{{subject}}", "body": "{{body}}"}
