@@ -8,14 +8,33 @@ the DKIM key, and a restore drill into scratch volumes (a rotating sample within
 
 from __future__ import annotations
 
+import time
+
 from prefect import flow
 from prefect.artifacts import create_table_artifact
 
 from mailu_core.backup import VerificationRecord
 from mailu_core.config import StackConfig
+from mailu_core.render.monitoring import BACKUP_VERIFIED_METRIC, textfile_metric
 from mailu_flows import redact
+from mailu_flows.remote import RemoteHost
 from tasks.backup import default_destination, verify_newest_backup
 from tasks.host import connect_host
+
+
+def publish_verified_metric(host: RemoteHost, config: StackConfig) -> None:
+    """Feed the "newest verified backup too old" alert: the node exporter's textfile collector reads
+    `<textfile_dir>/mailu_backup_<stack>.prom` (written atomically, world-readable: no secret in it)."""
+    directory = config.monitoring.textfile_dir
+    if not (config.monitoring.enabled and directory):
+        return
+    text = textfile_metric(
+        BACKUP_VERIFIED_METRIC,
+        "Unix time of the newest backup-verify run that passed every check.",
+        {(("stack", config.name),): time.time()},
+    )
+    host.run(["mkdir", "-p", directory])
+    host.write_file(f"{directory}/mailu_backup_{config.name}.prom", text.encode(), mode=0o644)
 
 
 class BackupVerificationFailed(RuntimeError):
@@ -32,6 +51,8 @@ def backup_verify(
     host = connect_host(config)
     try:
         record = verify_newest_backup(host, config, destination, time_budget_s, drill)
+        if record.ok:
+            publish_verified_metric(host, config)
     finally:
         host.close()
     create_table_artifact(

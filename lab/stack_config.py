@@ -111,6 +111,7 @@ def lab_stack_config(
             "blackbox_exporter": f"127.0.0.1:{BLACKBOX_PORT}",
             "probe_address": "127.0.0.1",
             "probe_ca_file": str(endpoints.lab_dir() / "ca" / "ca.crt"),
+            "textfile_dir": f"{stack_root}/monitoring/textfile",
         },
         "blocks": {
             "ssh_host": f"{block_prefix}-ssh",

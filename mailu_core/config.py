@@ -709,6 +709,11 @@ class Monitoring(_Model):
     queue_max_messages: int = Field(
         50, ge=1, le=1_000_000, description="…and holds more than this many messages."
     )
+    textfile_dir: AbsolutePath | None = Field(
+        None,
+        description="The host's node-exporter textfile-collector directory: backup-verify writes "
+        "mailu_backup_last_verified_timestamp_seconds there after a green run; none = not written.",
+    )
 
     @model_validator(mode="after")
     def _exporter_port(self) -> Monitoring:

@@ -354,7 +354,7 @@ def make_plan(
                 "containers",
                 "containers",
                 "`docker compose up -d --wait` with the release's image digests"
-                + (f" (changes: {', '.join(changed)})" if changed else ""),
+                + (f" (images that differ from {frm.id}: {', '.join(changed)})" if changed else ""),
             )
         )
         steps.append(Step("checks", "check", "containers running, healthy, on the release's images; Traefik"))

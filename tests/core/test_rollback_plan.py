@@ -171,7 +171,7 @@ def test_previous_release_plan_lists_its_steps_in_order(cfg: StackConfig) -> Non
     md = plan.markdown(cfg.hostname)
     assert "going back from `2` to `1`" in md
     assert "remove x/new.yml" in md
-    assert "(changes: redis)" in md
+    assert "(images that differ from 2: redis)" in md
     plain = make_plan(cfg, "previous-release", releases, None)
     assert [s.key for s in plain.steps] == ["files", "containers", "checks", "mark"]
 

@@ -194,6 +194,13 @@ def test_backup_of_every_volume_then_verify_is_green(setup: Setup) -> None:
     left = subprocess.run(["docker", "volume", "ls", "-q", "--filter", "label=mailu-flows.scratch"],
                           capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
     assert left == []
+    # The green run feeds the "newest verified backup too old" alert through the textfile collector.
+    textfile = setup.config.monitoring.textfile_dir
+    assert textfile is not None
+    metric = Path(textfile, f"mailu_backup_{setup.config.name}.prom").read_text()
+    assert f'mailu_backup_last_verified_timestamp_seconds{{stack="{setup.config.name}"}}' in metric
+    value = float(metric.strip().splitlines()[-1].split()[-1])
+    assert abs(value - time.time()) < 600
 
 
 # --- each fault makes verify fail, naming the file and the check --------------------------------

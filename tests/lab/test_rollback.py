@@ -17,6 +17,7 @@ import pytest
 
 from lab import endpoints as ep
 from mailu_core.config import StackConfig, load_stack_config
+from mailu_core.render import monitoring_paths
 from mailu_flows.deploy.releases import list_releases
 
 pytestmark = pytest.mark.lab
@@ -233,6 +234,7 @@ def test_teardown_keeps_volumes_and_spf_dkim_dmarc_and_removes_only_mailus_route
         p.name: p.read_bytes() for p in dyn.iterdir() if p.name != cfg.host.traefik_dynamic_file
     }
     assert (dyn / cfg.host.traefik_dynamic_file).exists()
+    assert all((root / rel).exists() for rel in monitoring_paths(cfg))
     assert _dig(zone, "MX") and _dig(cfg.hostname, "A")
     kept = {n: _dig(n, "TXT") for n in (zone, f"_dmarc.{zone}", f"{cfg.dns.dkim.selector}._domainkey.{zone}")}
     assert all(kept.values()), kept
@@ -276,6 +278,8 @@ def test_teardown_keeps_volumes_and_spf_dkim_dmarc_and_removes_only_mailus_route
     assert _dig(zone, "MX") == [] and _dig(cfg.hostname, "A") == []
     assert {n: _dig(n, "TXT") for n in kept} == kept
     assert not (dyn / cfg.host.traefik_dynamic_file).exists()
+    for rel in monitoring_paths(cfg):  # the Prometheus/Grafana files the deploy wrote
+        assert not (root / rel).exists(), rel
     assert {p.name: p.read_bytes() for p in dyn.iterdir()} == host_route_files
     raw = _rawdata()
     loaded = {
