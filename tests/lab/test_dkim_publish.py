@@ -211,3 +211,19 @@ def test_rotate_flag_replaces_the_key_and_keeps_the_old_file(iso: StackConfig) -
     kept = in_volume(iso, f"sha256sum {rotated['rotated_from']}").split()[0]
     assert before is not None and before.startswith(kept)
     assert dkim_values(f"dkim._domainkey.{iso.mailu.domain}", DNS_SECONDARY) == [rotated["txt"]]
+
+
+def test_publish_through_the_cloudflare_emulator_converges_too(iso: StackConfig, cf_base_url: str) -> None:
+    """Same flow, provider `cloudflare` (block `lab-cloudflare`, the emulator writing into the Knot zone)."""
+    data = iso.model_dump(mode="json")
+    data["dns"]["provider"] = "cloudflare"
+    data["blocks"]["dns_provider"] = "lab-cloudflare"
+    cf = stack_config_from_mapping(data, source="test cloudflare")
+    try:
+        first = publish(cf)
+        second = publish(cf)
+    finally:
+        cleanup(cf)  # the Cloudflare-owned records; `iso` then removes the key files
+    assert first["created"] and first["dns"]["writes"] == 9 and first["verified"]
+    assert not second["created"] and second["dns"]["writes"] == 0 and second["verified"]
+    assert second["txt"] == first["txt"]
