@@ -12,6 +12,7 @@ from pydantic import Field, SecretStr
 
 from blocks import MailuSecrets, load_block
 from mailu_core.config import StackConfig
+from mailu_core.dns import Record
 from mailu_flows import redact
 from mailu_flows.deploy.engine import DeployPlan, DeployResult, SecretsStore, run_deploy
 from mailu_flows.deploy.preflight import Check
@@ -155,6 +156,17 @@ def dry_run_dns_plan(config: StackConfig, host: RemoteHost) -> str:
     )
 
 
+@task(name="dns-in-place", cache_policy=NO_CACHE)
+def dns_in_place(config: StackConfig, records: list[Record]) -> bool:
+    """One concurrent query of every record on every authoritative server: all already as desired?"""
+    from mailu_flows.dns.propagation import check_propagation, nameservers_for
+
+    table = check_propagation(records, nameservers_for(config, None), zone=config.dns.zone)
+    if not table.ok:
+        get_run_logger().info("DNS not yet in place everywhere: %d cell(s) pending", len(table.pending()))
+    return table.ok
+
+
 def run_dns_step(
     config: StackConfig,
     result: DeployResult,
@@ -169,7 +181,16 @@ def run_dns_step(
     try:
         if dkim is None:
             raise dkim_error or RuntimeError("the DKIM keys on the host could not be read")
-        published = publish_records(config, desired_for(config, dkim.txt))
+        records = desired_for(config, dkim.txt)
+        published = publish_records(config, records)
+        if (
+            published["writes"] == 0
+            and config.dns.dkim.selector in dkim.txt
+            and dns_in_place(config, records)
+        ):
+            # Nothing written and every authoritative server already serves every record, the DKIM
+            # key on disk included: dkim-publish (and its propagation wait) would find nothing to do.
+            return {"publish": published, "dkim": "in place: every nameserver serves the key on disk"}
         dkim_result = dkim_publish(config=config, wait=True, lock_wait_s=lock_wait_s)
     except Exception as exc:
         raise DnsStepFailed(

@@ -442,9 +442,14 @@ def run_deploy(
 
 
 def _probes(cfg: StackConfig) -> list[Check]:
+    """Mail and web probes, the two groups side by side (each is a handful of TLS handshakes)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from mailu_flows.deploy.probes import mail_checks, web_checks
 
-    return mail_checks(cfg) + web_checks(cfg)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        mail, web = pool.submit(mail_checks, cfg), pool.submit(web_checks, cfg)
+        return mail.result() + web.result()
 
 
 def _ensure_accounts(deployer: Deployer, values: dict[str, str]) -> list[str]:

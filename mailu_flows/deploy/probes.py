@@ -116,15 +116,21 @@ MAIL_PROBES: dict[int, tuple[str, Callable[[str, int, StackConfig, bool, float],
 
 
 def mail_checks(cfg: StackConfig, timeout: float = 10.0) -> list[Check]:
+    """One probe per mail entrypoint, concurrently (rows keep the entrypoints' order)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     addr = str(cfg.traefik.check_address or cfg.mailu.public_ipv4)
-    rows: list[Check] = []
-    for ep in cfg.traefik.mail_entrypoints:
-        label, probe, implicit = MAIL_PROBES[ep.port]
+
+    def one(port: int, host_port: int) -> Check:
+        label, probe, implicit = MAIL_PROBES[port]
         try:
-            rows.append(Check(label, True, probe(addr, ep.host_port, cfg, implicit, timeout)))
+            return Check(label, True, probe(addr, host_port, cfg, implicit, timeout))
         except (OSError, ValueError, ssl.SSLError) as exc:
-            rows.append(Check(label, False, f"{addr}:{ep.host_port}: {exc}"))
-    return rows
+            return Check(label, False, f"{addr}:{host_port}: {exc}")
+
+    eps = cfg.traefik.mail_entrypoints
+    with ThreadPoolExecutor(max_workers=len(eps)) as pool:
+        return list(pool.map(one, [ep.port for ep in eps], [ep.host_port for ep in eps]))
 
 
 def https_status(cfg: StackConfig, host: str, path: str, timeout: float = 10.0) -> int:
