@@ -104,7 +104,7 @@ def deploy(
         else:
             lock = HostLock(
                 host,
-                f"{config.host.stack_root}/.mailu-flows.lock",
+                config.host.lock_file,
                 f"deploy (flow run {flow_run.get_name() or flow_run.get_id()})",
             )
             lock.acquire(wait_s=lock_wait_s)
@@ -190,11 +190,15 @@ def run_dns_step(
         ):
             # Nothing written and every authoritative server already serves every record, the DKIM
             # key on disk included: dkim-publish (and its propagation wait) would find nothing to do.
-            return {"publish": published, "dkim": "in place: every nameserver serves the key on disk"}
+            return {
+                "publish": published,
+                "in_place": True,
+                "dkim": "in place: every authoritative server serves every record and the key on disk",
+            }
         dkim_result = dkim_publish(config=config, wait=True, lock_wait_s=lock_wait_s)
     except Exception as exc:
         raise DnsStepFailed(
             f"release {result.release_id or '(unchanged)'} is deployed and healthy and stays in place; "
             f"the DNS step failed: {exc}"
         ) from exc
-    return {"publish": published, "dkim": dkim_result}
+    return {"publish": published, "in_place": False, "dkim": dkim_result}

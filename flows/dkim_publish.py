@@ -130,7 +130,7 @@ def dkim_publish(
     try:
         lock = HostLock(
             host,
-            f"{config.host.stack_root}/.mailu-flows.lock",
+            config.host.lock_file,
             f"dkim-publish (flow run {flow_run.get_name() or flow_run.get_id()})",
         )
         lock.acquire(wait_s=lock_wait_s)

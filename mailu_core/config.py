@@ -351,6 +351,11 @@ class HostLayout(_Model):
         """An absolute path on the host for a config path (relative ones are under stack_root)."""
         return PurePosixPath(self.stack_root) / path
 
+    @property
+    def lock_file(self) -> str:
+        """The host lock every mutating flow takes (deploy, rollback, restore, dkim-publish, backup)."""
+        return str(self.resolve(".mailu-flows.lock"))
+
 
 # --- Traefik -------------------------------------------------------------------------------------
 

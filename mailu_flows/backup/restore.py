@@ -39,7 +39,7 @@ class RestoreResult:
 
 
 def lock_path(config: StackConfig) -> str:
-    return f"{config.host.stack_root}/.mailu-flows.lock"
+    return config.host.lock_file
 
 
 def volumes_in_use(host: RemoteHost, volumes: Sequence[str]) -> dict[str, list[str]]:
