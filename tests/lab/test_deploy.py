@@ -14,6 +14,7 @@ import pytest
 
 from lab import endpoints as ep
 from mailu_core.config import StackConfig, load_stack_config
+from tests.lab.fixtures.mailclient import smtp_from_container
 
 pytestmark = pytest.mark.lab
 
@@ -228,39 +229,8 @@ def test_mailu_sees_the_client_ip_not_traefiks(first_deploy: dict[str, Any], cfg
     import secrets
 
     client_ip = str(ipaddress.ip_network(ep.NETWORKS["edge"])[150 + secrets.randbelow(40)])
-    script = (
-        "import socket\n"
-        f"s = socket.create_connection(('{ep.TRAEFIK_EDGE_IP}', 25), 10)\n"
-        "f = s.makefile('rwb')\n"
-        "def cmd(line):\n"
-        "    if line: f.write(line.encode() + b'\\r\\n'); f.flush()\n"
-        "    r = f.readline()\n"
-        "    while r[3:4] == b'-': r = f.readline()\n"
-        "    print(r.decode().strip())\n"
-        "cmd(None); cmd('EHLO client.example.test'); cmd('MAIL FROM:<probe@example.test>')\n"
-        "cmd('RCPT TO:<someone@example.org>'); cmd('QUIT')\n"
-    )
-    out = subprocess.run(
-        [
-            "docker",
-            "run",
-            "--rm",
-            "--network",
-            "edge",
-            "--ip",
-            client_ip,
-            "--entrypoint",
-            "python3",
-            _images()["admin"],
-            "-c",
-            script,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    assert "554" in out.stdout or "Relay access denied" in out.stdout, out.stdout  # not an open relay
+    replies = smtp_from_container(_images()["admin"], "edge", client_ip, ep.TRAEFIK_EDGE_IP)
+    assert "554" in replies or "Relay access denied" in replies, replies  # not an open relay
     smtp = f"{cfg.mailu.compose_project}-smtp-1"
     logs = ""
     deadline = time.monotonic() + 15

@@ -26,7 +26,7 @@ from lab.endpoints import (
     lab_dir,
 )
 from tests.lab.conftest import Standins
-from tests.lab.fixtures.mailclient import Conn, smtp_starttls_check, tls_context
+from tests.lab.fixtures.mailclient import Conn, smtp_from_container, smtp_starttls_check, tls_context
 
 pytestmark = pytest.mark.lab
 
@@ -519,41 +519,8 @@ def test_client_ip_reaches_postfix_through_traefik(
     """A client with a known address on `edge` -> Traefik -> front (PROXY v2) -> postfix (XCLIENT)."""
     traefik_routes("front-pp")
     client_ip = str(ipaddress.ip_network(NETWORKS["edge"])[200 + secrets.randbelow(50)])
-    script = (
-        "import socket\n"
-        f"s = socket.create_connection(('{TRAEFIK_EDGE_IP}', 25), 10)\n"
-        "f = s.makefile('rwb')\n"
-        "def cmd(line):\n"
-        "    if line: f.write(line.encode() + b'\\r\\n'); f.flush()\n"
-        "    r = f.readline()\n"
-        "    while r[3:4] == b'-': r = f.readline()\n"
-        "    print(r.decode().strip())\n"
-        "cmd(None); cmd('EHLO client.example.test'); cmd('MAIL FROM:<probe@example.test>')\n"
-        "cmd('RCPT TO:<someone@example.org>'); cmd('QUIT')\n"
-    )
-    out = subprocess.run(
-        [
-            "docker",
-            "run",
-            "--rm",
-            "--name",
-            f"mlt-client-{secrets.token_hex(3)}",
-            "--network",
-            "edge",
-            "--ip",
-            client_ip,
-            "--entrypoint",
-            "python3",
-            lab_images["front"],
-            "-c",
-            script,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    assert "554" in out.stdout or "Relay access denied" in out.stdout, out.stdout
+    replies = smtp_from_container(lab_images["front"], "edge", client_ip, TRAEFIK_EDGE_IP)
+    assert "554" in replies or "Relay access denied" in replies, replies
     deadline = time.monotonic() + 10
     while client_ip not in standins.logs("smtp") and time.monotonic() < deadline:
         time.sleep(0.5)
