@@ -35,9 +35,8 @@ from mailu_core.render.traefik import DENY_MIDDLEWARE, WEBMAIL_DENY_ROUTER, WEBM
 
 REPO = Path(__file__).resolve().parents[3]
 EXAMPLE = REPO / "examples" / "inlock.ai.yaml"
-SCHEMA = Path("/work/shared/schemas/traefik-v3-file-provider.schema.json")
-if not SCHEMA.exists():
-    SCHEMA = REPO.parent / "shared" / "schemas" / "traefik-v3-file-provider.schema.json"
+# shared/ stands beside the checkout (in CI too)
+SCHEMA = REPO.parent / "shared" / "schemas" / "traefik-v3-file-provider.schema.json"
 
 # Values a MailuSecrets block could hold; none may appear in any rendered byte.
 SECRET_VALUES = {
