@@ -31,6 +31,9 @@ SSH_USER = "mailu-lab"
 REGISTRY_HOST = "127.0.0.1:5000"
 MAILU_VERSION = "2024.06"
 
+# The compose project the lab's stack config deploys (lab down removes it, keeping its volumes).
+LAB_COMPOSE_PROJECT = "mailu-lab"
+
 # The lab's mail domain and zone.
 ZONE = "inlock.test"
 MAIL_HOSTNAME = f"mail.{ZONE}"

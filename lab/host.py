@@ -104,10 +104,25 @@ def ensure_networks() -> None:
 
 
 def remove_lab_containers() -> None:
-    """Remove every container labelled as the lab's (never volumes)."""
-    ids = run(["docker", "ps", "-aq", "--filter", "label=org.mailu-flows.lab=1"], check=False).stdout.split()
-    if ids:
-        run(["docker", "rm", "-f", *ids], check=False)
+    """Remove the lab's own containers and the stack deployed on the lab (its containers and
+    networks, never its volumes)."""
+    for label in ("org.mailu-flows.lab=1", f"com.docker.compose.project={ep.LAB_COMPOSE_PROJECT}"):
+        ids = run(["docker", "ps", "-aq", "--filter", f"label={label}"], check=False).stdout.split()
+        if ids:
+            run(["docker", "rm", "-f", *ids], check=False)
+    nets = run(
+        [
+            "docker",
+            "network",
+            "ls",
+            "-q",
+            "--filter",
+            f"label=com.docker.compose.project={ep.LAB_COMPOSE_PROJECT}",
+        ],
+        check=False,
+    ).stdout.split()
+    if nets:
+        run(["docker", "network", "rm", *nets], check=False)
 
 
 def remove_lab_images() -> None:

@@ -13,6 +13,7 @@ from typing import Literal
 
 from lab import endpoints
 from lab.blackbox import BLACKBOX_PORT
+from lab.endpoints import LAB_COMPOSE_PROJECT
 from mailu_core.config import StackConfig, stack_config_from_mapping
 
 LAB_SERVICES = ("front", "admin", "imap", "smtp", "antispam", "webmail", "redis", "postgres")
@@ -42,7 +43,7 @@ def lab_stack_config(
         "name": "lab",
         "mailu": {
             "version": endpoints.MAILU_VERSION,
-            "compose_project": "mailu-lab",
+            "compose_project": LAB_COMPOSE_PROJECT,
             "domain": endpoints.ZONE,
             "hostnames": list(
                 dict.fromkeys([endpoints.MAIL_HOSTNAME, endpoints.ADMIN_HOSTNAME, endpoints.WEBMAIL_HOSTNAME])
