@@ -315,6 +315,7 @@ def test_teardown_keeps_volumes_and_spf_dkim_dmarc_and_removes_only_mailus_route
                 for n, v in (raw.get(s) or {}).items()
             },
             "releases": release_ids,
+            "prometheus rule groups": _prometheus_rule_groups(),
         }
 
     seen = _snapshot_under_the_lock(monkeypatch, look)
@@ -339,6 +340,10 @@ def test_teardown_keeps_volumes_and_spf_dkim_dmarc_and_removes_only_mailus_route
         assert loaded[name]["status"] == "enabled"
     assert {k for k in loaded if k.split()[0] in ("routers", "tcpRouters")} == others_before
     assert seen["releases"] == releases_before
+    # the lab's Prometheus no longer lists Mailu's alert rules (the rule file is gone, reloaded)
+    assert not [g for g in seen["prometheus rule groups"] if "mailu" in g.lower()], seen[
+        "prometheus rule groups"
+    ]
 
     # twice: every step finds its work done; the backup is not restored again. (Another lab test may
     # redeploy between the two runs; then this run is a new teardown, which must work as well.)
@@ -359,3 +364,14 @@ def test_teardown_keeps_volumes_and_spf_dkim_dmarc_and_removes_only_mailus_route
     assert _volume_file(cfg, cfg.volumes.mail, MARKER) == "before-backup"
     _sh("docker", "run", "--rm", "-v", f"{cfg.volumes.mail}:/v", "--entrypoint", "rm", cfg.images.redis,
         "-f", f"/v/{MARKER}")  # fmt: skip
+
+
+def _prometheus_rule_groups() -> list[str]:
+    import json
+    import urllib.request
+
+    from lab.endpoints import PROMETHEUS_PORT
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{PROMETHEUS_PORT}/api/v1/rules", timeout=5) as resp:
+        groups = json.loads(resp.read())["data"]["groups"]
+    return [str(g["name"]) for g in groups]
