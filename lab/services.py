@@ -126,6 +126,9 @@ def ensure_prefect() -> str:
 
         write_secret_file(key_file, Fernet.generate_key().decode())
     env = prefect_env()
+    home = Path(env["PREFECT_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    home.chmod(0o700)  # its database holds the (encrypted) blocks
     env["PREFECT_SERVER_ENCRYPTION_KEY"] = key_file.read_text().strip()  # env, never argv
     prefect = shutil.which("prefect") or str(Path(sys.executable).parent / "prefect")
     start_daemon(
