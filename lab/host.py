@@ -78,15 +78,31 @@ def ensure_registry() -> None:
 # --- Networks the host already has ------------------------------------------------------------
 
 
+def _dynamic_range(subnet: str) -> str:
+    """Docker's own allocations stay in .64-.127, so the fixed addresses below .64 (Traefik's) and the
+    test clients' addresses above .127 never collide with a container that happened to start first."""
+    import ipaddress
+
+    net = ipaddress.ip_network(subnet)
+    return str(ipaddress.ip_network(f"{net.network_address + 64}/26"))
+
+
 def ensure_networks() -> None:
     """The seed's networks: edge, mgmt, internal, socket-proxy (fixed subnets, see endpoints)."""
     for name, subnet in ep.NETWORKS.items():
+        want = {"Subnet": subnet, "IPRange": _dynamic_range(subnet)}
         found = run(["docker", "network", "inspect", name], check=False)
         if found.returncode == 0:
-            have = json.loads(found.stdout)[0]["IPAM"]["Config"]
-            if any(c.get("Subnet") == subnet for c in have):
+            info = json.loads(found.stdout)[0]
+            have = info["IPAM"]["Config"]
+            if any(c.get("Subnet") == want["Subnet"] and c.get("IPRange") == want["IPRange"] for c in have):
                 continue
-            raise LabError(f"docker network {name} exists with another subnet than {subnet}: remove it first")
+            if info.get("Containers"):
+                raise LabError(
+                    f"docker network {name} exists with another subnet/range than {want}; "
+                    "run `mailu-flows lab down` first"
+                )
+            run(["docker", "network", "rm", name])
         run(
             [
                 "docker",
@@ -96,6 +112,8 @@ def ensure_networks() -> None:
                 "bridge",
                 "--subnet",
                 subnet,
+                "--ip-range",
+                want["IPRange"],
                 "--label",
                 "org.mailu-flows.lab=1",
                 name,
