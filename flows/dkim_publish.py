@@ -22,7 +22,14 @@ from mailu_flows import redact
 from mailu_flows.dns.dkim import DkimKey, ensure_key
 from mailu_flows.dns.propagation import check_propagation, nameservers_for
 from mailu_flows.remote import HostLock, RemoteHost
-from tasks.dns import DkimSelectors, desired_for, dkim_txt_for, publish_records
+from tasks.dns import (
+    DkimSelectors,
+    desired_for,
+    dkim_txt_for,
+    publish_records,
+    torn_down_since,
+    without_mail_routing,
+)
 from tasks.host import connect_host
 
 
@@ -137,12 +144,21 @@ def dkim_publish(
         try:
             key = ensure_dkim_key(config, host, rotate)
             selectors = dkim_selectors(config, host, key)
+            torn_down = torn_down_since(host, config)
         finally:
             lock.release()
     finally:
         host.close()
 
-    published = publish_records(config, desired_for(config, selectors.txt), force)
+    records = desired_for(config, selectors.txt)
+    if torn_down:
+        logger.info(
+            "the stack was torn down by a rollback (%s): MX and %s's A/AAAA stay unpublished until a deploy",
+            torn_down,
+            config.hostname,
+        )
+        records = without_mail_routing(config, records)
+    published = publish_records(config, records, force)
     propagation: dict[str, Any] | None = None
     if wait:
         propagation = dns_propagation_wait(
@@ -150,6 +166,7 @@ def dkim_publish(
             deadline_s=deadline_s,
             bootstrap_resolver=bootstrap_resolver,
             dkim_txt=selectors.txt,
+            mail_routing=torn_down is None,
         )
     problems = verify_served_key(config, key, bootstrap_resolver, strict=wait)
     summary = (

@@ -18,7 +18,7 @@ from mailu_core.config import StackConfig
 from mailu_core.dns import PropagationTable, PropagationTimeout, Record, Status, mx_a_warnings
 from mailu_flows import redact
 from mailu_flows.dns.propagation import nameservers_for, reverse_dns_warnings, wait_for_propagation
-from tasks.dns import desired_for, dkim_txt_for
+from tasks.dns import desired_for, dkim_txt_for, torn_down_since, without_mail_routing
 from tasks.host import connect_host
 
 TABLE_ARTIFACT_KEY = "mailu-dns-propagation"
@@ -46,16 +46,30 @@ def _publish_table(table: PropagationTable, ok: bool) -> None:
     )
 
 
-def _records(config: StackConfig, dkim_txt: dict[str, str] | None) -> tuple[list[Record], list[str]]:
-    """The desired records; the DKIM TXT comes from the keys on the host unless given."""
-    if dkim_txt is not None:
-        return desired_for(config, dkim_txt), []
-    host = connect_host(config)
-    try:
-        selectors = dkim_txt_for(config, host)
-    finally:
-        host.close()
-    return desired_for(config, selectors.txt), selectors.notes
+def _records(
+    config: StackConfig, dkim_txt: dict[str, str] | None, mail_routing: bool | None
+) -> tuple[list[Record], list[str]]:
+    """The desired records; the DKIM TXT comes from the keys on the host unless given; MX and the
+    mail host's A/AAAA are left out while a rollback teardown is in effect (unless told)."""
+    notes: list[str] = []
+    torn_down: str | None = None
+    if dkim_txt is None or mail_routing is None:
+        host = connect_host(config)
+        try:
+            if dkim_txt is None:
+                selectors = dkim_txt_for(config, host)
+                dkim_txt, notes = selectors.txt, list(selectors.notes)
+            if mail_routing is None:
+                torn_down = torn_down_since(host, config)
+                mail_routing = torn_down is None
+        finally:
+            host.close()
+    records = desired_for(config, dkim_txt)
+    if not mail_routing:
+        records = without_mail_routing(config, records)
+        why = f"torn down by a rollback ({torn_down})" if torn_down else "mail_routing is off"
+        notes.append(f"{why}: MX and {config.hostname} A/AAAA not checked")
+    return records, notes
 
 
 @flow(name="dns-propagation-wait")
@@ -77,13 +91,20 @@ def dns_propagation_wait(
         Field(description="DKIM TXT by selector; default: derived from the keys on the host"),
     ] = None,
     check_reverse_dns: bool = True,
+    mail_routing: Annotated[
+        bool | None,
+        Field(
+            description="Also wait for MX and the mail host's A/AAAA; default: unless a rollback "
+            "teardown is in effect (read from the host)"
+        ),
+    ] = None,
 ) -> dict[str, Any]:
     """Query every authoritative nameserver until all serve the desired records, or time out with the
     record x nameserver table (ok, stale, missing, wrong value, unreachable)."""
     redact.install()
     logger = get_run_logger()
     dns = config.dns
-    records, notes = _records(config, dkim_txt)
+    records, notes = _records(config, dkim_txt, mail_routing)
     for note in notes:
         logger.info("%s", note)
     servers = nameservers_for(config, bootstrap_resolver)

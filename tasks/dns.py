@@ -206,3 +206,36 @@ def publish_records(config: StackConfig, records: list[Record], force: bool = Fa
         "deletes": [str(c) for c in plan.deletes],
         "summary": plan.summary(),
     }
+
+
+def torn_down_since(host: RemoteHost, config: StackConfig) -> str | None:
+    """When a finished rollback teardown is in effect (no good release since), its time; else None.
+
+    After a teardown only the deploy brings MX and the mail host's A/AAAA back: dkim-publish and the
+    propagation wait then leave them out instead of republishing or waiting for them."""
+    from mailu_flows.deploy.releases import last_good, list_releases
+    from mailu_flows.rollback import read_journal
+
+    root = str(config.host.stack_root)
+    journal = read_journal(host, root)
+    if journal is None or journal.mode != "teardown" or not journal.finished:
+        return None
+    good = last_good(list_releases(host, root))
+    finished = journal.finished.replace("-", "").replace(":", "")  # 20261129T010101Z, like release ids
+    if good is not None and good.id[:15] > finished[:15]:
+        return None
+    return journal.finished
+
+
+def without_mail_routing(config: StackConfig, records: list[Record]) -> list[Record]:
+    """The records a teardown keeps: all but the MX of the mail domains and the mail host's A/AAAA."""
+    domains = {d.rstrip(".").lower() for d in config.mail_domains}
+    host = config.hostname.rstrip(".").lower()
+    return [
+        r
+        for r in records
+        if not (
+            (r.type == "MX" and r.name.rstrip(".") in domains)
+            or (r.type in ("A", "AAAA") and r.name.rstrip(".") == host)
+        )
+    ]

@@ -35,6 +35,10 @@ def _flow(name: str, **kw: Any) -> Any:
         from flows.backup import backup
 
         return backup(return_state=True, **kw)
+    if name == "dkim-publish":
+        from flows.dkim_publish import dkim_publish
+
+        return dkim_publish(return_state=True, **kw)
     from flows.rollback import rollback
 
     return rollback(return_state=True, **kw)
@@ -356,6 +360,13 @@ def test_teardown_keeps_volumes_and_spf_dkim_dmarc_and_removes_only_mailus_route
         assert again["resumed"]
         assert {r["result"] for r in again["rows"]} <= {"already", "ok"}, again["rows"]
     assert seen["marker"] == "before-backup" and seen["containers"] == {} and seen["mx"] == []
+
+    # dkim-publish (and its propagation wait) on a torn-down stack keeps DKIM, SPF and DMARC published
+    # and does not bring MX or the mail host's A back: only a deploy does
+    dkim = _ok(_flow("dkim-publish", config=cfg))
+    assert dkim["verified"]
+    assert _dig(zone, "MX") == [] and _dig(cfg.hostname, "A") == []
+    assert {n: _dig(n, "TXT") for n in kept} == kept
 
     # the deploy comes back on the kept volumes (the module fixture deploys once more at the end)
     back = _ok(_flow("deploy", config=cfg))
