@@ -393,6 +393,7 @@ def run_deploy(
     releases = list_releases(host, deployer.root)
     previous = last_good(releases)
     if not plan.changes:
+        state = _wait_while_starting(deployer, state, log)
         checks = deployer.container_checks(state) + deployer.traefik_checks(state) + _probes(cfg)
         checks += prometheus_checks(host, cfg)
         failed = [c for c in checks if not c.ok]
@@ -439,6 +440,20 @@ def run_deploy(
         f"release {release.id}: {len(plan.files)} file(s), {len(plan.secret_files)} secret file(s) written"
     )
     return DeployResult(True, release.id, summary, plan, checks, accounts)
+
+
+def _wait_while_starting(deployer: Deployer, state: HostState, log: Log, limit_s: float = 300.0) -> HostState:
+    """Containers just (re)started (a host reboot, `compose start`) report health `starting` until their
+    healthcheck passes: wait for the verdict, as `compose up --wait` would, instead of failing on it."""
+    import time
+
+    deadline = time.monotonic() + limit_s
+    while any(c.health == "starting" for c in state.containers) and time.monotonic() < deadline:
+        starting = sorted(c.service for c in state.containers if c.health == "starting")
+        log(f"waiting for the health of {', '.join(starting)} (starting)")
+        time.sleep(2)
+        state = deployer.read_state()
+    return state
 
 
 def _probes(cfg: StackConfig) -> list[Check]:

@@ -242,3 +242,18 @@ def test_mailu_sees_the_client_ip_not_traefiks(first_deploy: dict[str, Any], cfg
         time.sleep(0.5)
     assert f"[{client_ip}]" in logs, logs[-1500:]
     assert f"[{ep.TRAEFIK_MGMT_IP}]" not in logs and f"[{ep.TRAEFIK_EDGE_IP}]" not in logs
+
+
+def test_a_deploy_right_after_a_restart_waits_for_health(
+    first_deploy: dict[str, Any], cfg: StackConfig
+) -> None:
+    """After a host reboot or `compose restart`, containers report health `starting` for a while: a
+    no-op deploy waits for the verdict instead of failing on it."""
+    redis = f"{cfg.mailu.compose_project}-redis-1"
+    subprocess.run(["docker", "restart", redis], check=True, capture_output=True, timeout=120)
+    health = subprocess.run(["docker", "inspect", "-f", "{{.State.Health.Status}}", redis],
+                            capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    assert health == "starting"
+    state = _deploy(cfg)
+    assert state.is_completed(), _exception_text(state)
+    assert state.result()["summary"] == "no changes"
