@@ -17,7 +17,6 @@ from pydantic import BaseModel, Field
 from mailu_core.backup import ArchiveEntry
 from mailu_core.config import StackConfig
 from mailu_flows import redact
-from mailu_flows.backup.restore import lock_path
 from mailu_flows.remote import HostLock
 from tasks.backup import apply_retention, backup_volumes, default_destination
 from tasks.host import connect_host
@@ -45,7 +44,7 @@ def backup(
     destination = default_destination(config)
     host = connect_host(config)
     try:
-        lock = HostLock(host, lock_path(config), f"backup flow run {flow_run.get_id() or 'local'}")
+        lock = HostLock(host, config.host.lock_file, f"backup flow run {flow_run.get_id() or 'local'}")
         lock.acquire(wait_s=lock_wait_s)
         try:
             outcome = backup_volumes(host, config, destination, pause_services or ())

@@ -13,7 +13,6 @@ from pydantic import Field
 
 from mailu_core.config import StackConfig
 from mailu_flows import redact
-from mailu_flows.backup.restore import lock_path
 from mailu_flows.dns.provider import Provider
 from mailu_flows.remote import HostLock
 from mailu_flows.rollback import Rollback, RollbackError, check_confirmation
@@ -86,7 +85,7 @@ def rollback(
             shown.markdown(config.hostname), key=PLAN_KEY, description="What the rollback does"
         )
         logger.info("plan: %s", "; ".join(f"{s.title}: {s.detail}" for s in shown.steps))
-        lock = HostLock(host, lock_path(config), run_label)
+        lock = HostLock(host, config.host.lock_file, run_label)
         lock.acquire(wait_s=lock_wait_s)
         try:
             plan, releases, journal = rb.read_plan(mode, restore_backup, release)

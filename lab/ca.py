@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from lab.endpoints import ZONE
+from lab.files import write_atomic
 
 LEAF_DNS_NAMES: tuple[str, ...] = (f"mail.{ZONE}", f"webmail.{ZONE}", f"*.{ZONE}", "localhost")
 LEAF_IPS: tuple[str, ...] = ("127.0.0.1",)
@@ -34,23 +34,6 @@ class CaFiles:
     cert: Path
     key: Path
     ca_key: Path
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Write `data` to a file that is 0600 from its first byte (no window where it is wider)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
-
-
-def _write_public(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.chmod(0o644)
-    os.replace(tmp, path)
 
 
 def _now() -> dt.datetime:
@@ -153,8 +136,8 @@ def ensure_ca(directory: Path) -> CaFiles:
     pem = serialization.Encoding.PEM
     pkcs8 = serialization.PrivateFormat.PKCS8
     none = serialization.NoEncryption()
-    _write_private(files.ca_key, ca_key.private_bytes(pem, pkcs8, none))
-    _write_private(files.key, leaf_key.private_bytes(pem, pkcs8, none))
-    _write_public(files.ca_cert, ca_cert.public_bytes(pem))
-    _write_public(files.cert, leaf.public_bytes(pem) + ca_cert.public_bytes(pem))
+    write_atomic(files.ca_key, ca_key.private_bytes(pem, pkcs8, none))
+    write_atomic(files.key, leaf_key.private_bytes(pem, pkcs8, none))
+    write_atomic(files.ca_cert, ca_cert.public_bytes(pem), mode=0o644)
+    write_atomic(files.cert, leaf.public_bytes(pem) + ca_cert.public_bytes(pem), mode=0o644)
     return files

@@ -63,6 +63,7 @@ import dns.zone
 
 from lab.dns import TSIG_ALGORITHM, ensure_dns, tsig_keyring
 from lab.endpoints import CF_BASE_URL, CF_EMULATOR_PORT, DNS_PORT, DNS_PRIMARY, REPO_ROOT, ZONE, lab_dir
+from lab.files import write_atomic
 from lab.procs import LabError, running_pid, start_daemon, stop_daemon
 
 NAME = "cf-emulator"
@@ -90,12 +91,8 @@ def ensure_tokens() -> None:
     """Generate the DNS-edit and the read-only API token once (40 chars, like Cloudflare's), 0600."""
     for readonly in (False, True):
         path = token_file(readonly)
-        path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists():
-            token = secrets.token_urlsafe(30)[:40]
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(token + "\n")
+            write_atomic(path, secrets.token_urlsafe(30)[:40] + "\n")
         os.chmod(path, 0o600)
 
 

@@ -44,6 +44,7 @@ import dns.tsig
 import dns.tsigkeyring
 
 from lab.endpoints import DNS_PORT, DNS_PRIMARY, DNS_SECONDARY, TSIG_KEY_NAME, ZONE, lab_dir
+from lab.files import write_atomic, write_if_changed
 from lab.procs import LabError, running_pid, start_daemon, stop_daemon
 
 TSIG_ALGORITHM = "hmac-sha256"
@@ -81,17 +82,6 @@ def tsig_key_file() -> Path:
     return lab_dir() / "secrets" / "tsig.key"
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Write `text` to `path` as 0600 from the first byte (the file holds a secret)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def ensure_tsig_key() -> Path:
     """Generate the lab's TSIG secret once (256 random bits) and return its file."""
     path = tsig_key_file()
@@ -99,7 +89,7 @@ def ensure_tsig_key() -> Path:
     os.chmod(path.parent, 0o700)
     if not path.exists():
         secret = base64.b64encode(secrets.token_bytes(32)).decode()
-        _write_private(path, f"{TSIG_ALGORITHM}:{TSIG_KEY_NAME}:{secret}\n")
+        write_atomic(path, f"{TSIG_ALGORITHM}:{TSIG_KEY_NAME}:{secret}\n")
     os.chmod(path, 0o600)
     return path
 
@@ -244,25 +234,13 @@ ns2     A    {DNS_SECONDARY}
 """
 
 
-def _write_if_changed(path: Path, text: str) -> bool:
-    """Write a 0600 config only if its content differs; True if it changed."""
-    try:
-        if path.read_text() == text:
-            os.chmod(path, 0o600)
-            return False
-    except OSError:
-        pass
-    _write_private(path, text)
-    return True
-
-
 def _prepare(role: str) -> bool:
     d = dns_dir() / role
     for sub in ("zones", "db", "run"):
         (d / sub).mkdir(parents=True, exist_ok=True)
     os.chmod(d, 0o700)
     text = _primary_conf(notify_enabled()) if role == "primary" else _secondary_conf()
-    changed = _write_if_changed(d / "knot.conf", text)
+    changed = write_if_changed(d / "knot.conf", text)
     zone_file = d / "zones" / f"{ZONE}.zone"
     if role == "primary" and not zone_file.exists():
         zone_file.write_text(_zone_file_text())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shutil
 import subprocess
@@ -16,6 +15,7 @@ from typing import Any
 import yaml
 
 from lab import endpoints as ep
+from lab.files import write_atomic
 from lab.host import host_root
 from lab.procs import LabError, start_daemon, stop_daemon
 
@@ -27,21 +27,11 @@ def secrets_dir() -> Path:
     return d
 
 
-def write_secret_file(path: Path, data: str) -> None:
-    """Create `path` 0600 from its first byte, replacing it atomically."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(data)
-    tmp.replace(path)
-
-
 def ensure_secret(name: str, nbytes: int = 24) -> Path:
     """A random token in `<lab>/secrets/<name>`, generated once."""
     path = secrets_dir() / name
     if not path.exists():
-        write_secret_file(path, secrets.token_urlsafe(nbytes))
+        write_atomic(path, secrets.token_urlsafe(nbytes))
     return path
 
 
@@ -86,9 +76,9 @@ def ensure_gpg() -> GpgInfo:
     fingerprint = str(result.fingerprint or "")
     if not fingerprint:
         raise LabError(f"gpg key generation failed: {result.status}")
-    write_secret_file(pub, str(gpg.export_keys(fingerprint)))
-    write_secret_file(priv, str(gpg.export_keys(fingerprint, secret=True, passphrase=passphrase)))
-    write_secret_file(fpr_file, fingerprint)
+    write_atomic(pub, str(gpg.export_keys(fingerprint)))
+    write_atomic(priv, str(gpg.export_keys(fingerprint, secret=True, passphrase=passphrase)))
+    write_atomic(fpr_file, fingerprint)
     return GpgInfo(fingerprint, pub, priv, passphrase_file)
 
 
@@ -124,7 +114,7 @@ def ensure_prefect() -> str:
     if not key_file.exists():
         from cryptography.fernet import Fernet
 
-        write_secret_file(key_file, Fernet.generate_key().decode())
+        write_atomic(key_file, Fernet.generate_key().decode())
     env = prefect_env()
     home = Path(env["PREFECT_HOME"])
     home.mkdir(parents=True, exist_ok=True)

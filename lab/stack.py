@@ -82,23 +82,16 @@ def save_lab_blocks() -> list[str]:
 def install_lab_certs() -> None:
     """Put the lab CA's mail certificate where the lab config's `host.certs_dir` points, as a host's
     certificate tooling would (front mounts it read-only at /certs)."""
-    import os
     import shutil
 
     from lab.ca import ensure_ca
+    from lab.files import write_if_changed
 
     ca = ensure_ca(ep.lab_dir() / "ca")
     certs = host_root() / "certs"
     certs.mkdir(parents=True, exist_ok=True)
     for src, name, mode in ((ca.cert, "cert.pem", 0o644), (ca.key, "key.pem", 0o600)):
-        dst = certs / name
-        if not dst.exists() or dst.read_bytes() != src.read_bytes():
-            tmp = certs / f".{name}.tmp"
-            tmp.unlink(missing_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(src.read_bytes())
-            tmp.replace(dst)
+        write_if_changed(certs / name, src.read_bytes(), mode)
     shutil.chown(certs, ep.SSH_USER, ep.SSH_USER)
 
 

@@ -19,6 +19,7 @@ import yaml
 
 from lab import endpoints as ep
 from lab.ca import CaFiles
+from lab.files import write_if_changed
 from lab.host import host_root, run
 from lab.procs import LabError
 
@@ -141,16 +142,6 @@ def _container_image(name: str) -> str | None:
     return proc.stdout.strip() if proc.returncode == 0 else None
 
 
-def _write_if_changed(path: Path, text: str, mode: int = 0o644) -> bool:
-    if path.exists() and path.read_text() == text:
-        return False
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.chmod(mode)
-    tmp.replace(path)
-    return True
-
-
 def ensure_forward_auth(image: str) -> None:
     """The stand-in behind `admin-forward-auth`: 401 without credentials."""
     if container_running(FORWARD_AUTH_CONTAINER) and _container_image(FORWARD_AUTH_CONTAINER) == image:
@@ -186,15 +177,17 @@ def ensure_traefik(image: str, ca: CaFiles) -> None:
     conf_dir = ep.lab_dir() / "traefik"
     cert_dir = conf_dir / "certs"
     cert_dir.mkdir(parents=True, exist_ok=True)
-    changed = _write_if_changed(conf_dir / "traefik.yml", yaml.safe_dump(static_config(), sort_keys=False))
-    changed |= _write_if_changed(cert_dir / "cert.pem", ca.cert.read_text())
-    changed |= _write_if_changed(cert_dir / "key.pem", ca.key.read_text(), mode=0o600)
+    changed = write_if_changed(
+        conf_dir / "traefik.yml", yaml.safe_dump(static_config(), sort_keys=False), 0o644
+    )
+    changed |= write_if_changed(cert_dir / "cert.pem", ca.cert.read_bytes(), 0o644)
+    changed |= write_if_changed(cert_dir / "key.pem", ca.key.read_bytes(), 0o600)
     dyn = dynamic_dir()
     dyn.mkdir(parents=True, exist_ok=True)
     shutil.chown(dyn, ep.SSH_USER, ep.SSH_USER)
     shutil.chown(dyn.parent, ep.SSH_USER, ep.SSH_USER)
     for name, doc in baseline_dynamic_files().items():
-        _write_if_changed(dyn / name, yaml.safe_dump(doc, sort_keys=False))
+        write_if_changed(dyn / name, yaml.safe_dump(doc, sort_keys=False), 0o644)
     if not changed and container_running(TRAEFIK_CONTAINER) and _container_image(TRAEFIK_CONTAINER) == image:
         return
     run(["docker", "rm", "-f", TRAEFIK_CONTAINER], check=False)

@@ -38,10 +38,6 @@ class RestoreResult:
     checks: list[CheckResult] = field(default_factory=list)
 
 
-def lock_path(config: StackConfig) -> str:
-    return config.host.lock_file
-
-
 def volumes_in_use(host: RemoteHost, volumes: Sequence[str]) -> dict[str, list[str]]:
     """Running containers (names) per volume."""
     busy: dict[str, list[str]] = {}
@@ -72,7 +68,7 @@ def restore_backup(
 
     `lock_held`: the caller (the rollback flow) already holds the host lock over this connection's
     host; a second `flock` on it would only find the host busy."""
-    lock = HostLock(host, lock_path(config), holder)
+    lock = HostLock(host, config.host.lock_file, holder)
     if not lock_held:
         lock.acquire(wait_s=lock_wait_s)
     try:

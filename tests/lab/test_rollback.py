@@ -155,12 +155,11 @@ def _host(cfg: StackConfig) -> Any:
 def test_without_the_hostname_confirmation_nothing_is_touched(
     deployed: dict[str, Any], cfg: StackConfig, mode: str, confirm: str
 ) -> None:
-    from mailu_flows.backup.restore import lock_path
     from mailu_flows.remote import HostLock
 
     root = Path(cfg.host.stack_root)
     host = _host(cfg)
-    lock = HostLock(host, lock_path(cfg), "test_rollback: nothing may change while I look")
+    lock = HostLock(host, cfg.host.lock_file, "test_rollback: nothing may change while I look")
     lock.acquire(wait_s=900)  # keeps the other helpers' flows from changing the host meanwhile
     try:
         before_tree, before_ids = _tree_digest(root), _containers(cfg.mailu.compose_project)
