@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab.endpoints import CACHE_DIR, MAILU_VERSION, REGISTRY_HOST, REPO_ROOT
+from lab.mailu_images import ensure_mailu_images
 from lab.procs import LabError
 
 IMAGES_DIR = Path(__file__).resolve().parent / "images"
@@ -244,6 +245,15 @@ def _build(spec: ImageSpec, base_ref: str) -> str:
     return _push(tagged)
 
 
+def _build_context_dir(ctx: Path, base_ref: str, tagged: str) -> str:
+    """Build a prepared context against `base_ref`, push it, return its pinned reference."""
+    _run(
+        ["docker", "build", "--build-arg", f"BASE={base_ref}", "-t", tagged, str(ctx)],
+        env={"DOCKER_BUILDKIT": "0"},
+    )
+    return _push(tagged)
+
+
 def ensure_images(force: bool = False) -> dict[str, str]:
     """Make sure every lab image is built and in the registry; return name -> `repo@sha256:…`.
 
@@ -266,6 +276,18 @@ def ensure_images(force: bool = False) -> dict[str, str]:
             if not _DIGEST_REF.match(ref):
                 raise LabError(f"{spec.name}: not a pinned reference: {ref!r}")
             result[spec.name] = ref
+        mailu = ensure_mailu_images(
+            base_ref,
+            record,
+            force=force,
+            build=_build_context_dir,
+            has=registry_has,
+            save=lambda: _save_record(record),
+        )
+        for name, ref in mailu.items():
+            if not _DIGEST_REF.match(ref):
+                raise LabError(f"{name}: not a pinned reference: {ref!r}")
+        result.update(mailu)
         return result
 
 

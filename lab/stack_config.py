@@ -16,7 +16,9 @@ from lab.blackbox import BLACKBOX_PORT
 from lab.endpoints import LAB_COMPOSE_PROJECT
 from mailu_core.config import StackConfig, stack_config_from_mapping
 
-LAB_SERVICES = ("front", "admin", "imap", "smtp", "antispam", "webmail", "redis", "postgres")
+LAB_SERVICES = (
+    "resolver", "front", "admin", "imap", "smtp", "antispam", "webmail", "redis", "postgres",
+)  # fmt: skip
 
 
 def lab_stack_config(

@@ -224,6 +224,9 @@ class Images(_Model):
     imap: PinnedImage = Field(description="ghcr.io/mailu/dovecot@sha256:…")
     smtp: PinnedImage = Field(description="ghcr.io/mailu/postfix@sha256:…")
     antispam: PinnedImage = Field(description="ghcr.io/mailu/rspamd@sha256:…")
+    resolver: PinnedImage = Field(
+        description="ghcr.io/mailu/unbound@sha256:… (the DNSSEC-validating resolver every Mailu stack runs)."
+    )
     webmail: PinnedImage | None = Field(
         None, description="ghcr.io/mailu/webmail@sha256:… (needed unless webmail is none)."
     )

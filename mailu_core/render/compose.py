@@ -5,10 +5,15 @@ Networks (and why):
   this subnet (mynetworks, XCLIENT), so nothing else joins it: not Traefik, not webmail.
 - `<mail>-webmail` (`internal: true`): front and webmail only, as in Mailu's template, so the PHP
   webmail never gets an address Postfix trusts.
-- `<mail>-egress` (not internal): smtp (outbound mail, MX lookups), antispam (DNS blocklists, map
-  updates) and admin (the DNSSEC-validating lookup Mailu's admin needs at start). front never joins
-  it: if front and smtp shared two networks, front could reach smtp from an address outside SUBNET
-  and Postfix would refuse its XCLIENT.
+- `<mail>-egress` (not internal): smtp (outbound mail), antispam (map updates) and the resolver
+  (recursion from the root servers). front never joins it: if front and smtp shared two networks,
+  front could reach smtp from an address outside SUBNET and Postfix would refuse its XCLIENT. admin
+  never joins it either: admin tells front where smtp and imap are by resolving their names, and
+  Docker's DNS answers with the address on a network the asker shares (non-internal first), which
+  front could not reach.
+- the resolver (Mailu's unbound, as Mailu's generator puts in every stack) has Mailu's fixed address
+  subnet[-2] on `<mail>`; every Mailu service but webmail uses it (`dns:`), so admin's start-up
+  check (a DNSSEC-validated answer) and rspamd's DKIM/SPF/DMARC lookups go through it.
 - `<mail>-acme` (not internal, letsencrypt flavors only): front alone, so certbot reaches Let's
   Encrypt without front sharing a second network with smtp.
 - networks.mgmt (external): front only; Traefik reaches it there under a project-unique alias
@@ -24,6 +29,7 @@ removes a volume. Secrets are compose file secrets from the secrets dir, mounted
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from mailu_core.config import StackConfig
@@ -36,6 +42,7 @@ __all__ = [
     "HARDENING",
     "LOGGING",
     "front_alias",
+    "resolver_address",
     "network_keys",
     "render_compose",
     "service_capabilities",
@@ -49,6 +56,7 @@ LOGGING: dict[str, Any] = {"driver": "json-file", "options": {"max-size": "10m",
 # their config, chown their volumes and drop to service users; every master process (nginx,
 # dovecot, postfix, rspamd, php-fpm) signals workers running as another user.
 _CAPS: dict[str, tuple[str, ...]] = {
+    "resolver": ("CHOWN", "DAC_OVERRIDE", "FOWNER", "NET_BIND_SERVICE", "SETGID", "SETUID", "SYS_CHROOT"),
     "front": (
         "CHOWN", "DAC_OVERRIDE", "FOWNER", "KILL", "NET_BIND_SERVICE", "SETGID", "SETUID", "SYS_CHROOT",
     ),
@@ -67,6 +75,10 @@ _CAPS: dict[str, tuple[str, ...]] = {
 
 # Why each service deviates from the seed's patterns (read_only + tmpfs, `user: "1000:1000"`).
 _WHY: dict[str, tuple[str, ...]] = {
+    "resolver": (
+        "resolver: Mailu's unbound starts as root (binds 53, renders its config) and drops to `unbound`;",
+        "not read_only: start.py renders /etc/unbound/unbound.conf and unbound keeps its trust anchor there.",
+    ),
     "front": (
         "front: root start (binds 25/80/465/587/143/993, chowns /certs, certbot), nginx and dovecot",
         "drop to their users; not read_only: start.py renders /etc/nginx and /etc/dovecot each start.",
@@ -110,6 +122,7 @@ _READ_ONLY_TMPFS: dict[str, tuple[str, ...]] = {
 # images and on the lab's Debian stand-ins alike. `$$` is compose's escape for a literal `$`.
 _POSTFIX_MASTER = "m=/usr/libexec/postfix/master; [ -x $$m ] || m=/usr/lib/postfix/sbin/master; ! $$m -t"
 _HEALTH: dict[str, tuple[str, str]] = {
+    "resolver": ("dig @127.0.0.1 || exit 1", "30s"),
     "front": (
         "curl -m3 -skfLo /dev/null http://127.0.0.1:10204/health && kill -0 $$(cat /run/dovecot/master.pid)",
         "60s",
@@ -125,6 +138,7 @@ _HEALTH: dict[str, tuple[str, str]] = {
 
 # Mailu's mount points (notes §1.1), mapped to the config's volume fields.
 _MOUNTS: dict[str, tuple[tuple[str, str], ...]] = {
+    "resolver": (),
     "front": (("certs", "/certs"),),
     "admin": (("admin", "/data"), ("dkim", "/dkim")),
     "imap": (("mail", "/mail"),),
@@ -160,14 +174,25 @@ def _shared_db(cfg: StackConfig) -> bool:
     return cfg.database.flavor == "postgresql" and not cfg.database.managed
 
 
+def resolver_address(cfg: StackConfig) -> str:
+    """Mailu's resolver address: subnet[-2] of the mail network, as Mailu's setup computes it."""
+    return str(ipaddress.ip_network(cfg.networks.mail_subnet)[-2])
+
+
+# Services that resolve through Mailu's resolver (Mailu's template: every Mailu image but webmail).
+_USES_RESOLVER = ("front", "admin", "imap", "smtp", "antispam")
+
+
 def _networks_of(cfg: StackConfig, service: str) -> dict[str, Any]:
     keys = network_keys(cfg)
     nets: dict[str, Any] = {}
-    if service != "webmail":
+    if service == "resolver":
+        nets[keys["mail"]] = {"ipv4_address": resolver_address(cfg)}
+    elif service != "webmail":
         nets[keys["mail"]] = None
     if service in ("front", "webmail") and cfg.mailu.webmail != "none":
         nets[keys["webmail"]] = None
-    if service in ("smtp", "antispam", "admin"):
+    if service in ("smtp", "antispam", "resolver"):
         nets[keys["egress"]] = None
     if service == "front":
         if _uses_acme(cfg):
@@ -186,10 +211,11 @@ def _networks_of(cfg: StackConfig, service: str) -> dict[str, Any]:
 def _depends_on(cfg: StackConfig, service: str) -> dict[str, Any]:
     started = {"condition": "service_started"}
     deps: dict[str, dict[str, str]] = {
-        "admin": {"redis": started},
-        "imap": {"front": started},
-        "smtp": {"front": started},
-        "antispam": {"front": started, "redis": started},
+        "front": {"resolver": started},
+        "admin": {"redis": started, "resolver": started},
+        "imap": {"front": started, "resolver": started},
+        "smtp": {"front": started, "resolver": started},
+        "antispam": {"front": started, "redis": started, "resolver": started},
         "webmail": {"front": started},
     }.get(service, {})
     if service == "admin" and "postgres" in services_of(cfg):
@@ -221,6 +247,8 @@ def _service(
         body["tmpfs"] = list(_READ_ONLY_TMPFS[service])
     body["env_file"] = [env_files[service]]
     body["networks"] = _networks_of(cfg, service)
+    if service in _USES_RESOLVER:
+        body["dns"] = [resolver_address(cfg)]
     body["volumes"] = [_mount(cfg, field, target) for field, target in _MOUNTS[service]]
     mounted = [spec.name for spec in secrets if service in spec.services]
     if mounted:

@@ -28,7 +28,7 @@ __all__ = [
     "services_of",
 ]
 
-MAILU_SERVICES: tuple[str, ...] = ("front", "admin", "imap", "smtp", "antispam", "webmail")
+MAILU_SERVICES: tuple[str, ...] = ("resolver", "front", "admin", "imap", "smtp", "antispam", "webmail")
 _M = MAILU_SERVICES
 
 
@@ -157,7 +157,7 @@ def all_settings(cfg: StackConfig) -> dict[str, str]:
 
 def services_of(cfg: StackConfig) -> list[str]:
     """The compose services this config runs, in a fixed order."""
-    services = ["front", "admin", "imap", "smtp", "antispam"]
+    services = ["resolver", "front", "admin", "imap", "smtp", "antispam"]
     if cfg.mailu.webmail != "none":
         services.append("webmail")
     services.append("redis")

@@ -212,7 +212,8 @@ def read_keys(host: RemoteHost, cfg: StackConfig, selectors: Sequence[str]) -> d
 
 def ensure_key(host: RemoteHost, cfg: StackConfig, *, rotate: bool = False) -> DkimKey:
     """The primary domain's key for the configured selector: created if missing (RSA of `key_bits`,
-    PKCS#8 PEM, 0600 root), never overwritten; with `rotate`, replaced, the old file kept beside it as
+    PKCS#8 PEM, 0600 owned by admin's `mailu` user, which reads it after dropping root: a root-owned
+    file stays unreadable until admin's next restart chowns /dkim), never overwritten; with `rotate`, replaced, the old file kept beside it as
     `<file>.<UTC timestamp>.old`."""
     domain, selector = cfg.mailu.domain, cfg.dns.dkim.selector
     current = read_keys(host, cfg, [selector])[selector]
@@ -238,7 +239,7 @@ def ensure_key(host: RemoteHost, cfg: StackConfig, *, rotate: bool = False) -> D
             "umask 077",
             f"rm -f {tmp}",
             f"cat > {tmp} || exit 4",
-            f"chmod 600 {tmp} && chown 0:0 {tmp} || exit 4",
+            f"chmod 600 {tmp} && chown mailu:mailu {tmp} || exit 4",
             publish,
             f"rm -f {tmp}",
         ]

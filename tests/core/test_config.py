@@ -44,6 +44,7 @@ MINIMAL: dict[str, Any] = {
         "imap": image("dovecot"),
         "smtp": image("postfix"),
         "antispam": image("rspamd"),
+        "resolver": image("unbound"),
         "webmail": image("webmail"),
         "redis": f"redis:7-alpine@{DIGEST}",
         "postgres": f"postgres:16-alpine@{DIGEST}",

@@ -205,7 +205,7 @@ def test_compose_shape(variant: str) -> None:
     doc = compose_doc(rendered)
     services: dict[str, Any] = doc["services"]
 
-    expected = ["front", "admin", "imap", "smtp", "antispam", "redis"]
+    expected = ["resolver", "front", "admin", "imap", "smtp", "antispam", "redis"]
     expected += ["webmail"] if cfg.mailu.webmail != "none" else []
     expected += ["postgres"] if cfg.database.flavor == "postgresql" and cfg.database.managed else []
     assert sorted(services) == sorted(expected)
@@ -235,9 +235,18 @@ def test_compose_shape(variant: str) -> None:
         for net in service["networks"]:
             if not doc["networks"][net].get("internal") and not doc["networks"][net].get("external"):
                 # egress: only what must reach the Internet, and never front next to smtp
-                assert name in ("smtp", "antispam", "admin") or (name == "front" and net.endswith("-acme"))
+                assert name in ("smtp", "antispam", "resolver") or (name == "front" and net.endswith("-acme"))
     shared = set(services["front"]["networks"]) & set(services["smtp"]["networks"])
     assert shared == {cfg.networks.mail}, "front reaches smtp only from inside SUBNET"
+    # admin resolves smtp/imap for front: it must share no network with them that front lacks
+    for target in ("smtp", "imap"):
+        assert set(services["admin"]["networks"]) & set(services[target]["networks"]) == {cfg.networks.mail}
+    # Mailu's resolver at subnet[-2], used by every Mailu service but webmail
+    resolver_ip = str(ipaddress.ip_network(cfg.networks.mail_subnet)[-2])
+    assert services["resolver"]["networks"][cfg.networks.mail] == {"ipv4_address": resolver_ip}
+    for name in ("front", "admin", "imap", "smtp", "antispam"):
+        assert services[name]["dns"] == [resolver_ip], name
+    assert "dns" not in services.get("webmail", {})
     if "webmail" in services:
         assert cfg.networks.mail not in services["webmail"]["networks"], "Postfix would trust webmail"
     shared_db = cfg.database.flavor == "postgresql" and not cfg.database.managed
