@@ -91,7 +91,18 @@ def wheelhouse(base_src: Path) -> Path:
             ]
         )  # fmt: skip
         # pip evaluates python_full_version against the running interpreter: name the one it misses.
-        _run([*pip, "download", "--no-cache-dir", "-q", "--only-binary=:all:", "-d", str(out), "async-timeout>=4.0.3"])
+        _run(
+            [
+                *pip,
+                "download",
+                "--no-cache-dir",
+                "-q",
+                "--only-binary=:all:",
+                "-d",
+                str(out),
+                "async-timeout>=4.0.3",
+            ]
+        )
     (out / ".complete").write_text(key + "\n")
     return out
 
@@ -172,7 +183,15 @@ def build_ref(image: MailuImage, tag: str = MAILU_VERSION) -> str:
     return f"{REGISTRY_HOST}/{image.repo}:{tag}"
 
 
-def ensure_mailu_images(lab_base_ref: str, record: dict[str, dict[str, str]], *, force: bool, build: Callable[[Path, str, str], str], has: Callable[[str], bool], save: Callable[[], None]) -> dict[str, str]:
+def ensure_mailu_images(
+    lab_base_ref: str,
+    record: dict[str, dict[str, str]],
+    *,
+    force: bool,
+    build: Callable[[Path, str, str], str],
+    has: Callable[[str], bool],
+    save: Callable[[], None],
+) -> dict[str, str]:
     """Build what changed (base first) and return name -> pinned ref, updating `record` as it goes."""
     from lab.mailu_source import source_tree
 

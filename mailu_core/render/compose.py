@@ -42,9 +42,9 @@ __all__ = [
     "HARDENING",
     "LOGGING",
     "front_alias",
-    "resolver_address",
     "network_keys",
     "render_compose",
+    "resolver_address",
     "service_capabilities",
 ]
 

@@ -11,6 +11,11 @@ Settings Mailu cannot read from a file, and how the stack avoids them:
 - `RELAYPASSWORD` (postfix): not used; the config has no authenticated relay host.
 - `ROUNDCUBE_DB_PW` (webmail): not used; Roundcube keeps its own SQLite file in the webmail volume.
 
+Mailu's admin reads its files after dropping to its `mailu` user, whose uid the image does not pin but
+whose group is gid 1000 (`MAILU_GID`): a file admin reads is 0640 with that group (`gid`), never
+world-readable. Files only root-started readers use stay 0600. Compose cannot set a file secret's
+owner or mode (swarm only), so the host file itself carries them.
+
 `SECRET_KEY_FILE` goes to admin and webmail only: in Mailu 2024.06 only they derive keys from it
 (admin `set_env(['SECRET'])`, webmail `set_env(['ROUNDCUBE','SNUFFLEUPAGUS'])`); the others call
 `set_env()` without derived keys and read the file only if the variable names it. Keeping it out
@@ -25,6 +30,7 @@ from typing import Literal
 from mailu_core.config import StackConfig
 
 __all__ = [
+    "MAILU_GID",
     "SECRETS_MOUNT_DIR",
     "SECRET_KEY_READERS",
     "SecretField",
@@ -33,6 +39,10 @@ __all__ = [
 ]
 
 SECRETS_MOUNT_DIR = "/run/secrets"
+MAILU_GID = 1000
+"""The group of Mailu's unprivileged `mailu` user (core/base/Dockerfile's MAILU_GID)."""
+# Readers that open their secret files after dropping root, and the group that lets them.
+_READER_GID: dict[str, int] = {"admin": MAILU_GID}
 SECRET_KEY_READERS: tuple[str, ...] = ("admin", "webmail")
 
 SecretField = Literal["secret_key", "admin_password", "db_password", "api_token"]
@@ -53,6 +63,8 @@ class SecretFileSpec:
     services: tuple[str, ...]
     env: tuple[tuple[str, str], ...]
     mode: int = 0o600
+    gid: int | None = None
+    """The group the host file must have so that an unprivileged reader can open it (None: any)."""
 
     @property
     def container_path(self) -> str:
@@ -78,12 +90,16 @@ def secret_file_specs(cfg: StackConfig) -> list[SecretFileSpec]:
 
     def spec(name: str, field: SecretField, services: tuple[str, ...], env: dict[str, str]) -> SecretFileSpec:
         readers = _services(cfg, services)
+        gids = {_READER_GID[r] for r in readers if r in _READER_GID}
+        gid = gids.pop() if len(gids) == 1 else None
         return SecretFileSpec(
             name=name,
             host_path=str(secrets_dir / name),
             block_field=field,
             services=readers,
             env=tuple((svc, var) for svc, var in env.items() if svc in readers),
+            mode=0o640 if gid is not None else 0o600,
+            gid=gid,
         )
 
     specs = [

@@ -185,7 +185,12 @@ class Deployer:
         for spec in self.rendered.secrets:
             value = secret_values.get(spec.block_field, "")
             have = state.files.get(spec.host_path)
-            if have is None or have.sha256 != sha256(value.encode()) or have.mode != spec.mode:
+            if (
+                have is None
+                or have.sha256 != sha256(value.encode())
+                or have.mode != spec.mode
+                or (spec.gid is not None and have.gid != spec.gid)
+            ):
                 plan.secret_files.append(spec.name)
         running = state.by_service()
         for service, image in self.wanted_services().items():
@@ -236,8 +241,25 @@ class Deployer:
                 self.host.write_file(
                     spec.host_path, self.secret_values[spec.block_field].encode(), mode=spec.mode
                 )
-                self.log(f"wrote secret file {spec.name} (0600)")
+                if spec.gid is not None:
+                    self._set_group(spec.host_path, spec.gid)
+                self.log(f"wrote secret file {spec.name} ({oct(spec.mode)[2:].zfill(4)})")
         return created
+
+    def _set_group(self, path: str, gid: int) -> None:
+        """Give a secret file the group its unprivileged reader has. The deploy user may not belong to
+        that group, so a root container from the stack's own admin image does it (no network, the file
+        alone mounted); the owner and mode stay as written."""
+        self.host.run(
+            shlex.join(
+                [
+                    "docker", "run", "--rm", "--network", "none", "--user", "0:0",
+                    "--entrypoint", "chgrp", "-v", f"{path}:/secret", self.cfg.images.admin,
+                    str(gid), "/secret",
+                ]
+            ),
+            timeout=120,
+        )  # fmt: skip
 
     def compose(self, *args: str, timeout: float = 600) -> str:
         return self.host.run(shlex.join([*compose_args(self.cfg), *args]), timeout=timeout).text()

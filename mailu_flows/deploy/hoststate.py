@@ -20,6 +20,7 @@ class RemoteFile:
     path: str
     mode: int
     sha256: str
+    gid: int = -1
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ def _state_script(paths: Iterable[str], project: str, traefik_api: str, images: 
     s = _SECTION
     sections = [
         f"""for f in {files}; do
-  if [ -f "$f" ]; then echo "$f $(stat -c %a "$f") $(sha256sum < "$f" | cut -d' ' -f1)"; fi
+  if [ -f "$f" ]; then echo "$f $(stat -c '%a %g' "$f") $(sha256sum < "$f" | cut -d' ' -f1)"; fi
 done""",
         f"""echo '{s} containers'
 ids=$(docker ps -aq --filter label=com.docker.compose.project={shlex.quote(project)})
@@ -117,8 +118,8 @@ def read_host_state(
     sections[name] = "\n".join(buf)
     state = HostState()
     for line in sections.get("files", "").splitlines():
-        path, mode, digest = line.rsplit(" ", 2)
-        state.files[path] = RemoteFile(path, int(mode, 8), digest)
+        path, mode, gid, digest = line.rsplit(" ", 3)
+        state.files[path] = RemoteFile(path, int(mode, 8), digest, int(gid))
     for item in json.loads(sections.get("containers") or "[]"):
         labels = item["Config"].get("Labels") or {}
         health = (item["State"].get("Health") or {}).get("Status")

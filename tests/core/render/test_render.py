@@ -286,7 +286,8 @@ def test_secrets_mounted_only_where_read() -> None:
     assert by_name["mailu-db-password"].services == ("admin", "postgres")
     assert by_name["mailu-db-password"].block_field == "db_password"
     for spec in rendered.secrets:
-        assert spec.mode == 0o600
+        # admin reads every one of these after dropping to `mailu` (gid 1000): group-readable, no more
+        assert (spec.mode, spec.gid) == (0o640, 1000), spec.name
         assert spec.host_path == f"/srv/stack/secrets-real/{spec.name}"
         assert doc["secrets"][spec.name] == {"file": spec.host_path}
     for name, service in doc["services"].items():
