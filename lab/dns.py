@@ -17,16 +17,29 @@ journal changes. (`journal-content: all` with a never-synced zone file lost ever
 `knotc reload` plus restart in Knot 3.2.6, so it is not used.) `ensure_dns()` writes the zone file
 only if it does not exist yet. A secondary that ends up ahead of its primary (e.g. the primary's
 state was wiped) is reset and re-bootstraps by AXFR.
+
+The lab's DNS root, for validating resolvers in containers (Mailu's unbound; its admin waits for a
+DNSSEC-validated answer). Containers cannot reach loopback, so the primary also listens on the docker
+bridge's address (docker0, read at run time) and serves a signed root zone "." there and on loopback:
+the root NS with its address, `example.org. A` (the name Mailu's admin checks), and a delegation of
+the lab zone (with its DS when the lab zone is signed, see `SIGN_ZONE`). Knot signs automatically
+with the `lab` policy (one ECDSA P-256 CSK per zone, never rolled), its keys live in the KASP db
+under dns/primary/db/keys, so the root's trust anchor (`lab.dnssec`) is the same across restarts as
+long as that directory is kept. The root zone file (dns/primary/zones/root.zone) is the lab's: Knot
+never writes it back (`zonefile-sync: -1`) and loads changes as a difference with its own serial.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import fcntl
 import json
 import os
 import secrets
 import shutil
+import socket
+import struct
 import subprocess
 import sys
 import time
@@ -34,12 +47,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import dns.dnssec
 import dns.flags
 import dns.message
 import dns.name
 import dns.query
 import dns.rcode
 import dns.rdatatype
+import dns.rdtypes.dnskeybase
 import dns.tsig
 import dns.tsigkeyring
 
@@ -51,6 +66,18 @@ TSIG_ALGORITHM = "hmac-sha256"
 PRIMARY = "knot-primary"
 SECONDARY = "knot-secondary"
 _ROLES = {PRIMARY: "primary", SECONDARY: "secondary"}
+
+# The lab's root zone (served by the primary, see the module docstring).
+ROOT_NS = "a.root-servers.lab."
+EXAMPLE_NAME = "example.org."  # Mailu's admin start.py resolves this with DO+AD and waits for AD
+EXAMPLE_ADDRESS = "198.51.100.10"  # TEST-NET-2 (documentation range; nothing connects to it)
+CONTAINER_BRIDGE = "docker0"
+DNSSEC_POLICY = "lab"
+# Sign the lab zone too (its DS then goes into the root, and resolvers give AD for its names).
+# Off: signing puts RRSIG/NSEC/DNSKEY into every AXFR of the zone, and tests compare AXFR contents
+# exactly (tests/lab/test_dns_providers.py::primary_records does not skip DNSSEC types). Turning it
+# on later is one flip; turning it off again needs the zone's DNSSEC records removed by hand.
+SIGN_ZONE = False
 
 
 @dataclass(frozen=True)
@@ -139,10 +166,35 @@ def _conf_path(role: str) -> Path:
     return dns_dir() / role / "knot.conf"
 
 
-def _common(d: Path, address: str) -> str:
+def container_address() -> str | None:
+    """The host's address on the docker bridge (docker0's IPv4), which every container can reach; None
+    without a docker bridge. Read from the interface each time, so a dockerd with another `--bip` works."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            req = struct.pack("256s", CONTAINER_BRIDGE.encode()[:15])
+            raw = fcntl.ioctl(s.fileno(), 0x8915, req)  # SIOCGIFADDR
+        except OSError:
+            return None
+    return socket.inet_ntoa(raw[20:24])
+
+
+def _root_server_address() -> str:
+    """Where the lab's root (and the delegated lab zone) is served to resolvers: docker0, else loopback."""
+    return container_address() or DNS_PRIMARY
+
+
+def _primary_listen() -> list[str]:
+    extra = container_address()
+    return [DNS_PRIMARY] + ([extra] if extra and extra != DNS_PRIMARY else [])
+
+
+def _common(d: Path, addresses: list[str]) -> str:
+    listen = ", ".join(f"{a}@{DNS_PORT}" for a in addresses)
+    if len(addresses) > 1:
+        listen = f"[ {listen} ]"
     return f"""server:
     rundir: "{d}/run"
-    listen: {address}@{DNS_PORT}
+    listen: {listen}
     identity: ""
     version: ""
 log:
@@ -159,8 +211,10 @@ def _primary_conf(notify: bool) -> str:
     d = dns_dir() / "primary"
     secret = read_tsig_secret()
     notify_line = "    notify: secondary\n" if notify else ""
+    signing = f"    dnssec-signing: on\n    dnssec-policy: {DNSSEC_POLICY}\n" if SIGN_ZONE else ""
+    # The root zone: its file is the lab's (never written back), changes load as a difference.
     return (
-        _common(d, DNS_PRIMARY)
+        _common(d, _primary_listen())
         + f"""key:
   - id: {TSIG_KEY_NAME}
     algorithm: {TSIG_ALGORITHM}
@@ -175,6 +229,11 @@ acl:
   - id: xfr
     address: 127.0.0.0/8
     action: transfer
+policy:
+  - id: {DNSSEC_POLICY}
+    algorithm: ecdsap256sha256
+    single-type-signing: on
+    ksk-lifetime: 0
 template:
   - id: default
     storage: "{d}/zones"
@@ -183,10 +242,21 @@ template:
     zonefile-load: whole
     journal-content: changes
     semantic-checks: off
+  - id: root
+    storage: "{d}/zones"
+    file: "root.zone"
+    zonefile-sync: -1
+    zonefile-load: difference-no-serial
+    journal-content: all
+    dnssec-signing: on
+    dnssec-policy: {DNSSEC_POLICY}
 zone:
+  - domain: .
+    template: root
+    acl: [xfr]
   - domain: {ZONE}
     acl: [ddns, xfr]
-{notify_line}"""
+{signing}{notify_line}"""
     )
 
 
@@ -195,7 +265,7 @@ def _secondary_conf() -> str:
     secret = read_tsig_secret()
     # The secondary knows the key too, so that signed queries (e.g. `kdig -k`) get a signed answer.
     return (
-        _common(d, DNS_SECONDARY)
+        _common(d, [DNS_SECONDARY])
         + f"""key:
   - id: {TSIG_KEY_NAME}
     algorithm: {TSIG_ALGORITHM}
@@ -234,6 +304,27 @@ ns2     A    {DNS_SECONDARY}
 """
 
 
+def _root_zone_path() -> Path:
+    return dns_dir() / "primary" / "zones" / "root.zone"
+
+
+def _root_zone_text(address: str, zone_ds: list[str]) -> str:
+    """The lab's root zone: its NS and address, admin's example.org, the lab zone's delegation (+DS).
+
+    The lab zone is delegated to the root server's own name and address: the lab zone's in-zone NS
+    (ns1/ns2) point at loopback, which a resolver in a container can neither reach nor use.
+    """
+    ds = "".join(f"{ZONE}.  DS  {d}\n" for d in zone_ds)
+    return f"""$ORIGIN .
+$TTL 300
+.  SOA  {ROOT_NS} hostmaster.root-servers.lab. 1 3600 600 86400 60
+.  NS   {ROOT_NS}
+{ROOT_NS}  A  {address}
+{EXAMPLE_NAME}  A  {EXAMPLE_ADDRESS}
+{ZONE}.  NS  {ROOT_NS}
+{ds}"""
+
+
 def _prepare(role: str) -> bool:
     d = dns_dir() / role
     for sub in ("zones", "db", "run"):
@@ -244,7 +335,19 @@ def _prepare(role: str) -> bool:
     zone_file = d / "zones" / f"{ZONE}.zone"
     if role == "primary" and not zone_file.exists():
         zone_file.write_text(_zone_file_text())
+    if role == "primary" and not _root_zone_path().exists():
+        # The lab zone's DS is added by `_sync_root()` once Knot has signed that zone.
+        write_atomic(_root_zone_path(), _root_zone_text(_root_server_address(), []), 0o644)
     return changed
+
+
+def _listen_line(path: Path) -> str | None:
+    """The `listen:` line of a written config (its change needs a restart, not a reload)."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    return next((line for line in text.splitlines() if line.startswith("    listen:")), None)
 
 
 # --- queries -----------------------------------------------------------------------------------------
@@ -305,7 +408,12 @@ def ensure_dns() -> DnsInfo:
     _notify_flag_file().unlink(missing_ok=True)
     started = False
     for role, name in (("primary", PRIMARY), ("secondary", SECONDARY)):
+        listen_before = _listen_line(_conf_path(role))
         changed = _prepare(role)
+        if running_pid(name) is not None and changed and _listen_line(_conf_path(role)) != listen_before:
+            # Knot binds its sockets at start only (e.g. docker0's address came or changed).
+            _conf_check(role)
+            stop_daemon(name)
         if running_pid(name) is not None:
             if changed:
                 _knotc(role, "reload")
@@ -313,11 +421,75 @@ def ensure_dns() -> DnsInfo:
             _conf_check(role)
             started = True
         _start(role)
+    _sync_root()
     # A restarted secondary serves its journal's older serial until NOTIFY/refresh: catch up now.
     behind = started and soa_serial(DNS_SECONDARY) != soa_serial(DNS_PRIMARY)
     if behind and refresh_secondary(wait=5.0) is None:
         _reset_secondary()
     return dns_info()
+
+
+def served_sep_keys(zone: str, address: str = DNS_PRIMARY, timeout: float = 1.0) -> list[Any]:
+    """The DNSKEYs with the SEP flag (KSK/CSK) that `address` serves authoritatively for `zone`."""
+    q = dns.message.make_query(zone, dns.rdatatype.DNSKEY, use_edns=0, payload=1232)
+    q.flags &= ~dns.flags.RD
+    try:
+        resp, _ = dns.query.udp_with_fallback(q, address, port=DNS_PORT, timeout=timeout)
+    except Exception:
+        return []
+    if resp.rcode() != dns.rcode.NOERROR or not resp.flags & dns.flags.AA:
+        return []
+    return [
+        rd
+        for rrset in resp.answer
+        if rrset.rdtype == dns.rdatatype.DNSKEY
+        for rd in rrset
+        if rd.flags & dns.rdtypes.dnskeybase.Flag.SEP
+    ]
+
+
+def ds_texts(zone: str, keys: list[Any]) -> list[str]:
+    """`DS` rdata texts (SHA-256 digests) for `keys` of `zone`, sorted."""
+    return sorted(dns.dnssec.make_ds(zone, key, "SHA256").to_text() for key in keys)
+
+
+def _wait_for(what: str, check: Any, timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise LabError(f"the Knot primary did not {what} within {timeout:.0f}s; see its log")
+        time.sleep(0.05)
+
+
+def _served_root(address: str) -> tuple[str | None, list[str]]:
+    """(root server address, DS texts of the lab zone) as the root zone serves them now."""
+    found: dict[str, Any] = {}
+    for name, rdtype in ((ROOT_NS, dns.rdatatype.A), (f"{ZONE}.", dns.rdatatype.DS)):
+        q = dns.message.make_query(name, rdtype)
+        q.flags &= ~dns.flags.RD
+        try:
+            resp = dns.query.udp(q, address, port=DNS_PORT, timeout=1.0)
+        except Exception:
+            return None, []
+        found[dns.rdatatype.to_text(rdtype)] = [rd.to_text() for rrset in resp.answer for rd in rrset]
+    return next(iter(found["A"]), None), sorted(found["DS"])
+
+
+def _sync_root(timeout: float = 15.0) -> None:
+    """Write the root zone for the current docker0 address and lab-zone keys; reload it if it changed;
+    return once the primary serves it signed and current."""
+    zone_ds: list[str] = []
+    if SIGN_ZONE:
+        keys = _wait_for("sign " + ZONE, lambda: served_sep_keys(f"{ZONE}."), timeout)
+        zone_ds = ds_texts(f"{ZONE}.", keys)
+    address = _root_server_address()
+    if write_if_changed(_root_zone_path(), _root_zone_text(address, zone_ds), 0o644):
+        _knotc("primary", "zone-reload", ".")
+    _wait_for("sign the root zone", lambda: served_sep_keys("."), timeout)
+    _wait_for("serve the current root zone", lambda: _served_root(DNS_PRIMARY) == (address, zone_ds), timeout)
 
 
 def _reset_secondary() -> None:
@@ -383,6 +555,12 @@ def dns_status() -> dict[str, Any]:
             "serial": soa_serial(address) if pid is not None else None,
         }
     out["running"] = out["primary"]["running"] and out["secondary"]["running"]
+    up = out["primary"]["running"]
+    out["root"] = {
+        "address": _root_server_address(),
+        "signed": bool(up and served_sep_keys(".")),
+        "zone_signed": bool(up and served_sep_keys(f"{ZONE}.")),
+    }
     return out
 
 

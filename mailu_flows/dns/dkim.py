@@ -213,8 +213,8 @@ def read_keys(host: RemoteHost, cfg: StackConfig, selectors: Sequence[str]) -> d
 def ensure_key(host: RemoteHost, cfg: StackConfig, *, rotate: bool = False) -> DkimKey:
     """The primary domain's key for the configured selector: created if missing (RSA of `key_bits`,
     PKCS#8 PEM, 0600 owned by admin's `mailu` user, which reads it after dropping root: a root-owned
-    file stays unreadable until admin's next restart chowns /dkim), never overwritten; with `rotate`, replaced, the old file kept beside it as
-    `<file>.<UTC timestamp>.old`."""
+    file stays unreadable until admin's next restart chowns /dkim), never overwritten; with `rotate`,
+    replaced, the old file kept beside it as `<file>.<UTC timestamp>.old`."""
     domain, selector = cfg.mailu.domain, cfg.dns.dkim.selector
     current = read_keys(host, cfg, [selector])[selector]
     if current is not None and not rotate:
