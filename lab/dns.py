@@ -212,7 +212,9 @@ def _primary_conf(notify: bool) -> str:
     secret = read_tsig_secret()
     notify_line = "    notify: secondary\n" if notify else ""
     signing = f"    dnssec-signing: on\n    dnssec-policy: {DNSSEC_POLICY}\n" if SIGN_ZONE else ""
-    # The root zone: its file is the lab's (never written back), changes load as a difference.
+    # Policy `lab`: one CSK per zone, never rolled (the root's key is the resolver image's trust
+    # anchor), no CDS/CDNSKEY (the lab writes the DS into the root itself). Template `root`: the root
+    # zone file is the lab's (never written back), edits load as a difference with Knot's own serial.
     return (
         _common(d, _primary_listen())
         + f"""key:
@@ -234,6 +236,7 @@ policy:
     algorithm: ecdsap256sha256
     single-type-signing: on
     ksk-lifetime: 0
+    cds-cdnskey-publish: none
 template:
   - id: default
     storage: "{d}/zones"
@@ -342,7 +345,8 @@ def _prepare(role: str) -> bool:
 
 
 def _listen_line(path: Path) -> str | None:
-    """The `listen:` line of a written config (its change needs a restart, not a reload)."""
+    """The server's `listen:` line of a written config (the first one; control's comes later). Its
+    change needs a restart, not a reload: Knot binds its sockets at start only."""
     try:
         text = path.read_text()
     except OSError:
@@ -402,7 +406,8 @@ def ensure_dns() -> DnsInfo:
     """Bring both Knot instances up (or leave them running) with the lab's canonical config.
 
     Idempotent: configs are rewritten only when they differ, and a running instance then gets
-    `knotc reload`. NOTIFY is switched back on (the default) if a test left it off.
+    `knotc reload` (a restart when its listen addresses changed, e.g. docker0 appeared). NOTIFY is
+    switched back on (the default) if a test left it off. Returns once the signed root is served.
     """
     ensure_tsig_key()
     _notify_flag_file().unlink(missing_ok=True)
@@ -411,7 +416,6 @@ def ensure_dns() -> DnsInfo:
         listen_before = _listen_line(_conf_path(role))
         changed = _prepare(role)
         if running_pid(name) is not None and changed and _listen_line(_conf_path(role)) != listen_before:
-            # Knot binds its sockets at start only (e.g. docker0's address came or changed).
             _conf_check(role)
             stop_daemon(name)
         if running_pid(name) is not None:
@@ -429,12 +433,13 @@ def ensure_dns() -> DnsInfo:
     return dns_info()
 
 
-def served_sep_keys(zone: str, address: str = DNS_PRIMARY, timeout: float = 1.0) -> list[Any]:
-    """The DNSKEYs with the SEP flag (KSK/CSK) that `address` serves authoritatively for `zone`."""
+def served_sep_keys(zone: str, address: str | None = None, timeout: float = 1.0) -> list[Any]:
+    """The DNSKEYs with the SEP flag (KSK/CSK) that `address` (default: the primary) serves
+    authoritatively for `zone`; [] if none or no answer."""
     q = dns.message.make_query(zone, dns.rdatatype.DNSKEY, use_edns=0, payload=1232)
     q.flags &= ~dns.flags.RD
     try:
-        resp, _ = dns.query.udp_with_fallback(q, address, port=DNS_PORT, timeout=timeout)
+        resp, _ = dns.query.udp_with_fallback(q, address or DNS_PRIMARY, port=DNS_PORT, timeout=timeout)
     except Exception:
         return []
     if resp.rcode() != dns.rcode.NOERROR or not resp.flags & dns.flags.AA:

@@ -287,8 +287,18 @@ def ensure_images(force: bool = False) -> dict[str, str]:
         for name, ref in mailu.items():
             if not _DIGEST_REF.match(ref):
                 raise LabError(f"{name}: not a pinned reference: {ref!r}")
-        result.update(mailu)
+        # Mailu's own images under `mailu-<name>`; the plain names are what the lab's stack runs.
+        result.update({f"mailu-{name}": ref for name, ref in mailu.items()})
+        if lab_runs_mailu():
+            result.update(mailu)
+        elif "resolver" in mailu:
+            result["resolver"] = mailu["resolver"]
         return result
+
+
+def lab_runs_mailu() -> bool:
+    """Whether the lab's stack runs Mailu's own images (MAILU_LAB_IMAGES=mailu) or the stand-ins."""
+    return os.environ.get("MAILU_LAB_IMAGES", "standins") == "mailu"
 
 
 def _traefik_sha(record: dict[str, dict[str, str]]) -> str:

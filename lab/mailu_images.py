@@ -150,7 +150,7 @@ MAILU_IMAGES: tuple[MailuImage, ...] = (
     MailuImage("imap", "mailu/dovecot", "imap", "core/dovecot"),
     MailuImage("smtp", "mailu/postfix", "smtp", "core/postfix"),
     MailuImage("antispam", "mailu/rspamd", "antispam", "core/rspamd"),
-    MailuImage("resolver", "mailu/unbound", "resolver", "optional/unbound"),
+    MailuImage("resolver", "mailu/unbound", "resolver", "optional/unbound", _resolver_inputs),
     MailuImage("webmail", "mailu/webmail", "webmail", "webmails"),
 )
 BASE_IMAGE = MailuImage("mailu-base", "mailu/base", "base", "core/base")

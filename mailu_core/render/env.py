@@ -48,7 +48,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LOG_LEVEL", _M, "socrate logging in every Mailu start script"),
     Setting("SUBNET", _M, "postfix mynetworks/xclient, dovecot/rspamd trusted nets; tied to the network"),
     Setting("DOMAIN", ("front", "admin", "imap", "smtp"), "certbot email, postmaster, postfix mydomain"),
-    Setting("HOSTNAMES", ("front", "admin", "imap", "smtp"), "banner hostname, certificate names, DNS"),
+    Setting(
+        "HOSTNAMES",
+        ("front", "admin", "imap", "smtp", "webmail"),
+        "banner hostname, certificate names, DNS; webmail's start.py exits without it",
+    ),
     Setting("POSTMASTER", ("front", "admin", "imap", "smtp"), "postmaster address, certbot email"),
     Setting("TLS_FLAVOR", ("front", "admin"), "front: certificates and listeners; admin: TLSA/autoconfig"),
     Setting("TLS_CERT_FILENAME", ("front",), "certificate file in /certs (cert, mail flavors)"),

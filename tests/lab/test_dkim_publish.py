@@ -63,6 +63,11 @@ def in_volume(cfg: StackConfig, script: str) -> str:
     ).stdout
 
 
+def mailu_owner(cfg: StackConfig) -> str:
+    """`uid:gid` of the admin image's `mailu` user: admin reads DKIM keys as that user."""
+    return in_volume(cfg, "echo $(id -u mailu):$(id -g mailu)").strip()
+
+
 def key_fingerprint(cfg: StackConfig, selector: str) -> str | None:
     """sha256, mode and owner of the key file, or None if it does not exist."""
     path = f"/dkim/{cfg.mailu.domain}.{selector}.key"
@@ -129,11 +134,13 @@ def test_publish_twice_keeps_the_key_and_writes_nothing_the_second_time(iso: Sta
     assert key_fingerprint(iso, "dkim") is None
     first = publish(iso)
     assert first["created"] and first["verified"] and first["problems"] == []
-    assert (first["bits"], first["mode"], first["owner"]) == (2048, "600", "0:0")
+    owner = mailu_owner(iso)
+    assert owner.endswith(":1000") and not owner.startswith("0:")
+    assert (first["bits"], first["mode"], first["owner"]) == (2048, "600", owner)
     created = first["dns"]["creates"]
     assert first["dns"]["writes"] == len(created) == 9  # A, and MX/SPF/DMARC/DKIM at both domains
     fingerprint = key_fingerprint(iso, "dkim")
-    assert fingerprint is not None and fingerprint.endswith("600 0:0")
+    assert fingerprint is not None and fingerprint.endswith(f"600 {owner}")
     serial = soa_serial(DNS_PRIMARY)
 
     second = publish(iso)
