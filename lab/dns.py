@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import base64
 import fcntl
+import ipaddress
 import json
 import os
 import secrets
@@ -58,7 +59,16 @@ import dns.rdtypes.dnskeybase
 import dns.tsig
 import dns.tsigkeyring
 
-from lab.endpoints import DNS_PORT, DNS_PRIMARY, DNS_SECONDARY, TSIG_KEY_NAME, ZONE, lab_dir
+from lab.endpoints import (
+    DNS_PORT,
+    DNS_PRIMARY,
+    DNS_SECONDARY,
+    OUTSIDE_MTA_IP,
+    OUTSIDE_MTA_NAME,
+    TSIG_KEY_NAME,
+    ZONE,
+    lab_dir,
+)
 from lab.files import write_atomic, write_if_changed
 from lab.procs import LabError, running_pid, start_daemon, stop_daemon
 
@@ -311,8 +321,13 @@ def _root_zone_path() -> Path:
     return dns_dir() / "primary" / "zones" / "root.zone"
 
 
+def _reverse_name(ip: str) -> str:
+    return ipaddress.ip_address(ip).reverse_pointer + "."
+
+
 def _root_zone_text(address: str, zone_ds: list[str]) -> str:
-    """The lab's root zone: its NS and address, admin's example.org, the lab zone's delegation (+DS).
+    """The lab's root zone: its NS and address, admin's example.org, the lab zone's delegation (+DS),
+    and the DNS of an outside mail server (A, PTR, example.org's SPF) that tests send inbound mail from.
 
     The lab zone is delegated to the root server's own name and address: the lab zone's in-zone NS
     (ns1/ns2) point at loopback, which a resolver in a container can neither reach nor use.
@@ -324,6 +339,9 @@ $TTL 300
 .  NS   {ROOT_NS}
 {ROOT_NS}  A  {address}
 {EXAMPLE_NAME}  A  {EXAMPLE_ADDRESS}
+{EXAMPLE_NAME}  TXT  "v=spf1 ip4:{OUTSIDE_MTA_IP} -all"
+{OUTSIDE_MTA_NAME}.  A  {OUTSIDE_MTA_IP}
+{_reverse_name(OUTSIDE_MTA_IP)}  PTR  {OUTSIDE_MTA_NAME}.
 {ZONE}.  NS  {ROOT_NS}
 {ds}"""
 

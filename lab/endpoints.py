@@ -67,6 +67,10 @@ NETWORKS: dict[str, str] = {
 }
 TRAEFIK_MGMT_IP = "172.30.2.2"
 TRAEFIK_EDGE_IP = "172.30.1.2"
+# An "outside" mail server on edge with the DNS a real one has (A, PTR, SPF pass for example.org), so
+# that Mailu's rspamd does not greylist it: tests send inbound mail from a container at this address.
+OUTSIDE_MTA_IP = "172.30.1.200"
+OUTSIDE_MTA_NAME = "mx.example.org"
 
 
 @dataclass(frozen=True)

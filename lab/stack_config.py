@@ -55,6 +55,8 @@ def lab_stack_config(
             "webmail": "roundcube",
             # No ACME in the lab: the lab puts a self-signed cert.pem/key.pem into the certs volume.
             "tls_flavor": "mail",
+            # Debian bookworm does not package Dovecot's fts_flatcurve (lab/images/mailu/imap/NOTES.md).
+            "full_text_search": "off",
         },
         "images": {service: images[service] for service in LAB_SERVICES if service in images},
         "database": {"flavor": database, "managed": True},

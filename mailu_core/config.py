@@ -192,6 +192,12 @@ class MailuSettings(_Model):
     timezone: Timezone = Field("Etc/UTC", description="TZ for all containers.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="LOG_LEVEL.")
     disable_statistics: bool = Field(True, description="Do not send Mailu's anonymous usage ping.")
+    full_text_search: str = Field(
+        "en",
+        pattern=r"^(?:off|[a-z]{2}(?:,[a-z]{2}){0,15})$",
+        description="FULL_TEXT_SEARCH: Dovecot's search index languages (Mailu's default en), or off. "
+        "Dovecot's fts_flatcurve plugin must be in the imap image for anything but off.",
+    )
 
     @field_validator("hostnames", "alternative_domains")
     @classmethod

@@ -72,6 +72,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("AUTH_RATELIMIT_IP", ("admin",), "admin's login limiter"),
     Setting("AUTH_RATELIMIT_USER", ("admin",), "admin's login limiter"),
     Setting("DKIM_SELECTOR", ("admin",), "DKIM key path and records"),
+    Setting("FULL_TEXT_SEARCH", ("imap",), "Dovecot full-text search (unset means on, with Mailu's `en`)"),
     Setting("DISABLE_STATISTICS", ("admin",), "no `flask mailu advertise` stats lookup"),
     Setting("DB_FLAVOR", ("admin",), "postgresql (unset: SQLite in /data)"),
     Setting("DB_HOST", ("admin",), "database host[:port]"),
@@ -138,6 +139,7 @@ def all_settings(cfg: StackConfig) -> dict[str, str]:
         "AUTH_RATELIMIT_IP": m.auth_ratelimit_ip,
         "AUTH_RATELIMIT_USER": m.auth_ratelimit_user,
         "DKIM_SELECTOR": cfg.dns.dkim.selector,
+        "FULL_TEXT_SEARCH": m.full_text_search,
         "DISABLE_STATISTICS": "true" if m.disable_statistics else "false",
     }
     if m.tls_flavor in ("cert", "mail"):
