@@ -17,6 +17,8 @@ APT_PACKAGES=(
 
 # node checks that the config schema's patterns compile in a browser's regex engine (the Prefect UI).
 command -v node >/dev/null 2>&1 || APT_PACKAGES+=(nodejs)
+# npm builds Mailu admin's static assets on the host, as Mailu's own `assets` build stage does.
+command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(npm)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
