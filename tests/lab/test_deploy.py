@@ -92,10 +92,11 @@ def test_secret_files_keep_content_and_mode_across_deploys(
     files = sorted(p for p in secrets_dir.iterdir() if p.is_file())
     assert files
     before = {p.name: p.read_bytes() for p in files}
-    assert all((p.stat().st_mode & 0o777) == 0o600 for p in files)
+    # admin reads them after dropping to `mailu`: group-readable by Mailu's gid 1000, never by others
+    assert all((p.stat().st_mode & 0o777, p.stat().st_gid) == (0o640, 1000) for p in files)
     assert _deploy(cfg).is_completed()
     assert {p.name: p.read_bytes() for p in files} == before
-    assert all((p.stat().st_mode & 0o777) == 0o600 for p in files)
+    assert all((p.stat().st_mode & 0o777, p.stat().st_gid) == (0o640, 1000) for p in files)
 
 
 def test_message_size_change_recreates_only_the_services_that_read_it(
