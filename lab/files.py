@@ -1,8 +1,9 @@
 """Writing the lab's files: atomically, and with their final mode from the first byte, so a key or
-token is never readable by others even for an instant."""
+token is never readable by others even for an instant. Hashing them: build inputs and archives."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -31,3 +32,22 @@ def write_if_changed(path: Path, data: bytes | str, mode: int = 0o600) -> bool:
         pass
     write_atomic(path, raw, mode)
     return True
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def hash_tree(h: hashlib._Hash, root: Path) -> None:
+    """Feed every file under `root` into `h`: relative path, exec bit and content (a symlink: its target)."""
+    for path in sorted(p for p in root.rglob("*") if p.is_file() or p.is_symlink()):
+        h.update(str(path.relative_to(root)).encode() + b"\0")
+        if path.is_symlink():
+            h.update(b"L" + os.readlink(path).encode() + b"\0")
+            continue
+        h.update(b"x" if os.access(path, os.X_OK) else b"-")
+        h.update(path.read_bytes() + b"\0")

@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab.endpoints import CACHE_DIR, MAILU_VERSION, REGISTRY_HOST, REPO_ROOT
+from lab.files import hash_tree, sha256_file
 from lab.mailu_images import ensure_mailu_images
-from lab.procs import LabError
+from lab.procs import LabError, run_checked
 
 IMAGES_DIR = Path(__file__).resolve().parent / "images"
 RECORD = CACHE_DIR / "images.json"
@@ -68,34 +69,6 @@ BASE_REPO = "lab/base"
 COMMON_DIR = "common"
 
 
-def _run(argv: list[str], *, env: dict[str, str] | None = None, timeout: float = 1800) -> str:
-    """Run a command (never with secrets in argv); raise LabError with its output tail on failure."""
-    full_env = dict(os.environ)
-    if env:
-        full_env.update(env)
-    proc = subprocess.run(argv, capture_output=True, text=True, env=full_env, timeout=timeout, check=False)
-    if proc.returncode != 0:
-        tail = (proc.stdout + proc.stderr)[-3000:]
-        raise LabError(f"{' '.join(argv[:3])} … failed (rc {proc.returncode}):\n{tail}")
-    return proc.stdout
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _hash_tree(h: hashlib._Hash, root: Path) -> None:
-    """Feed every file under `root` (relative path, mode's exec bit, content) into `h`."""
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        h.update(str(path.relative_to(root)).encode() + b"\0")
-        h.update(b"x" if os.access(path, os.X_OK) else b"-")
-        h.update(path.read_bytes() + b"\0")
-
-
 def packages() -> list[str]:
     """The Debian packages of the shared base rootfs (one list, so all images share one layer)."""
     text = (IMAGES_DIR / "base-packages.txt").read_text()
@@ -127,7 +100,7 @@ def ensure_rootfs() -> Path:
             shutil.rmtree(tmp)
         else:
             tmp.unlink()
-    _run(
+    run_checked(
         [
             "mmdebstrap",
             "--variant=apt",
@@ -165,12 +138,14 @@ def registry_has(ref: str) -> bool:
 
 def _push(tagged: str) -> str:
     """Push `registry/repo:tag` and return its pinned `registry/repo@sha256:…` reference."""
-    out = _run(["docker", "push", tagged])
+    out = run_checked(["docker", "push", tagged])
     match = re.search(r"digest: (sha256:[0-9a-f]{64})", out)
     repo = tagged.rsplit(":", 1)[0]
     if match:
         return f"{repo}@{match.group(1)}"
-    digests = json.loads(_run(["docker", "image", "inspect", "--format", "{{json .RepoDigests}}", tagged]))
+    digests = json.loads(
+        run_checked(["docker", "image", "inspect", "--format", "{{json .RepoDigests}}", tagged])
+    )
     for d in digests:
         if d.startswith(repo + "@"):
             return str(d)
@@ -210,7 +185,7 @@ def _base_ref(record: dict[str, dict[str, str]], force: bool) -> str:
         return entry["ref"]
     tarball = ensure_rootfs()
     tagged = f"{REGISTRY_HOST}/{BASE_REPO}:{key}"
-    _run(["docker", "import", "--change", 'CMD ["/bin/bash"]', str(tarball), tagged])
+    run_checked(["docker", "import", "--change", 'CMD ["/bin/bash"]', str(tarball), tagged])
     ref = _push(tagged)
     record["base"] = {"input": key, "ref": ref}
     _save_record(record)
@@ -220,9 +195,9 @@ def _base_ref(record: dict[str, dict[str, str]], force: bool) -> str:
 def _input_hash(spec: ImageSpec, base_ref: str, traefik_sha: str | None) -> str:
     h = hashlib.sha256()
     h.update(f"{spec.repo}:{spec.tag}\0{base_ref}\0".encode())
-    _hash_tree(h, IMAGES_DIR / spec.context)
+    hash_tree(h, IMAGES_DIR / spec.context)
     if spec.context != "traefik":
-        _hash_tree(h, IMAGES_DIR / COMMON_DIR)
+        hash_tree(h, IMAGES_DIR / COMMON_DIR)
     if traefik_sha:
         h.update(traefik_sha.encode())
     return h.hexdigest()
@@ -238,7 +213,7 @@ def _build(spec: ImageSpec, base_ref: str) -> str:
             shutil.copy2(traefik_binary(), ctx / "traefik")
         else:
             shutil.copytree(IMAGES_DIR / COMMON_DIR, ctx / "common")
-        _run(
+        run_checked(
             ["docker", "build", "--build-arg", f"BASE={base_ref}", "-t", tagged, str(ctx)],
             env={"DOCKER_BUILDKIT": "0"},
         )
@@ -247,7 +222,7 @@ def _build(spec: ImageSpec, base_ref: str) -> str:
 
 def _build_context_dir(ctx: Path, base_ref: str, tagged: str) -> str:
     """Build a prepared context against `base_ref`, push it, return its pinned reference."""
-    _run(
+    run_checked(
         ["docker", "build", "--build-arg", f"BASE={base_ref}", "-t", tagged, str(ctx)],
         env={"DOCKER_BUILDKIT": "0"},
     )
@@ -289,10 +264,7 @@ def ensure_images(force: bool = False) -> dict[str, str]:
                 raise LabError(f"{name}: not a pinned reference: {ref!r}")
         # Mailu's own images under `mailu-<name>`; the plain names are what the lab's stack runs.
         result.update({f"mailu-{name}": ref for name, ref in mailu.items()})
-        if lab_runs_mailu():
-            result.update(mailu)
-        elif "resolver" in mailu:
-            result["resolver"] = mailu["resolver"]
+        result.update(mailu if lab_runs_mailu() else {"resolver": mailu["resolver"]})
         return result
 
 
@@ -309,7 +281,7 @@ def _traefik_sha(record: dict[str, dict[str, str]]) -> str:
     cached = record.get("traefik-binary", {})
     if cached.get("stamp") == stamp and cached.get("sha256"):
         return cached["sha256"]
-    sha = _sha256_file(binary)
+    sha = sha256_file(binary)
     record["traefik-binary"] = {"stamp": stamp, "sha256": sha}
     _save_record(record)
     return sha
@@ -319,10 +291,14 @@ def remove_local(ref: str) -> None:
     """Remove every local tag and digest reference of the image `ref` points to (lab-built only)."""
     if not ref.startswith(REGISTRY_HOST + "/"):
         raise LabError(f"refusing to remove an image the lab did not build: {ref}")
-    image_id = _run(["docker", "image", "inspect", "--format", "{{.Id}}", ref]).strip()
-    names = json.loads(_run(["docker", "image", "inspect", "--format", "{{json .RepoTags}}", image_id])) or []
+    image_id = run_checked(["docker", "image", "inspect", "--format", "{{.Id}}", ref]).strip()
+    names = (
+        json.loads(run_checked(["docker", "image", "inspect", "--format", "{{json .RepoTags}}", image_id]))
+        or []
+    )
     digests = (
-        json.loads(_run(["docker", "image", "inspect", "--format", "{{json .RepoDigests}}", image_id])) or []
+        json.loads(run_checked(["docker", "image", "inspect", "--format", "{{json .RepoDigests}}", image_id]))
+        or []
     )
     for name in [*names, *digests]:
         subprocess.run(["docker", "image", "rm", name], capture_output=True, check=False)
@@ -347,8 +323,10 @@ def verify_pull_by_digest(ref: str, timeout: float = 300) -> str:
     if not _DIGEST_REF.match(ref):
         raise LabError(f"not a digest reference: {ref}")
     start = time.monotonic()
-    _run(["docker", "pull", ref], timeout=timeout)
-    digests = json.loads(_run(["docker", "image", "inspect", "--format", "{{json .RepoDigests}}", ref]))
+    run_checked(["docker", "pull", ref], timeout=timeout)
+    digests = json.loads(
+        run_checked(["docker", "image", "inspect", "--format", "{{json .RepoDigests}}", ref])
+    )
     if ref not in digests:
         raise LabError(f"pulled {ref} but docker lists digests {digests}")
     image_id = local_image_id(ref)

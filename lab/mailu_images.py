@@ -15,9 +15,7 @@ Every image is keyed on a hash of its whole build context plus its base's refere
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
@@ -25,36 +23,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lab.endpoints import CACHE_DIR, MAILU_VERSION, REGISTRY_HOST
-from lab.procs import LabError
+from lab.files import hash_tree
+from lab.procs import LabError, run_checked
 
 MAILU_IMAGES_DIR = Path(__file__).resolve().parent / "images" / "mailu"
 # Alpine builds Mailu with Python 3.12; Debian bookworm's is 3.11.2, whose markers need more wheels.
 DEBIAN_PYTHON = "3.11.2"
 
 
-def _hash_tree(h: hashlib._Hash, root: Path) -> None:
-    for path in sorted(p for p in root.rglob("*") if p.is_file() or p.is_symlink()):
-        h.update(str(path.relative_to(root)).encode() + b"\0")
-        if path.is_symlink():
-            h.update(b"L" + os.readlink(path).encode() + b"\0")
-            continue
-        h.update(b"x" if os.access(path, os.X_OK) else b"-")
-        h.update(path.read_bytes() + b"\0")
-
-
 def tree_hash(*roots: Path) -> str:
     h = hashlib.sha256()
     for root in roots:
         h.update(str(root.name).encode() + b"\0")
-        _hash_tree(h, root)
+        hash_tree(h, root)
     return h.hexdigest()
 
 
-def _run(argv: list[str], *, cwd: Path | None = None, timeout: float = 1800) -> None:
-    proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
-    if proc.returncode != 0:
-        tail = (proc.stdout + proc.stderr)[-3000:]
-        raise LabError(f"{' '.join(argv[:4])} … failed (rc {proc.returncode}):\n{tail}")
+def _cached_dir(name: str, key: str, fill: Callable[[Path], object]) -> Path:
+    """`CACHE_DIR/<name>-<key>`, filled once by `fill`; a run cut short is redone (no `.complete` mark)."""
+    out = CACHE_DIR / f"{name}-{key}"
+    if (out / ".complete").is_file():
+        return out
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    fill(out)
+    (out / ".complete").write_text(key + "\n")
+    return out
 
 
 def wheelhouse(base_src: Path) -> Path:
@@ -64,15 +59,12 @@ def wheelhouse(base_src: Path) -> Path:
     downloads binary wheels for Debian's exact Python, whose markers pull extra packages (redis wants
     async-timeout below 3.11.3).
     """
+    return _cached_dir("mailu-wheels", tree_hash(base_src)[:16], lambda out: _build_wheels(base_src, out))
+
+
+def _build_wheels(base_src: Path, out: Path) -> None:
     req_build = base_src / "requirements-build.txt"
     req_prod = base_src / "requirements-prod.txt"
-    key = tree_hash(base_src)[:16]
-    out = CACHE_DIR / f"mailu-wheels-{key}"
-    if (out / ".complete").is_file():
-        return out
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
     prod = req_prod.read_text().replace("file:///app/libs", f"file://{base_src / 'libs'}")
     pip = [sys.executable, "-m", "pip", "--isolated", "--disable-pip-version-check"]
     with tempfile.TemporaryDirectory(prefix="mailu-req-") as tmp:
@@ -80,8 +72,10 @@ def wheelhouse(base_src: Path) -> Path:
         local.write_text(prod)
         from_index = Path(tmp) / "index.txt"
         from_index.write_text("\n".join(line for line in prod.splitlines() if "file://" not in line) + "\n")
-        _run([*pip, "wheel", "--no-cache-dir", "-q", "-w", str(out), "-r", str(req_build), "-r", str(local)])
-        _run(
+        run_checked(
+            [*pip, "wheel", "--no-cache-dir", "-q", "-w", str(out), "-r", str(req_build), "-r", str(local)]
+        )
+        run_checked(
             [
                 *pip, "download", "--no-cache-dir", "-q", "--only-binary=:all:",
                 "--python-version", DEBIAN_PYTHON, "--implementation", "cp", "--abi", "cp311",
@@ -91,7 +85,7 @@ def wheelhouse(base_src: Path) -> Path:
             ]
         )  # fmt: skip
         # pip evaluates python_full_version against the running interpreter: name the one it misses.
-        _run(
+        run_checked(
             [
                 *pip,
                 "download",
@@ -103,23 +97,17 @@ def wheelhouse(base_src: Path) -> Path:
                 "async-timeout>=4.0.3",
             ]
         )
-    (out / ".complete").write_text(key + "\n")
-    return out
 
 
 def admin_assets(admin_src: Path) -> Path:
     """admin's built static files (Mailu's `assets` stage, run on the host with npm), cached by input."""
     script = MAILU_IMAGES_DIR / "admin" / "build_assets.sh"
     key = tree_hash(admin_src / "assets")[:16] + "-" + hashlib.sha256(script.read_bytes()).hexdigest()[:8]
-    out = CACHE_DIR / f"mailu-admin-assets-{key}"
-    if (out / ".complete").is_file():
-        return out
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    _run(["bash", str(script), str(admin_src), str(out)], timeout=3600)
-    (out / ".complete").write_text(key + "\n")
-    return out
+    return _cached_dir(
+        "mailu-admin-assets",
+        key,
+        lambda out: run_checked(["bash", str(script), str(admin_src), str(out)], timeout=3600),
+    )
 
 
 def _resolver_inputs(ctx: Path, src: Path) -> None:
@@ -214,6 +202,5 @@ def ensure_mailu_images(
 
     base = one(BASE_IMAGE, lab_base_ref)
     for image in MAILU_IMAGES:
-        if (MAILU_IMAGES_DIR / image.context / "Dockerfile").is_file():
-            refs[image.name] = one(image, base)
+        refs[image.name] = one(image, base)
     return refs

@@ -8,7 +8,6 @@ reaches GitHub downloads the tag's source archive; with neither, the error names
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tarfile
@@ -18,6 +17,7 @@ import urllib.request
 from pathlib import Path
 
 from lab.endpoints import CACHE_DIR, REPO_ROOT
+from lab.files import sha256_file
 from lab.procs import LabError
 
 MAILU_TAG = "2024.06.9"
@@ -26,14 +26,6 @@ ARCHIVE_NAME = f"mailu-{MAILU_TAG}.tar.gz"
 PINNED_SHA256 = "708bdb37d574d790874b5e89800bf769d680f915529fc47e4598926000e60348"
 GITHUB_URL = f"https://github.com/Mailu/Mailu/archive/refs/tags/{MAILU_TAG}.tar.gz"
 DEFAULT_ARCHIVE = REPO_ROOT.parent / "shared" / "upstream" / ARCHIVE_NAME
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def expected_sha256() -> str:
@@ -68,7 +60,7 @@ def source_tree() -> Path:
     archive = archive_path()
     want = expected_sha256()
     if archive.is_file():
-        got = _sha256(archive)
+        got = sha256_file(archive)
         if got != want:
             raise LabError(
                 f"{archive}: sha256 {got} is not Mailu {MAILU_TAG}'s ({want}); use the archive from "
@@ -77,7 +69,7 @@ def source_tree() -> Path:
     else:
         downloaded = CACHE_DIR / f"github-{ARCHIVE_NAME}"
         archive = downloaded if downloaded.is_file() else _download(downloaded)
-        got = _sha256(archive)
+        got = sha256_file(archive)
         if "MAILU_SOURCE_SHA256" in os.environ and got != want:
             raise LabError(f"{archive}: sha256 {got} is not the MAILU_SOURCE_SHA256 given ({want})")
     out = CACHE_DIR / f"mailu-src-{got[:16]}"

@@ -23,6 +23,24 @@ class LabError(RuntimeError):
     """A lab part could not be brought up or checked; the message says which and why."""
 
 
+def run_checked(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 1800,
+) -> str:
+    """Run a build command (no secrets in argv): its stdout, or LabError with the output's tail."""
+    full_env = {**os.environ, **env} if env else None
+    proc = subprocess.run(
+        list(argv), cwd=cwd, capture_output=True, text=True, env=full_env, timeout=timeout, check=False
+    )
+    if proc.returncode != 0:
+        tail = (proc.stdout + proc.stderr)[-3000:]
+        raise LabError(f"{' '.join(argv[:4])} … failed (rc {proc.returncode}):\n{tail}")
+    return proc.stdout
+
+
 def pid_file(name: str) -> Path:
     return lab_dir() / "pids" / f"{name}.pid"
 
