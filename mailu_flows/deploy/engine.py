@@ -238,24 +238,29 @@ class Deployer:
             if spec.name in plan.secret_files:
                 if spec.host_path not in state.files:
                     created.append(spec.host_path)
+                # With a group to set, the file stays 0600 until it has that group: never readable
+                # by the deploy user's own group, not even for a moment.
                 self.host.write_file(
-                    spec.host_path, self.secret_values[spec.block_field].encode(), mode=spec.mode
+                    spec.host_path,
+                    self.secret_values[spec.block_field].encode(),
+                    mode=spec.mode if spec.gid is None else 0o600,
                 )
                 if spec.gid is not None:
-                    self._set_group(spec.host_path, spec.gid)
+                    self._set_group(spec.host_path, spec.gid, spec.mode)
                 self.log(f"wrote secret file {spec.name} ({oct(spec.mode)[2:].zfill(4)})")
         return created
 
-    def _set_group(self, path: str, gid: int) -> None:
-        """Give a secret file the group its unprivileged reader has. The deploy user may not belong to
-        that group, so a root container from the stack's own admin image does it (no network, the file
-        alone mounted); the owner and mode stay as written."""
+    def _set_group(self, path: str, gid: int, mode: int) -> None:
+        """Give a secret file the group its unprivileged reader has, then its group-readable mode. The
+        deploy user may not belong to that group, so a root container from the stack's own admin image
+        does it (no network, the file alone mounted); the owner stays the deploy user."""
+        script = f"chgrp {gid} /secret && chmod {mode:o} /secret"
         self.host.run(
             shlex.join(
                 [
                     "docker", "run", "--rm", "--network", "none", "--user", "0:0",
-                    "--entrypoint", "chgrp", "-v", f"{path}:/secret", self.cfg.images.admin,
-                    str(gid), "/secret",
+                    "--entrypoint", "/bin/sh", "-v", f"{path}:/secret", self.cfg.images.admin,
+                    "-c", script,
                 ]
             ),
             timeout=120,
