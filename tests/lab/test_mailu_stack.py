@@ -82,8 +82,9 @@ def mailu_config(lab_cfg: StackConfig, images: dict[str, str]) -> StackConfig:
     for service in data["images"]:
         if f"mailu-{service}" in images:
             data["images"][service] = images[f"mailu-{service}"]
-    data["volumes"] = {k: f"mailu_real_{k}" for k in data["volumes"]}
-    data["backup"]["volumes"] = [f"mailu_real_{k}" for k in ("mail", "dkim", "rspamd", "admin")]
+    renamed = {name: f"mailu_real_{field}" for field, name in data["volumes"].items()}
+    data["volumes"] = {field: renamed[name] for field, name in data["volumes"].items()}
+    data["backup"]["volumes"] = [renamed[name] for name in data["backup"]["volumes"]]
     return stack_config_from_mapping(data, source="test_mailu_stack")
 
 
@@ -228,10 +229,8 @@ def test_mail_from_outside_lands_in_the_mailbox_and_postfix_sees_the_client(
     received = _fetch(rcpt, _admin_password(), tag)
     assert f"probe {tag}".encode() in received
     logs = subprocess.run(["docker", "logs", f"{cfg.mailu.compose_project}-smtp-1"],
-                          capture_output=True, text=True).stderr  # fmt: skip
-    logs += subprocess.run(["docker", "logs", f"{cfg.mailu.compose_project}-smtp-1"],
-                           capture_output=True, text=True).stdout  # fmt: skip
-    assert f"[{client_ip}]" in logs
+                          capture_output=True, text=True)  # fmt: skip
+    assert f"[{client_ip}]" in logs.stdout + logs.stderr
 
 
 @pytest.mark.parametrize("port", [587, 465])
