@@ -53,13 +53,15 @@ class ImageSpec:
     context: str
 
 
+# The stand-ins are being retired: their tag must not take Mailu's own images' `mailu/<name>:2024.06`.
+STANDIN_TAG = f"{MAILU_VERSION}-standin"
 SPECS: tuple[ImageSpec, ...] = (
-    ImageSpec("front", "mailu/nginx", MAILU_VERSION, "front"),
-    ImageSpec("admin", "mailu/admin", MAILU_VERSION, "admin"),
-    ImageSpec("imap", "mailu/dovecot", MAILU_VERSION, "imap"),
-    ImageSpec("smtp", "mailu/postfix", MAILU_VERSION, "smtp"),
-    ImageSpec("antispam", "mailu/rspamd", MAILU_VERSION, "antispam"),
-    ImageSpec("webmail", "mailu/webmail", MAILU_VERSION, "webmail"),
+    ImageSpec("front", "mailu/nginx", STANDIN_TAG, "front"),
+    ImageSpec("admin", "mailu/admin", STANDIN_TAG, "admin"),
+    ImageSpec("imap", "mailu/dovecot", STANDIN_TAG, "imap"),
+    ImageSpec("smtp", "mailu/postfix", STANDIN_TAG, "smtp"),
+    ImageSpec("antispam", "mailu/rspamd", STANDIN_TAG, "antispam"),
+    ImageSpec("webmail", "mailu/webmail", STANDIN_TAG, "webmail"),
     ImageSpec("redis", "library/redis", "7.0-bookworm", "redis"),
     ImageSpec("postgres", "library/postgres", "15-bookworm", "postgres"),
     ImageSpec("forward-auth", "lab/forward-auth", "1", "forward-auth"),

@@ -11,34 +11,48 @@ import pytest
 from lab.endpoints import MAILU_VERSION, REGISTRY_HOST
 from lab.images import (
     SPECS,
+    STANDIN_TAG,
     ensure_images,
+    lab_runs_mailu,
     local_image_id,
     registry_has,
     remove_local,
     verify_pull_by_digest,
 )
+from lab.mailu_images import MAILU_IMAGES
 
 pytestmark = pytest.mark.lab
 
 DIGEST_RE = r"^127\.0\.0\.1:5000/[a-z0-9/_-]+@sha256:[0-9a-f]{64}$"
 
 
+def _assert_pinned_and_tagged(ref: str, repo: str, tag: str) -> None:
+    assert ref.startswith(f"{REGISTRY_HOST}/{repo}@sha256:")
+    assert len(ref.rsplit(":", 1)[1]) == 64
+    assert registry_has(ref), ref
+    # The human tag (e.g. mailu/nginx:2024.06) points at the very same manifest.
+    req = urllib.request.Request(
+        f"http://{REGISTRY_HOST}/v2/{repo}/manifests/{tag}",
+        method="HEAD",
+        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+    )
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        assert resp.headers["Docker-Content-Digest"] == ref.split("@", 1)[1], f"{repo}:{tag}"
+
+
 def test_every_image_has_a_pinned_digest(lab_images: dict[str, str]) -> None:
-    assert set(lab_images) == {s.name for s in SPECS}
+    mailu = {f"mailu-{i.name}": i for i in MAILU_IMAGES}
+    assert set(lab_images) == {s.name for s in SPECS} | set(mailu) | {"resolver"}
     for spec in SPECS:
-        ref = lab_images[spec.name]
-        assert ref.startswith(f"{REGISTRY_HOST}/{spec.repo}@sha256:")
-        assert len(ref.rsplit(":", 1)[1]) == 64
-        assert registry_has(ref), ref
-        # The human tag (e.g. mailu/nginx:2024.06) points at the very same manifest.
-        req = urllib.request.Request(
-            f"http://{REGISTRY_HOST}/v2/{spec.repo}/manifests/{spec.tag}",
-            method="HEAD",
-            headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
-        )
-        with urllib.request.urlopen(req, timeout=5) as resp:
-            assert resp.headers["Docker-Content-Digest"] == ref.split("@", 1)[1]
-    assert {s.tag for s in SPECS if s.repo.startswith("mailu/")} == {MAILU_VERSION}
+        if lab_runs_mailu() and f"mailu-{spec.name}" in mailu:
+            assert lab_images[spec.name] == lab_images[f"mailu-{spec.name}"]
+        else:
+            _assert_pinned_and_tagged(lab_images[spec.name], spec.repo, spec.tag)
+    for name, image in mailu.items():
+        _assert_pinned_and_tagged(lab_images[name], image.repo, MAILU_VERSION)
+    # Mailu's own images carry Mailu's tag; the stand-ins keep out of its way
+    assert {s.tag for s in SPECS if s.repo.startswith("mailu/")} == {STANDIN_TAG}
+    assert lab_images["resolver"] == lab_images["mailu-resolver"]
 
 
 def _in_use(ref: str) -> bool:
