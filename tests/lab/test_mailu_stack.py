@@ -3,8 +3,8 @@ tree, and mail really flows through what deploy renders (Traefik -> front -> Pos
 Dovecot, auth through admin), DKIM-signed by rspamd with the key dkim-publish wrote.
 
 The stack is the lab's own config (same project, stack root, Traefik entrypoints) with Mailu's images
-and volumes of its own; at the end the lab's config is deployed again, so later modules find the lab
-as they expect.
+and volumes of its own, emptied first; at the end the lab's config is deployed again, so later modules
+find the lab as they expect.
 """
 
 from __future__ import annotations
@@ -103,6 +103,12 @@ def images(lab: dict[str, Any]) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def deployed(lab_cfg: StackConfig, images: dict[str, str]) -> Iterator[tuple[StackConfig, dict[str, Any]]]:
     cfg = mailu_config(lab_cfg, images)
+    # A first deploy on empty volumes: ones left by an earlier lab (another Prefect server, so another
+    # secrets block) hold an admin whose password this lab's block does not know. Only this module's
+    # own `mailu_real_*` volumes are removed; no container of the lab's stack uses them.
+    names = [getattr(cfg.volumes, field) for field in type(cfg.volumes).model_fields]
+    assert all(name.startswith("mailu_real_") for name in names), names
+    subprocess.run(["docker", "volume", "rm", "-f", *names], capture_output=True, text=True, check=True)
     state = _deploy(cfg)
     assert state.is_completed(), _exception_text(state)
     try:
