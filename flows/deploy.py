@@ -60,10 +60,11 @@ def converge(config: StackConfig, host: RemoteHost, dry_run: bool) -> DeployResu
     def show_plan(plan: DeployPlan) -> None:
         create_markdown_artifact(plan.markdown(), key="mailu-deploy-plan", description="What the deploy does")
         logger.info(
-            "plan: %d file(s), %d secret file(s), services to start: %s",
+            "plan: %d file(s), %d secret file(s), services to start: %s, to recreate: %s",
             len(plan.files),
             len(plan.secret_files),
             ", ".join(plan.services_not_running) or "none",
+            ", ".join(plan.services_to_recreate) or "none",
         )
 
     return run_deploy(

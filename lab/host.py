@@ -143,6 +143,36 @@ def remove_lab_containers() -> None:
         run(["docker", "network", "rm", *nets], check=False)
 
 
+def claim_stack(lab_dir: Path, volumes: list[str]) -> list[str]:
+    """Make the deployed stack this lab's own: remove its containers when another checkout's lab created
+    them (their bind mounts point into that lab's directory, and Docker restarts them after a reboot), and
+    on this lab's first `up` remove the stack's volumes left by another lab (Mailu's data there was made
+    with another lab's secrets block: another admin password, another secret key). Returns what it did."""
+    done: list[str] = []
+    rows = run(
+        ["docker", "ps", "-a", "--filter", f"label=com.docker.compose.project={ep.LAB_COMPOSE_PROJECT}",
+         "--format", '{{.ID}} {{.Label "com.docker.compose.project.config_files"}}'],
+        check=False,
+    ).stdout.splitlines()  # fmt: skip
+    ours = str(lab_dir.resolve()) + "/"
+    foreign = [row.split(" ", 1)[0] for row in rows if not row.partition(" ")[2].startswith(ours)]
+    marker = lab_dir / "stack-volumes-claimed"
+    if not marker.exists():  # first up of this lab: any stack container is another lab's
+        foreign = [row.split(" ", 1)[0] for row in rows]
+    if foreign:
+        run(["docker", "rm", "-f", *foreign], check=False)
+        done.append(f"removed {len(foreign)} stack container(s) of another lab")
+    if not marker.exists():
+        existing = set(run(["docker", "volume", "ls", "-q"], check=False).stdout.split())
+        stale = sorted(v for v in volumes if v in existing)
+        if stale:
+            run(["docker", "volume", "rm", *stale])
+            done.append(f"removed volumes of another lab: {', '.join(stale)}")
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text("the mailu-lab stack's volumes belong to this lab\n")
+    return done
+
+
 def remove_lab_images() -> None:
     """Remove the images pushed to the lab registry from the local engine (the registry keeps them)."""
     refs = run(

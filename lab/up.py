@@ -56,6 +56,7 @@ def lab_up(progress: Callable[[str], None] = lambda _msg: None) -> UpReport:
     step("docker engine", host.ensure_dockerd)
     step("registry", host.ensure_registry)
     step("networks", host.ensure_networks)
+    step("stack left by another lab", lambda: host.claim_stack(ep.lab_dir(), lab_stack_volumes()))
     step("sshd", host.ensure_sshd)
     ca = step("lab CA", lambda: ensure_ca(ep.lab_dir() / "ca"))
     images = step("images", ensure_images)
@@ -145,3 +146,11 @@ def lab_status() -> dict[str, Any]:
         "prefect": {"api": ep.PREFECT_API_URL, "ui": f"http://127.0.0.1:{ep.PREFECT_PORT}"},
         "prometheus": f"http://127.0.0.1:{ep.PROMETHEUS_PORT}",
     }
+
+
+def lab_stack_volumes() -> list[str]:
+    """The volumes of the stack the lab deploys: the config's default names, and the `mailu_real_*` set
+    the Mailu-image test deploys on (tests/lab/test_mailu_stack.py)."""
+    from mailu_core.config import Volumes
+
+    return [*Volumes().model_dump().values(), *(f"mailu_real_{field}" for field in Volumes.model_fields)]

@@ -80,6 +80,8 @@ class DeployPlan:
     secret_files: list[str] = field(default_factory=list)  # names of secret files to (re)write
     secrets_to_generate: list[str] = field(default_factory=list)  # block fields that are empty
     services_not_running: list[str] = field(default_factory=list)
+    # running services that mount a secret file this run rewrites: Mailu reads those files at start only
+    services_to_recreate: list[str] = field(default_factory=list)
     compose_dry_run: str = ""  # what `docker compose up --dry-run` says it would do
     preflight: list[Check] = field(default_factory=list)
 
@@ -98,6 +100,9 @@ class DeployPlan:
             lines += [f"- {name}" for name in self.secrets_to_generate]
         if self.secret_files:
             lines += ["", "## Secret files to write (0600)", ""] + [f"- {n}" for n in self.secret_files]
+        if self.services_to_recreate:
+            lines += ["", "## Services to recreate (a secret file they read changes)", ""]
+            lines += [f"- {s}" for s in self.services_to_recreate]
         if self.services_not_running:
             lines += ["", "## Services to (re)create", ""] + [f"- {s}" for s in self.services_not_running]
         if self.compose_dry_run:
@@ -192,6 +197,7 @@ class Deployer:
                 or (spec.gid is not None and have.gid != spec.gid)
             ):
                 plan.secret_files.append(spec.name)
+        plan.services_to_recreate = self.services_reading_changed_secrets(plan, state)
         running = state.by_service()
         for service, image in self.wanted_services().items():
             c = running.get(service)
@@ -295,9 +301,24 @@ class Deployer:
         finally:
             self.host.run(["rm", "-rf", tmp])
 
-    def converge_containers(self) -> None:
+    def converge_containers(self, plan: DeployPlan | None = None) -> None:
+        """`compose up`, then recreate the running services whose secret files this run rewrote: compose
+        compares only its own config, and Mailu reads a secret file once, at start."""
         self.compose("config", "--quiet")
         self.compose("up", "--detach", "--wait", "--wait-timeout", "240", timeout=900)
+        stale = plan.services_to_recreate if plan else []
+        if stale:
+            self.log(f"recreating {', '.join(stale)}: their secret files changed")
+            self.compose(
+                "up", "--detach", "--wait", "--wait-timeout", "240", "--force-recreate", "--no-deps", *stale,
+                timeout=900,
+            )  # fmt: skip
+
+    def services_reading_changed_secrets(self, plan: DeployPlan, state: HostState) -> list[str]:
+        """Services that were already running before this run and mount a secret file it rewrote."""
+        was_running = {c.service for c in state.containers if c.state == "running"}
+        changed = [s for s in self.rendered.secrets if s.name in plan.secret_files]
+        return sorted({svc for spec in changed for svc in spec.services} & was_running)
 
     # --- checks --------------------------------------------------------------------------------
 
@@ -444,7 +465,7 @@ def run_deploy(
     created: list[str] = []
     try:
         created = deployer.write_changes(plan, release, state, previous)
-        deployer.converge_containers()
+        deployer.converge_containers(plan)
         reloaded = _reload_monitoring(deployer, plan)
         accounts = _ensure_accounts(deployer, values)
         checks = reloaded + _post_checks(deployer)
@@ -546,10 +567,32 @@ def _failure_reason(deployer: Deployer, exc: Exception) -> str:
     named = "; ".join(f"{c.name.removeprefix('container ')}: {c.detail}" for c in bad)
     text = str(exc).strip()
     if isinstance(exc, CommandFailed):  # compose prints progress lines; its verdict is the last one
-        words = exc.result.command.split()
-        what = " ".join(words[words.index("compose") + 1 :][-6:]) if "compose" in words else words[0]
-        text = f"{what}: {exc.last_line()}"
+        text = f"{command_label(exc.result.command)}: {exc.last_line()}"
     return text[-800:] + (f" [unhealthy services: {named}]" if named else "")
+
+
+def command_label(command: str) -> str:
+    """A short name for a failed command: `compose <subcommand> [service]` or the program, never its
+    arguments (an `exec` carries a whole script, and arguments may carry values nobody should read)."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        words = command.split()
+    if "compose" not in words:
+        return PurePosixPath(words[0]).name if words else "command"
+    rest = words[words.index("compose") + 1 :]
+    while rest and rest[0].startswith("-"):  # global options (`-p name`, `-f file`) before the subcommand
+        rest = rest[2:] if rest[0] in ("-p", "-f", "--project-name", "--file", "--env-file") else rest[1:]
+    if not rest:
+        return "compose"
+    sub, args = rest[0], rest[1:]
+    if sub in ("exec", "run"):
+        valued = {"-u", "--user", "-w", "--workdir", "-e", "--env", "--index", "--entrypoint", "--name", "-v"}
+        i = 0
+        while i < len(args) and args[i].startswith("-"):
+            i += 2 if args[i] in valued else 1
+        return f"compose {sub} {args[i]}" if i < len(args) else f"compose {sub}"
+    return f"compose {sub}"
 
 
 def _restore_replaced(deployer: Deployer, release: Release, rels: list[str]) -> None:

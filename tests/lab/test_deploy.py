@@ -99,6 +99,32 @@ def test_secret_files_keep_content_and_mode_across_deploys(
     assert all((p.stat().st_mode & 0o777, p.stat().st_gid) == (0o640, 1000) for p in files)
 
 
+def test_a_rotated_secret_recreates_the_services_that_read_it(
+    first_deploy: dict[str, Any], cfg: StackConfig
+) -> None:
+    """Compose sees no change when only a secret file's content does, and Mailu reads the file once at
+    start: without a recreate, admin keeps the old API token and the deploy's own API calls get 403."""
+    import secrets as pysecrets
+
+    from flows.deploy import BlockSecretsStore
+    from mailu_core.render.secrets import secret_file_specs
+
+    store = BlockSecretsStore(cfg.blocks.mailu_secrets)
+    old = store.load()["api_token"]
+    readers = {s for spec in secret_file_specs(cfg) if spec.block_field == "api_token" for s in spec.services}
+    assert readers == {"admin"}
+    before = _container_ids(cfg.mailu.compose_project)
+    store.save({"api_token": pysecrets.token_urlsafe(32)})
+    try:
+        state = _deploy(cfg)  # ends with Mailu API calls made with the new token
+        assert state.is_completed(), state.message
+        after = _container_ids(cfg.mailu.compose_project)
+        assert {s for s in before if after.get(s) != before[s]} == readers
+    finally:
+        store.save({"api_token": old})
+        assert _deploy(cfg).is_completed()
+
+
 def test_message_size_change_recreates_only_the_services_that_read_it(
     first_deploy: dict[str, Any], cfg: StackConfig
 ) -> None:
