@@ -126,6 +126,9 @@ def deploy(
         )
     get_run_logger().info("deploy: %s", result.summary)
     dns = run_dns_step(config, result, dkim, dkim_error, lock_wait_s) if publish_dns and not dry_run else None
+    certificate = None
+    if result.awaiting_certificate and not dry_run:
+        certificate = certificates(config)  # raises at its deadline; the release stays
     plan = None
     if dry_run:
         plan = result.plan.markdown() + (f"\n{dns_plan_md}" if dns_plan_md else "")
@@ -137,7 +140,36 @@ def deploy(
         "failed_checks": [c.name for c in result.checks if not c.ok],
         "plan": plan,
         "dns": dns,
+        "waits_for": result.plan.waits_for,
+        "certificate": certificate,
     }
+
+
+@task(name="certificates", cache_policy=NO_CACHE)
+def certificates(config: StackConfig) -> str:
+    """An ACME flavor's first certificate: wait for Mailu's certbot (deadline `certificate_wait_s`),
+    restart front so that its Dovecot starts, then run the mail and web checks that waited for it."""
+    from mailu_flows.deploy.certificates import wait_for_certificate
+    from mailu_flows.deploy.engine import Deployer, probes
+
+    logger = get_run_logger()
+    host = connect_host(config)
+    try:
+        deployer = Deployer(config, host, logger.info)
+        outcome = wait_for_certificate(host, config, deployer.compose, logger.info)
+        checks = probes(config)
+    finally:
+        host.close()
+    create_table_artifact(
+        checks_table(checks), key="mailu-certificate-checks", description="Checks after the first certificate"
+    )
+    failed = [c for c in checks if not c.ok]
+    if failed:
+        raise RuntimeError(
+            f"{outcome}, but checks fail: " + "; ".join(f"{c.name}: {c.detail}" for c in failed)
+        )
+    logger.info("certificates: %s", outcome)
+    return outcome
 
 
 class DnsStepFailed(RuntimeError):

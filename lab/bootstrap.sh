@@ -9,6 +9,7 @@ APT_PACKAGES=(
   docker.io docker-registry mmdebstrap
   openssh-server openssh-client
   knot knot-dnsutils dnsutils
+  pebble
   gnupg
   prometheus prometheus-blackbox-exporter
   iproute2 procps ca-certificates curl

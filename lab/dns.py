@@ -21,12 +21,13 @@ state was wiped) is reset and re-bootstraps by AXFR.
 The lab's DNS root, for validating resolvers in containers (Mailu's unbound; its admin waits for a
 DNSSEC-validated answer). Containers cannot reach loopback, so the primary also listens on the docker
 bridge's address (docker0, read at run time) and serves a signed root zone "." there and on loopback:
-the root NS with its address, `example.org. A` (the name Mailu's admin checks), and a delegation of
-the lab zone (with its DS when the lab zone is signed, see `SIGN_ZONE`). Knot signs automatically
-with the `lab` policy (one ECDSA P-256 CSK per zone, never rolled), its keys live in the KASP db
-under dns/primary/db/keys, so the root's trust anchor (`lab.dnssec`) is the same across restarts as
-long as that directory is kept. The root zone file (dns/primary/zones/root.zone) is the lab's: Knot
-never writes it back (`zonefile-sync: -1`) and loads changes as a difference with its own serial.
+the root NS with its address, `example.org. A` (the name Mailu's admin checks), the lab ACME server's
+name (`acme.test.`, see lab/pebble.py), and a delegation of the lab zone (with its DS when the lab zone
+is signed, see `SIGN_ZONE`). Knot signs automatically with the `lab` policy (one ECDSA P-256 CSK per
+zone, never rolled), its keys live in the KASP db under dns/primary/db/keys, so the root's trust anchor
+(`lab.dnssec`) is the same across restarts as long as that directory is kept. The root zone file
+(dns/primary/zones/root.zone) is the lab's: Knot never writes it back (`zonefile-sync: -1`) and loads
+changes as a difference with its own serial.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ import dns.tsig
 import dns.tsigkeyring
 
 from lab.endpoints import (
+    ACME_NAME,
     DNS_PORT,
     DNS_PRIMARY,
     DNS_SECONDARY,
@@ -68,6 +70,7 @@ from lab.endpoints import (
     TSIG_KEY_NAME,
     ZONE,
     lab_dir,
+    public_address,
 )
 from lab.files import write_atomic, write_if_changed
 from lab.procs import LabError, running_pid, start_daemon, stop_daemon
@@ -341,6 +344,7 @@ $TTL 300
 {EXAMPLE_NAME}  A  {EXAMPLE_ADDRESS}
 {EXAMPLE_NAME}  TXT  "v=spf1 ip4:{OUTSIDE_MTA_IP} -all"
 {OUTSIDE_MTA_NAME}.  A  {OUTSIDE_MTA_IP}
+{ACME_NAME}.  A  {public_address()}
 {_reverse_name(OUTSIDE_MTA_IP)}  PTR  {OUTSIDE_MTA_NAME}.
 {ZONE}.  NS  {ROOT_NS}
 {ds}"""

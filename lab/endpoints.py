@@ -72,6 +72,32 @@ TRAEFIK_EDGE_IP = "172.30.1.2"
 OUTSIDE_MTA_IP = "172.30.1.200"
 OUTSIDE_MTA_NAME = "mx.example.org"
 
+# The lab's ACME server (Debian's pebble) on the host. Containers find it by this name in the lab's root
+# zone; it dials HTTP-01 on port 80 and TLS-ALPN-01 on 443 of the name's A address.
+ACME_NAME = "acme.test"
+ACME_PORT = 14000
+ACME_MANAGEMENT_PORT = 15000
+ACME_DIRECTORY = f"https://{ACME_NAME}:{ACME_PORT}/dir"
+
+
+def public_address() -> str:
+    """The host's own address on its uplink (the source of its default route): what an A record of a
+    real mail host points at. Traefik's web entrypoints are published there too, so that the ACME server
+    and Mailu's front (hairpin through Docker's port proxy) reach them as they would on a real host."""
+    import json
+    import subprocess
+
+    out = subprocess.run(
+        ["ip", "-j", "-4", "route", "get", "198.51.100.1"], capture_output=True, text=True, check=False
+    ).stdout
+    try:
+        src = json.loads(out)[0]["prefsrc"]
+    except (ValueError, LookupError):
+        src = None
+    if not src or src.startswith("127."):
+        raise RuntimeError("no IPv4 uplink address (`ip route get` found no source): the lab needs one")
+    return str(src)
+
 
 @dataclass(frozen=True)
 class EntryPoint:

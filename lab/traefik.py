@@ -37,6 +37,10 @@ def dynamic_dir() -> Path:
     return host_root() / "traefik" / "dynamic"
 
 
+ACME_RESOLVER = "pebble"
+CONTAINER_ACME_DIR = "/acme"
+
+
 def static_config() -> dict[str, Any]:
     """Traefik's static config: entrypoints, the file provider, the API; never touched by a flow."""
     entry_points: dict[str, Any] = {e.name: {"address": f":{e.port}"} for e in ep.MAIL_ENTRYPOINTS}
@@ -47,6 +51,18 @@ def static_config() -> dict[str, Any]:
         "global": {"checkNewVersion": False, "sendAnonymousUsage": False},
         "entryPoints": entry_points,
         "providers": {"file": {"directory": CONTAINER_DYNAMIC_DIR, "watch": True}},
+        # The lab's ACME server (lab/pebble.py) as a resolver routers may name (`traefik.cert_resolver`).
+        # TLS-ALPN-01: HTTP-01 on :80 belongs to Mailu's certbot (Mailu's docs/reverse.rst).
+        "certificatesResolvers": {
+            ACME_RESOLVER: {
+                "acme": {
+                    "caServer": ep.ACME_DIRECTORY,
+                    "email": f"admin@{ep.ZONE}",
+                    "storage": f"{CONTAINER_ACME_DIR}/acme.json",
+                    "tlsChallenge": {},
+                }
+            }
+        },
         "api": {"insecure": True, "dashboard": True},
         "ping": {"entryPoint": "traefik"},
         "log": {"level": "INFO", "noColor": True},
@@ -182,6 +198,14 @@ def ensure_traefik(image: str, ca: CaFiles) -> None:
     )
     changed |= write_if_changed(cert_dir / "cert.pem", ca.cert.read_bytes(), 0o644)
     changed |= write_if_changed(cert_dir / "key.pem", ca.key.read_bytes(), 0o600)
+    changed |= write_if_changed(cert_dir / "ca.crt", ca.ca_cert.read_bytes(), 0o644)
+    acme_dir = conf_dir / "acme"
+    acme_dir.mkdir(mode=0o700, exist_ok=True)
+    public = ep.public_address()
+    # HTTP(S) also on the host's public address, as on a real host: the ACME server dials the A address,
+    # and Mailu's front reaches its own name through Docker's port proxy (hairpin).
+    run_args = [f"public {public}"]
+    changed |= write_if_changed(conf_dir / "run-args.txt", "\n".join(run_args) + "\n", 0o644)
     dyn = dynamic_dir()
     dyn.mkdir(parents=True, exist_ok=True)
     shutil.chown(dyn, ep.SSH_USER, ep.SSH_USER)
@@ -195,6 +219,7 @@ def ensure_traefik(image: str, ca: CaFiles) -> None:
     for e in (*ep.MAIL_ENTRYPOINTS, *ep.WEB_ENTRYPOINTS):
         publish += ["-p", f"127.0.0.1:{e.host_port}:{e.port}"]
     publish += ["-p", f"127.0.0.1:{ep.TRAEFIK_API_PORT}:8080"]
+    publish += [a for e in ep.WEB_ENTRYPOINTS for a in ("-p", f"{public}:{e.port}:{e.port}")]
     run(
         [
             "docker",
@@ -216,6 +241,12 @@ def ensure_traefik(image: str, ca: CaFiles) -> None:
             f"{cert_dir}:{CONTAINER_CERT_DIR}:ro",
             "-v",
             f"{dyn}:{CONTAINER_DYNAMIC_DIR}:ro",
+            "-v",
+            f"{acme_dir}:{CONTAINER_ACME_DIR}",
+            "--add-host",
+            f"{ep.ACME_NAME}:{public}",
+            "-e",
+            f"LEGO_CA_CERTIFICATES={CONTAINER_CERT_DIR}/ca.crt",
             "--read-only",
             "--security-opt",
             "no-new-privileges",

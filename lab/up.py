@@ -44,6 +44,7 @@ def lab_up(progress: Callable[[str], None] = lambda _msg: None) -> UpReport:
     from lab.cf_emulator import ensure_cf_emulator
     from lab.dns import ensure_dns
     from lab.images import ensure_images
+    from lab.pebble import ensure_pebble
     from lab.stack import write_lab_stack_config
     from lab.webhook import ensure_webhook
 
@@ -63,6 +64,7 @@ def lab_up(progress: Callable[[str], None] = lambda _msg: None) -> UpReport:
     step("forward-auth", lambda: traefik.ensure_forward_auth(images["forward-auth"]))
     step("traefik", lambda: traefik.ensure_traefik(images["traefik"], ca))
     step("dns", ensure_dns)
+    step("acme server", lambda: ensure_pebble(ca))
     step("cloudflare emulator", ensure_cf_emulator)
     step("gpg", services.ensure_gpg)
     step("prometheus", services.ensure_prometheus)
@@ -78,11 +80,13 @@ def lab_down(remove_images: bool = False) -> list[str]:
     from lab import host, services, traefik
     from lab.cf_emulator import stop_cf_emulator
     from lab.dns import stop_dns
+    from lab.pebble import stop_pebble
     from lab.procs import stop_daemon
 
     done: list[str] = [name for name in ("serve", "webhook") if stop_daemon(name)]
     done += services.stop_services()
     stop_cf_emulator()
+    stop_pebble()
     stop_dns()
     services.stop_gpg_agent()
     if host.docker_answers():
@@ -112,6 +116,7 @@ def lab_status() -> dict[str, Any]:
         "dns-primary": running_pid("knot-primary") is not None,
         "dns-secondary": running_pid("knot-secondary") is not None,
         "cloudflare-emulator": tcp_open("127.0.0.1", ep.CF_EMULATOR_PORT),
+        "acme-server": tcp_open("127.0.0.1", ep.ACME_PORT),
         "prometheus": services.prometheus_ready(),
         "prefect-server": services.prefect_healthy(),
         "notification-webhook": tcp_open("127.0.0.1", WEBHOOK_PORT),
@@ -130,6 +135,7 @@ def lab_status() -> dict[str, Any]:
         },
         "stack_root": str(host.host_root()),
         "registry": ep.REGISTRY_HOST,
+        "acme": {"directory": ep.ACME_DIRECTORY, "public_address": ep.public_address()},
         "dns": {
             "zone": ep.ZONE,
             "primary": f"{ep.DNS_PRIMARY}:{ep.DNS_PORT}",

@@ -171,6 +171,15 @@ class MailuSettings(_Model):
             "'cert'/'mail' read tls_cert_file/tls_key_file from the certs volume."
         ),
     )
+    certificate_wait_s: int = Field(
+        900,
+        ge=60,
+        le=86400,
+        description=(
+            "ACME flavors: how long a deploy waits for Mailu's first certificate after the DNS step "
+            "(HTTP-01 can only succeed once the A record resolves and Traefik routes the challenge)."
+        ),
+    )
     tls_cert_file: FileName = Field(
         "cert.pem", description="Certificate file in the certs volume (cert, mail)."
     )

@@ -19,6 +19,7 @@ from pathlib import PurePosixPath
 
 from mailu_core.config import StackConfig
 from mailu_core.render import RenderedStack, render_stack
+from mailu_flows.deploy.certificates import certificate_present, plan_note, uses_acme, waiting_check
 from mailu_flows.deploy.hoststate import HostState, read_host_state
 from mailu_flows.deploy.monitoring import (
     monitoring_changed,
@@ -83,6 +84,7 @@ class DeployPlan:
     # running services that mount a secret file this run rewrites: Mailu reads those files at start only
     services_to_recreate: list[str] = field(default_factory=list)
     compose_dry_run: str = ""  # what `docker compose up --dry-run` says it would do
+    waits_for: list[str] = field(default_factory=list)  # what the deploy cannot have yet, and its deadline
     preflight: list[Check] = field(default_factory=list)
 
     @property
@@ -105,6 +107,8 @@ class DeployPlan:
             lines += [f"- {s}" for s in self.services_to_recreate]
         if self.services_not_running:
             lines += ["", "## Services to (re)create", ""] + [f"- {s}" for s in self.services_not_running]
+        if self.waits_for:
+            lines += ["", "## Waits for", ""] + [f"- {w}" for w in self.waits_for]
         if self.compose_dry_run:
             lines += ["", "## docker compose up --dry-run", "", "```", self.compose_dry_run.rstrip(), "```"]
         for change in self.files:
@@ -125,6 +129,8 @@ class DeployResult:
     plan: DeployPlan
     checks: list[Check] = field(default_factory=list)
     created_accounts: list[str] = field(default_factory=list)
+    # An ACME flavor's first certificate cannot exist before the DNS step: the flow waits for it after.
+    awaiting_certificate: bool = False
 
 
 class Deployer:
@@ -135,6 +141,7 @@ class Deployer:
         self.root = str(cfg.host.stack_root)
         self.rendered: RenderedStack = render_stack(cfg)
         self.secret_values: dict[str, str] = {}
+        self.awaiting_certificate = False
 
     # --- reading -------------------------------------------------------------------------------
 
@@ -285,13 +292,16 @@ class Deployer:
             scratch = type(self.cfg).model_validate(data)
             rendered = render_stack(scratch)
             live_certs = self.cfg.host.certs_dir
-            dirs = {str(PurePosixPath(tmp) / PurePosixPath(rel).parent) for rel in rendered.files}
+            # every file lands inside the scratch directory, one the config places by absolute path (e.g.
+            # Traefik's file-provider directory) too: a dry run never writes a live file
+            scratch_path = {rel: str(PurePosixPath(tmp) / rel.lstrip("/")) for rel in rendered.files}
+            dirs = {str(PurePosixPath(p).parent) for p in scratch_path.values()}
             dirs |= {str(PurePosixPath(s.host_path).parent) for s in rendered.secrets}
             if live_certs is not None:
                 dirs.add(str(scratch.host.resolve(live_certs)))
             self.host.run("mkdir -p " + " ".join(shlex.quote(d) for d in sorted(dirs)))
             for rel, rf in rendered.files.items():
-                self.host.write_file(f"{tmp}/{rel}", rf.content)
+                self.host.write_file(scratch_path[rel], rf.content)
             for spec in rendered.secrets:  # placeholders: compose needs the files to exist, not their values
                 self.host.write_file(spec.host_path, b"", mode=0o600)
             args = compose_args(scratch)
@@ -305,7 +315,10 @@ class Deployer:
         """`compose up`, then recreate the running services whose secret files this run rewrote: compose
         compares only its own config, and Mailu reads a secret file once, at start."""
         self.compose("config", "--quiet")
-        self.compose("up", "--detach", "--wait", "--wait-timeout", "240", timeout=900)
+        if self.awaiting_certificate:
+            self._up_without_front_health()
+        else:
+            self.compose("up", "--detach", "--wait", "--wait-timeout", "240", timeout=900)
         stale = plan.services_to_recreate if plan else []
         if stale:
             self.log(f"recreating {', '.join(stale)}: their secret files changed")
@@ -313,6 +326,37 @@ class Deployer:
                 "up", "--detach", "--wait", "--wait-timeout", "240", "--force-recreate", "--no-deps", *stale,
                 timeout=900,
             )  # fmt: skip
+
+    def _up_without_front_health(self, limit_s: float = 240.0) -> None:
+        """`compose up`, then wait for every service's health except front's, which cannot pass before
+        its first certificate exists (certificates.py): front need only be running."""
+        import time
+
+        self.compose("up", "--detach", timeout=900)
+        deadline = time.monotonic() + limit_s
+        while True:
+            bad = [c for c in self.relaxed_container_checks(self.read_state()) if not c.ok]
+            if not bad:
+                return
+            if time.monotonic() > deadline:
+                raise DeployError(
+                    "services not healthy: " + "; ".join(f"{c.name}: {c.detail}" for c in bad)
+                )
+            time.sleep(2)
+
+    def relaxed_container_checks(self, state: HostState) -> list[Check]:
+        """Container checks; while the first certificate is awaited, front passes when it runs."""
+        rows = self.container_checks(state)
+        if not self.awaiting_certificate:
+            return rows
+        front = state.by_service().get("front")
+        running = front is not None and front.state == "running"
+        return [
+            Check(c.name, running, f"{c.detail} (health waits for the certificate)")
+            if c.name == "container front"
+            else c
+            for c in rows
+        ]
 
     def services_reading_changed_secrets(self, plan: DeployPlan, state: HostState) -> list[str]:
         """Services that were already running before this run and mount a secret file it rewrote."""
@@ -420,6 +464,9 @@ def run_deploy(
     values = {**current, **generated}
     state = deployer.read_state()
     plan = deployer.plan(state, values, sorted(generated))
+    if uses_acme(cfg) and not certificate_present(host, cfg):
+        deployer.awaiting_certificate = True
+        plan.waits_for.append(plan_note(cfg))
     on_plan(plan)
     failures = [c for c in plan.preflight if c.blocking and not c.ok]
     if failures:
@@ -442,14 +489,22 @@ def run_deploy(
     previous = last_good(releases)
     if not plan.changes:
         state = _wait_while_starting(deployer, state, log)
-        checks = deployer.container_checks(state) + deployer.traefik_checks(state) + _probes(cfg)
+        checks = deployer.relaxed_container_checks(state) + deployer.traefik_checks(state)
+        checks += [waiting_check(cfg)] if deployer.awaiting_certificate else probes(cfg)
         checks += prometheus_checks(host, cfg)
         failed = [c for c in checks if not c.ok]
         if failed:
             raise DeployError(
                 "no changes to apply, but checks fail: " + "; ".join(f"{c.name}: {c.detail}" for c in failed)
             )
-        return DeployResult(False, previous.id if previous else None, "no changes", plan, checks)
+        return DeployResult(
+            False,
+            previous.id if previous else None,
+            "no changes",
+            plan,
+            checks,
+            awaiting_certificate=deployer.awaiting_certificate,
+        )
 
     release = Release(
         id=new_release_id(),
@@ -487,7 +542,9 @@ def run_deploy(
     summary = (
         f"release {release.id}: {len(plan.files)} file(s), {len(plan.secret_files)} secret file(s) written"
     )
-    return DeployResult(True, release.id, summary, plan, checks, accounts)
+    return DeployResult(
+        True, release.id, summary, plan, checks, accounts, awaiting_certificate=deployer.awaiting_certificate
+    )
 
 
 def _wait_while_starting(deployer: Deployer, state: HostState, log: Log, limit_s: float = 300.0) -> HostState:
@@ -504,7 +561,7 @@ def _wait_while_starting(deployer: Deployer, state: HostState, log: Log, limit_s
     return state
 
 
-def _probes(cfg: StackConfig) -> list[Check]:
+def probes(cfg: StackConfig) -> list[Check]:
     """Mail and web probes, the two groups side by side (each is a handful of TLS handshakes)."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -541,10 +598,11 @@ def _post_checks(deployer: Deployer, traefik_wait_s: float = 20.0) -> list[Check
         if all(c.ok for c in traefik) or time.monotonic() > deadline:
             break
         time.sleep(1)
+    waiting = deployer.awaiting_certificate
     return (
-        deployer.container_checks(state)
+        deployer.relaxed_container_checks(state)
         + traefik
-        + _probes(deployer.cfg)
+        + ([waiting_check(deployer.cfg)] if waiting else probes(deployer.cfg))
         + prometheus_checks(deployer.host, deployer.cfg)
     )
 

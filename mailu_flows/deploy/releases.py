@@ -76,7 +76,8 @@ def start_release(
     dirs |= {f"{base}/replaced/{PurePosixPath(p).parent}" for p in replaced}
     script = ["umask 077", "mkdir -p " + " ".join(shlex.quote(d) for d in sorted(dirs | {base}))]
     for rel in replaced:
-        script.append(f"cp -p {shlex.quote(f'{stack_root}/{rel}')} {shlex.quote(f'{base}/replaced/{rel}')}")
+        live = str(PurePosixPath(stack_root) / rel)  # a file the config places by absolute path stays there
+        script.append(f"cp -p {shlex.quote(live)} {shlex.quote(f'{base}/replaced/{rel}')}")
     host.run(" && ".join(script))
     for rel, data in contents.items():
         host.write_file(f"{base}/files/{rel}", data, mode=0o600)

@@ -189,7 +189,7 @@ def test_rendered_compose_passes_docker_compose_config(tmp_path: Path, variant: 
             else:
                 assert mount["type"] == "volume", (name, mount)
     # `$$` in healthchecks reaches the container as a literal `$`
-    assert "$(cat /run/dovecot/master.pid)" in resolved["services"]["front"]["healthcheck"]["test"][1]
+    assert "$(cat /run/dovecot/master.pid)" in resolved["services"]["imap"]["healthcheck"]["test"][1]
     for volume in resolved["volumes"].values():
         assert not volume.get("external"), volume
 
@@ -475,7 +475,13 @@ def test_traefik_web_routes(variant: str) -> None:
     routers = http["routers"]
     admin = routers["mailu-admin"]
     assert admin["entryPoints"] == [cfg.traefik.websecure_entrypoint]
-    assert admin["rule"] == f"Host(`{cfg.admin_host}`) && PathPrefix(`{cfg.mailu.admin_path}`)"
+    # Mailu's admin signs in at /sso/login and loads /static/ on its own host: routed with the admin
+    # path unless the webmail router (no forward-auth: webmail's login) carries them on a shared host
+    shares = cfg.admin_host == cfg.webmail_host and cfg.mailu.webmail != "none"
+    paths = [cfg.mailu.admin_path] + ([] if shares else ["/sso/", "/static/"])
+    prefixes = " || ".join(f"PathPrefix(`{p}`)" for p in paths)
+    wanted = f"({prefixes})" if len(paths) > 1 else prefixes
+    assert admin["rule"] == f"Host(`{cfg.admin_host}`) && {wanted}"
     m = cfg.traefik.middlewares
     assert admin["middlewares"] == [
         f"{m.secure_headers}@file",
