@@ -1,7 +1,8 @@
 """Build the lab's container images from a Debian rootfs and pin them by registry digest.
 
 No public registry is reachable, so every image starts from a bookworm rootfs made with `mmdebstrap`
-and `docker import`ed; small classic-builder steps add the stand-in scripts. Everything is pushed to
+and `docker import`ed; small classic-builder steps add each image's packages and scripts (Mailu's own
+images: lab/mailu_images.py). Everything is pushed to
 the local registry so that the flows can pin `repo@sha256:…` exactly as they would in production.
 Each image is keyed on a hash of its inputs, so a second run with nothing changed only checks that
 the registry still holds the recorded manifests.
@@ -25,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.endpoints import CACHE_DIR, MAILU_VERSION, REGISTRY_HOST, REPO_ROOT
+from lab.endpoints import CACHE_DIR, REGISTRY_HOST, REPO_ROOT
 from lab.files import hash_tree, sha256_file
 from lab.mailu_images import ensure_mailu_images
 from lab.procs import LabError, run_checked
@@ -53,22 +54,14 @@ class ImageSpec:
     context: str
 
 
-# The stand-ins are being retired: their tag must not take Mailu's own images' `mailu/<name>:2024.06`.
-STANDIN_TAG = f"{MAILU_VERSION}-standin"
+# The lab's own images around Mailu (Mailu's images come from lab/mailu_images.py).
 SPECS: tuple[ImageSpec, ...] = (
-    ImageSpec("front", "mailu/nginx", STANDIN_TAG, "front"),
-    ImageSpec("admin", "mailu/admin", STANDIN_TAG, "admin"),
-    ImageSpec("imap", "mailu/dovecot", STANDIN_TAG, "imap"),
-    ImageSpec("smtp", "mailu/postfix", STANDIN_TAG, "smtp"),
-    ImageSpec("antispam", "mailu/rspamd", STANDIN_TAG, "antispam"),
-    ImageSpec("webmail", "mailu/webmail", STANDIN_TAG, "webmail"),
     ImageSpec("redis", "library/redis", "7.0-bookworm", "redis"),
     ImageSpec("postgres", "library/postgres", "15-bookworm", "postgres"),
     ImageSpec("forward-auth", "lab/forward-auth", "1", "forward-auth"),
     ImageSpec("traefik", "lab/traefik", "3", "traefik"),
 )
 BASE_REPO = "lab/base"
-COMMON_DIR = "common"
 
 
 def packages() -> list[str]:
@@ -198,23 +191,19 @@ def _input_hash(spec: ImageSpec, base_ref: str, traefik_sha: str | None) -> str:
     h = hashlib.sha256()
     h.update(f"{spec.repo}:{spec.tag}\0{base_ref}\0".encode())
     hash_tree(h, IMAGES_DIR / spec.context)
-    if spec.context != "traefik":
-        hash_tree(h, IMAGES_DIR / COMMON_DIR)
     if traefik_sha:
         h.update(traefik_sha.encode())
     return h.hexdigest()
 
 
 def _build(spec: ImageSpec, base_ref: str) -> str:
-    """Build one image in a throw-away context (its dir + the shared common/ scripts) and push it."""
+    """Build one image in a throw-away context (its dir, plus the Traefik binary for traefik) and push it."""
     tagged = f"{REGISTRY_HOST}/{spec.repo}:{spec.tag}"
     with tempfile.TemporaryDirectory(prefix="mlt-build-") as tmp:
         ctx = Path(tmp) / "ctx"
         shutil.copytree(IMAGES_DIR / spec.context, ctx)
         if spec.context == "traefik":
             shutil.copy2(traefik_binary(), ctx / "traefik")
-        else:
-            shutil.copytree(IMAGES_DIR / COMMON_DIR, ctx / "common")
         run_checked(
             ["docker", "build", "--build-arg", f"BASE={base_ref}", "-t", tagged, str(ctx)],
             env={"DOCKER_BUILDKIT": "0"},
@@ -264,15 +253,10 @@ def ensure_images(force: bool = False) -> dict[str, str]:
         for name, ref in mailu.items():
             if not _DIGEST_REF.match(ref):
                 raise LabError(f"{name}: not a pinned reference: {ref!r}")
-        # Mailu's own images under `mailu-<name>`; the plain names are what the lab's stack runs.
+        # Mailu's own images, under their service names (what the lab's stack runs) and as `mailu-<name>`.
         result.update({f"mailu-{name}": ref for name, ref in mailu.items()})
-        result.update(mailu if lab_runs_mailu() else {"resolver": mailu["resolver"]})
+        result.update(mailu)
         return result
-
-
-def lab_runs_mailu() -> bool:
-    """Whether the lab's stack runs Mailu's own images (MAILU_LAB_IMAGES=mailu) or the stand-ins."""
-    return os.environ.get("MAILU_LAB_IMAGES", "standins") == "mailu"
 
 
 def _traefik_sha(record: dict[str, dict[str, str]]) -> str:
