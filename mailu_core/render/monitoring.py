@@ -256,7 +256,13 @@ def render_blackbox_modules(cfg: StackConfig) -> str:
         module_name(cfg, "https_admin"): https(cfg.admin_host, [200, 302, 303, 307, 401]),
     }
     if cfg.mailu.webmail != "none":
-        modules[module_name(cfg, "https_webmail")] = https(cfg.webmail_host, [200])
+        # Mailu's webmail sends a signed-out browser to its own sign-in page: a 302 whose Location is
+        # Mailu's `/sso/login` is the healthy answer (anything else that redirects is not).
+        webmail = https(cfg.webmail_host, [200, 302])
+        webmail["http"]["fail_if_header_not_matches"] = [
+            {"header": "Location", "regexp": "/sso/login", "allow_missing": True}
+        ]
+        modules[module_name(cfg, "https_webmail")] = webmail
     head = _header("Blackbox exporter modules for the Mailu probes") + (
         "# Merge `modules:` into the exporter's config file, or run an exporter with --config.file here.\n"
     )

@@ -14,8 +14,8 @@ Mail (TCP), one router per entrypoint:
 - with `traefik.tcp_allowlist`, a TCP `ipAllowList` on every mail port but 25 (MX must stay open).
 
 Web (HTTP), Traefik terminates HTTPS (the config's certResolver):
-- `mailu-admin`: admin host + admin path, with the host's secure-headers, forward-auth, admin
-  allowlist and management rate limit (`<name>@file`).
+- `mailu-admin`: admin host + admin path (+ Mailu's `/sso/` and `/static/`, see `admin_paths`), with
+  the host's secure-headers, forward-auth, admin allowlist and management rate limit (`<name>@file`).
 - `mailu-webmail`: the webmail host, public: secure headers + a rate limit defined here (or
   forward-auth too, per `traefik.webmail_exposure`).
 - `mailu-webmail-deny`: on the webmail host, the API path (and the admin path when the admin lives
@@ -97,6 +97,15 @@ def _prefixes(paths: list[str]) -> str:
     return rules[0] if len(rules) == 1 else "(" + " || ".join(rules) + ")"
 
 
+def admin_paths(cfg: StackConfig) -> list[str]:
+    """The paths of the admin router. Mailu's admin sends a signed-out browser to `/sso/login` on its own
+    host and its pages load `/static/` (front serves both from admin: `location ~ ^/(sso|static)/`);
+    without them the admin UI is a 404 on a host of its own. On a host shared with webmail, the webmail
+    router carries them already, without forward-auth, as webmail's own login needs."""
+    shared = cfg.admin_host == cfg.webmail_host and cfg.mailu.webmail != "none"
+    return [cfg.mailu.admin_path] + ([] if shared else ["/sso/", "/static/"])
+
+
 def _front_serves_http(cfg: StackConfig) -> bool:
     return cfg.mailu.tls_flavor in ("mail", "mail-letsencrypt")
 
@@ -132,7 +141,7 @@ def _http(cfg: StackConfig) -> dict[str, Any]:
     routers: dict[str, Any] = {
         ADMIN_ROUTER: {
             "entryPoints": websecure,
-            "rule": f"{_host(cfg.admin_host)} && {_prefixes([m.admin_path])}",
+            "rule": f"{_host(cfg.admin_host)} && {_prefixes(admin_paths(cfg))}",
             "priority": _PRIORITY[ADMIN_ROUTER],
             "middlewares": [_file_ref(n) for n in t.admin_middlewares()],
             "service": WEB_SERVICE,

@@ -99,3 +99,19 @@ def test_finished_deploy_run_page(finished_deploy_run: str) -> None:
     dom = _chromium(url, "--dump-dom")
     assert "Completed" in dom
     assert "deploy" in dom
+
+
+def test_mailu_admin_login_page_renders(lab: dict[str, Any]) -> None:
+    """Mailu's own admin, through Traefik's websecure entrypoint and the host's forward-auth: a signed-out
+    browser lands on Mailu's sign-in page (/sso/login on the admin host). TLS is checked elsewhere; this
+    browser profile does not know the lab CA."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    websecure = next(e.host_port for e in ep.WEB_ENTRYPOINTS if e.name == "websecure")
+    url = f"https://admin:lab-admin@{ep.ADMIN_HOSTNAME}:{websecure}/admin/"
+    flags = ["--ignore-certificate-errors", f"--host-resolver-rules=MAP {ep.ADMIN_HOSTNAME} 127.0.0.1"]
+    png = ARTIFACTS / "mailu-admin-login.png"
+    _chromium(url, *flags, f"--screenshot={png}")
+    assert png.stat().st_size > 10_000
+    dom = _chromium(url, *flags, "--dump-dom")
+    assert "Mailu-Admin" in dom and 'name="email"' in dom and 'name="pw"' in dom, dom[:2000]
+    assert 'id="submitAdmin"' in dom
