@@ -159,7 +159,7 @@ def _container_image(name: str) -> str | None:
 
 
 def ensure_forward_auth(image: str) -> None:
-    """The stand-in behind `admin-forward-auth`: 401 without credentials."""
+    """The host's SSO gate behind `admin-forward-auth` (a small lab server): 401 without credentials."""
     if container_running(FORWARD_AUTH_CONTAINER) and _container_image(FORWARD_AUTH_CONTAINER) == image:
         return
     run(["docker", "rm", "-f", FORWARD_AUTH_CONTAINER], check=False)

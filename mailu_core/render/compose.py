@@ -119,7 +119,7 @@ _READ_ONLY_TMPFS: dict[str, tuple[str, ...]] = {
 }
 
 # Mailu's own checks (image HEALTHCHECKs, notes §1.4), written so that they pass on Mailu's Alpine
-# images and on the lab's Debian stand-ins alike. `$$` is compose's escape for a literal `$`.
+# images and on the lab's Debian builds of them alike. `$$` is compose's escape for a literal `$`.
 _POSTFIX_MASTER = "m=/usr/libexec/postfix/master; [ -x $$m ] || m=/usr/lib/postfix/sbin/master; ! $$m -t"
 _HEALTH: dict[str, tuple[str, str]] = {
     "resolver": ("dig @127.0.0.1 || exit 1", "30s"),

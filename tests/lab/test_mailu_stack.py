@@ -77,7 +77,7 @@ def _exception_text(state: Any) -> str:
 
 
 def mailu_config(lab_cfg: StackConfig, images: dict[str, str]) -> StackConfig:
-    """The lab's config with Mailu's own images and volumes of their own (so stand-in data never mixes)."""
+    """The lab's config with Mailu's images and volumes of its own, emptied first: a first deploy."""
     data = lab_cfg.model_dump(mode="json")
     for service in data["images"]:
         if f"mailu-{service}" in images:

@@ -188,7 +188,7 @@ def test_the_server_refuses_a_run_without_confirm(cfg: StackConfig) -> None:
 
 def _redis_variant(base: str) -> str:
     """The lab's Redis with one extra label: another pinned digest (another image id) that runs the
-    same way, so the stand-in stays healthy."""
+    same way, so the container stays healthy."""
     tag = f"{ep.REGISTRY_HOST}/library/redis:rollback-variant"
     dockerfile = f"FROM {base}\nLABEL org.mailu-flows.test=rollback-variant\n"
     subprocess.run(["docker", "build", "-q", "-t", tag, "-"], input=dockerfile, text=True, check=True,
