@@ -300,7 +300,9 @@ class HostLock:
         holder_cmd = (
             f"printf %s {shlex.quote(self.holder)} > {shlex.quote(info)}; echo LOCKED; exec cat >/dev/null"
         )
-        script = f"exec flock -n -E {self.BUSY_EXIT} {shlex.quote(self.path)} sh -c {shlex.quote(holder_cmd)}"
+        # umask: the lock and the holder's name are the deploy user's business only (0600, not 0644)
+        flock = f"exec flock -n -E {self.BUSY_EXIT} {shlex.quote(self.path)}"
+        script = f"umask 077; {flock} sh -c {shlex.quote(holder_cmd)}"
         while True:
             channel = self.host.client.get_transport().open_session()  # type: ignore[union-attr]
             channel.exec_command(script)

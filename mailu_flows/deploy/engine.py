@@ -287,23 +287,21 @@ class Deployer:
         the files are rendered for a scratch directory on the host, under the same project name."""
         tmp = self.host.run("mktemp -d /tmp/mailu-flows-plan.XXXXXX").text().strip()
         try:
-            data = self.cfg.model_dump(mode="json")
-            data["host"]["stack_root"] = tmp
-            scratch = type(self.cfg).model_validate(data)
+            scratch = scratch_config(self.cfg, tmp)
             rendered = render_stack(scratch)
-            live_certs = self.cfg.host.certs_dir
-            # every file lands inside the scratch directory, one the config places by absolute path (e.g.
-            # Traefik's file-provider directory) too: a dry run never writes a live file
-            scratch_path = {rel: str(PurePosixPath(tmp) / rel.lstrip("/")) for rel in rendered.files}
-            dirs = {str(PurePosixPath(p).parent) for p in scratch_path.values()}
-            dirs |= {str(PurePosixPath(s.host_path).parent) for s in rendered.secrets}
-            if live_certs is not None:
-                dirs.add(str(scratch.host.resolve(live_certs)))
+            # Every file lands inside the scratch directory, those the config places by absolute path
+            # (Traefik's directory, secrets) too: a dry run never writes a live file.
+            writes = {str(PurePosixPath(tmp) / rel): rf.content for rel, rf in rendered.files.items()}
+            writes |= {s.host_path: b"" for s in rendered.secrets}  # compose needs them to exist, not values
+            outside = [p for p in writes if not p.startswith(tmp + "/")]
+            if outside:
+                raise DeployError(f"dry run would write outside its scratch directory: {', '.join(outside)}")
+            dirs = {str(PurePosixPath(p).parent) for p in writes}
+            if scratch.host.certs_dir is not None:  # the live certificates, mounted read-only
+                dirs.add(str(scratch.host.resolve(scratch.host.certs_dir)))
             self.host.run("mkdir -p " + " ".join(shlex.quote(d) for d in sorted(dirs)))
-            for rel, rf in rendered.files.items():
-                self.host.write_file(scratch_path[rel], rf.content)
-            for spec in rendered.secrets:  # placeholders: compose needs the files to exist, not their values
-                self.host.write_file(spec.host_path, b"", mode=0o600)
+            for path, content in writes.items():
+                self.host.write_file(path, content, mode=0o600)
             args = compose_args(scratch)
             result = self.host.run(shlex.join([*args, "up", "--dry-run", "--detach"]), check=False)
             text = (result.stdout + result.stderr).decode(errors="replace")
@@ -629,6 +627,21 @@ def _failure_reason(deployer: Deployer, exc: Exception) -> str:
     return text[-800:] + (f" [unhealthy services: {named}]" if named else "")
 
 
+def scratch_config(cfg: StackConfig, tmp: str) -> StackConfig:
+    """`cfg` re-rooted in a scratch directory: the stack root, and every host path the config gives as
+    absolute (secrets, compose file, Traefik's directory), move under `tmp`; the live certificates stay
+    where they are (mounted read-only, never written)."""
+    data = cfg.model_dump(mode="json")
+    host = data["host"]
+    host["stack_root"] = tmp
+    for key in ("compose_file", "traefik_dynamic_dir", "secrets_dir"):
+        if str(host[key]).startswith("/"):
+            host[key] = str(PurePosixPath(tmp) / str(host[key]).lstrip("/"))
+    if host.get("certs_dir") and not str(host["certs_dir"]).startswith("/"):
+        host["certs_dir"] = str(cfg.host.resolve(str(host["certs_dir"])))
+    return type(cfg).model_validate(data)
+
+
 def command_label(command: str) -> str:
     """A short name for a failed command: `compose <subcommand> [service]` or the program, never its
     arguments (an `exec` carries a whole script, and arguments may carry values nobody should read)."""
@@ -656,9 +669,11 @@ def command_label(command: str) -> str:
 def _restore_replaced(deployer: Deployer, release: Release, rels: list[str]) -> None:
     """Put back the files that were on the host before `release` replaced them (kept in `replaced/`)."""
     for rel in rels:
-        data = deployer.host.read_file(f"{releases_dir(deployer.root)}/{release.id}/replaced/{rel}")
-        if data is not None:
-            deployer.host.write_file(deployer.abs(rel), data)
+        kept = f"{releases_dir(deployer.root)}/{release.id}/replaced/{rel}"
+        data = deployer.host.read_file(kept)
+        if data is not None:  # with its own mode: `cp -p` kept it, and a private file must stay private
+            mode = deployer.host.file_mode(kept)
+            deployer.host.write_file(deployer.abs(rel), data, mode=0o600 if mode is None else mode)
 
 
 def _return_to(deployer: Deployer, previous: Release | None, failed: Release, created: list[str]) -> str:

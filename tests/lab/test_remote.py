@@ -64,9 +64,13 @@ def test_host_lock_is_exclusive_and_frees_itself_when_the_holder_dies(lab: dict[
     from mailu_flows.remote import HostBusy, HostLock
 
     path = f"{lab['stack_root']}/.test-host-lock"
+    for leftover in (path, f"{path}.holder"):
+        Path(leftover).unlink(missing_ok=True)
     with _host(lab) as first, _host(lab) as second:
         with HostLock(first, path, "first run"), pytest.raises(HostBusy, match="first run holds"):
             HostLock(second, path, "second run").acquire(wait_s=0)
+        # the lock and the holder's name are private to the deploy user
+        assert {oct(Path(p).stat().st_mode & 0o777) for p in (path, f"{path}.holder")} == {"0o600"}
         HostLock(second, path, "second run").acquire(wait_s=0)  # released: free again
         second.close()
 
