@@ -36,7 +36,7 @@ from mailu_core.render.traefik import DENY_MIDDLEWARE, WEBMAIL_DENY_ROUTER, WEBM
 REPO = Path(__file__).resolve().parents[3]
 EXAMPLE = REPO / "examples" / "inlock.ai.yaml"
 # shared/ stands beside the checkout (in CI too)
-SCHEMA = REPO.parent / "shared" / "schemas" / "traefik-v3-file-provider.schema.json"
+SCHEMA = Path(__file__).parent / "data" / "traefik-v3-file-provider.schema.json"  # see data/README.md
 
 # Values a MailuSecrets block could hold; none may appear in any rendered byte.
 SECRET_VALUES = {
