@@ -26,6 +26,10 @@ class RemoteError(RuntimeError):
     """A command or file operation on the managed host failed; the message names it."""
 
 
+class CommandTimedOut(RemoteError):
+    """A remote command passed its deadline: it was stopped on the host and the run fails naming it."""
+
+
 class CommandFailed(RemoteError):
     """A command on the host exited non-zero; keeps the command, its exit code and its output."""
 
@@ -189,16 +193,32 @@ class RemoteHost:
         check: bool = True,
         timeout: float | None = 600,
     ) -> CommandResult:
-        """Run a command (a list is shell-quoted); `stdin` is how secrets reach it."""
+        """Run a command (a list is shell-quoted); `stdin` is how secrets reach it.
+
+        `timeout` is enforced twice: on the host, coreutils `timeout` stops the command's whole process
+        group (TERM, then KILL 10 s later), so a wedged `docker` does not outlive the run or its host lock;
+        here, a host that stops answering is given up 30 s after that. Either raises CommandTimedOut."""
+        import math
+        import time
+
         cmd = command if isinstance(command, str) else shlex.join(command)
+        wire = cmd
+        if timeout is not None:
+            limit = max(1, math.ceil(timeout))
+            wire = f"exec timeout --kill-after=10 {limit} sh -c {shlex.quote(cmd)}"
         channel = self.client.get_transport().open_session()  # type: ignore[union-attr]
-        channel.settimeout(timeout)
-        channel.exec_command(cmd)
+        channel.settimeout(None if timeout is None else timeout + 40)
+        channel.exec_command(wire)
         if stdin is not None:
             channel.sendall(stdin)
         channel.shutdown_write()
+        started = time.monotonic()
+        deadline = None if timeout is None else started + timeout + 40
         out, err = bytearray(), bytearray()
         while True:
+            if deadline is not None and time.monotonic() > deadline:
+                channel.close()
+                raise CommandTimedOut(f"on {self.label}: `{cmd[:200]}` gave no answer within {timeout} s")
             if channel.recv_ready():
                 out += channel.recv(1 << 16)
             elif channel.recv_stderr_ready():
@@ -210,6 +230,12 @@ class RemoteHost:
         rc = channel.recv_exit_status()
         channel.close()
         result = CommandResult(cmd, rc, bytes(out), bytes(err))
+        # coreutils `timeout` exits 124 when it stopped the command, 137 when it had to KILL it; a command
+        # may exit so itself (a killed container), so the clock decides
+        if timeout is not None and rc in (124, 137) and time.monotonic() >= started + timeout:
+            raise CommandTimedOut(
+                f"on {self.label}: `{cmd[:200]}` did not finish within {timeout} s; stopped on the host"
+            )
         if check and rc != 0:
             raise CommandFailed(self.label, result)
         return result

@@ -106,3 +106,22 @@ def test_host_lock_is_exclusive_and_frees_itself_when_the_holder_dies(lab: dict[
 
 def _pinned(lab: dict[str, Any]) -> str:
     return " ".join(Path(lab["ssh"]["known_hosts_file"]).read_text().split()[1:3])
+
+
+def test_a_command_past_its_deadline_is_stopped_on_the_host(lab: dict[str, Any]) -> None:
+    """A wedged command (a hung `docker`) must not hang the run and its host lock: the deadline stops its
+    whole process group on the host and the run fails naming the command."""
+    import subprocess
+    import time
+
+    from mailu_flows.remote import CommandTimedOut
+
+    marker = f"sleep 3{time.monotonic_ns() % 1000:03d}"  # a unique command line to look for
+    with _host(lab) as host:
+        started = time.monotonic()
+        with pytest.raises(CommandTimedOut, match="did not finish within 2 s"):
+            host.run(f"{marker} | cat; echo never", timeout=2)
+        assert time.monotonic() - started < 10
+        assert host.run("echo still usable", timeout=5).text().strip() == "still usable"
+    left = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout.split()
+    assert left == [], f"{marker} still runs on the host"
