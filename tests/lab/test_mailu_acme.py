@@ -23,22 +23,9 @@ import pytest
 
 from lab import endpoints as ep
 from mailu_core.config import StackConfig, load_stack_config, stack_config_from_mapping
+from tests.lab.fixtures.deploying import deploy_state, exception_text
 
 pytestmark = pytest.mark.lab
-
-
-def _deploy(cfg: StackConfig) -> Any:
-    from flows.deploy import deploy
-
-    return deploy(config=cfg, return_state=True)
-
-
-def _exception_text(state: Any) -> str:
-    try:
-        state.result()
-    except Exception as exc:
-        return f"{type(exc).__name__}: {exc}"
-    return str(state.message)
 
 
 @pytest.fixture(scope="module")
@@ -104,13 +91,13 @@ def deployed(
 
     planned = deploy(config=cfg, dry_run=True, publish_dns=False)
     assert "## Waits for" in planned["plan"] and ep.MAIL_HOSTNAME in planned["plan"], planned["plan"]
-    state = _deploy(cfg)
+    state = deploy_state(cfg)
     try:
-        assert state.is_completed(), _exception_text(state)
+        assert state.is_completed(), exception_text(state)
         yield cfg, state.result()
     finally:
-        back = _deploy(lab_cfg)
-        assert back.is_completed(), _exception_text(back)
+        back = deploy_state(lab_cfg)
+        assert back.is_completed(), exception_text(back)
 
 
 def _ctx(root: Path) -> ssl.SSLContext:
@@ -184,7 +171,7 @@ def test_a_second_deploy_changes_nothing_and_waits_for_nothing(
     deployed: tuple[StackConfig, dict[str, Any]],
 ) -> None:
     cfg, _ = deployed
-    state = _deploy(cfg)
-    assert state.is_completed(), _exception_text(state)
+    state = deploy_state(cfg)
+    assert state.is_completed(), exception_text(state)
     result = state.result()
     assert (result["changed"], result["certificate"], result["failed_checks"]) == (False, None, [])

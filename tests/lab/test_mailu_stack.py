@@ -31,6 +31,7 @@ import pytest
 from lab import endpoints as ep
 from lab.mailu_source import archive_path
 from mailu_core.config import StackConfig, load_stack_config, stack_config_from_mapping
+from tests.lab.fixtures.deploying import deploy_state, exception_text
 
 pytestmark = pytest.mark.lab
 
@@ -60,20 +61,6 @@ def _archive_sha256(members: list[str]) -> dict[str, str]:
                 assert fh is not None
                 out[rel] = hashlib.sha256(fh.read()).hexdigest()
     return out
-
-
-def _deploy(cfg: StackConfig) -> Any:
-    from flows.deploy import deploy
-
-    return deploy(config=cfg, return_state=True)
-
-
-def _exception_text(state: Any) -> str:
-    try:
-        state.result()
-    except Exception as exc:
-        return f"{type(exc).__name__}: {exc}"
-    return str(state.message)
 
 
 def mailu_config(lab_cfg: StackConfig, images: dict[str, str]) -> StackConfig:
@@ -109,13 +96,13 @@ def deployed(lab_cfg: StackConfig, images: dict[str, str]) -> Iterator[tuple[Sta
     names = [getattr(cfg.volumes, field) for field in type(cfg.volumes).model_fields]
     assert all(name.startswith("mailu_real_") for name in names), names
     subprocess.run(["docker", "volume", "rm", "-f", *names], capture_output=True, text=True, check=True)
-    state = _deploy(cfg)
-    assert state.is_completed(), _exception_text(state)
+    state = deploy_state(cfg)
+    assert state.is_completed(), exception_text(state)
     try:
         yield cfg, state.result()
     finally:
-        back = _deploy(lab_cfg)
-        assert back.is_completed(), _exception_text(back)
+        back = deploy_state(lab_cfg)
+        assert back.is_completed(), exception_text(back)
 
 
 def _admin_password() -> str:
