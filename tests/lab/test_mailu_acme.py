@@ -10,11 +10,9 @@ Mail TLS is then verified against pebble's root alone (not the lab CA) and the h
 
 from __future__ import annotations
 
-import shutil
 import smtplib
 import socket
 import ssl
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,8 +20,14 @@ from typing import Any
 import pytest
 
 from lab import endpoints as ep
-from mailu_core.config import StackConfig, load_stack_config, stack_config_from_mapping
-from tests.lab.fixtures.deploying import deploy_state, exception_text
+from mailu_core.config import StackConfig, load_stack_config
+from tests.lab.fixtures.deploying import (
+    deploy_state,
+    empty_volumes,
+    exception_text,
+    fresh_stack_root,
+    own_stack_config,
+)
 
 pytestmark = pytest.mark.lab
 
@@ -44,49 +48,22 @@ def pebble_root(lab: dict[str, Any]) -> Path:
     return path
 
 
-def acme_config(lab_cfg: StackConfig, images: dict[str, str], root: Path, trust: Path) -> StackConfig:
-    """The lab's config with Mailu's images, `letsencrypt`, the host's public address in the A record, an
-    empty stack root of its own and volumes of its own (`mailu_acme_*`); Traefik's file-provider directory
-    stays the lab's, by absolute path. Monitoring is off: the lab's Prometheus watches the lab's root."""
-    data = lab_cfg.model_dump(mode="json")
-    for service in data["images"]:
-        if f"mailu-{service}" in images:
-            data["images"][service] = images[f"mailu-{service}"]
-    lab_root = Path(data["host"]["stack_root"])
-    renamed = {name: f"mailu_acme_{field}" for field, name in data["volumes"].items()}
-    data["volumes"] = {field: renamed[name] for field, name in data["volumes"].items()}
-    data["backup"]["volumes"] = [renamed[name] for name in data["backup"]["volumes"]]
-    data["backup"]["destination_dir"] = str(root / "backups")
-    data["host"]["stack_root"] = str(root)
-    data["host"]["certs_dir"] = None
-    data["host"]["traefik_dynamic_dir"] = str(lab_root / data["host"]["traefik_dynamic_dir"])
-    data["mailu"]["tls_flavor"] = "letsencrypt"
-    data["mailu"]["public_ipv4"] = ep.public_address()
-    data["mailu"]["certificate_wait_s"] = 300
-    data["monitoring"]["enabled"] = False
-    data["traefik"]["check_ca_file"] = str(trust)
-    return stack_config_from_mapping(data, source="test_mailu_acme")
-
-
 @pytest.fixture(scope="module")
 def deployed(
     lab: dict[str, Any], lab_cfg: StackConfig, pebble_root: Path
 ) -> Iterator[tuple[StackConfig, dict[str, Any]]]:
-    from lab.host import host_root
-    from lab.images import ensure_images
-
-    root = host_root().parent / "apps-acme"
-    shutil.rmtree(root, ignore_errors=True)
-    root.mkdir(parents=True)
-    shutil.chown(root, ep.SSH_USER, ep.SSH_USER)
+    """`letsencrypt`, the host's public address in the A record, an empty stack root and volumes of its
+    own; the certificates come from the ACME server into the certs volume."""
+    root = fresh_stack_root("apps-acme")
     # The deploy's checks trust pebble's root for mail (Mailu's certbot) and the lab CA for the web UIs
     # (Traefik terminates HTTPS with the lab's certificate); this module's own tests trust pebble alone.
     trust = root.parent / "acme-trust.pem"
     trust.write_bytes(pebble_root.read_bytes() + (ep.lab_dir() / "ca" / "ca.crt").read_bytes())
-    cfg = acme_config(lab_cfg, ensure_images(), root, trust)
-    names = [getattr(cfg.volumes, field) for field in type(cfg.volumes).model_fields]
-    assert all(name.startswith("mailu_acme_") for name in names), names
-    subprocess.run(["docker", "volume", "rm", "-f", *names], capture_output=True, text=True, check=True)
+    cfg = own_stack_config(
+        lab_cfg, root, "mailu_acme_", host={"certs_dir": None}, traefik={"check_ca_file": str(trust)},
+        tls_flavor="letsencrypt", public_ipv4=ep.public_address(), certificate_wait_s=300,
+    )  # fmt: skip
+    empty_volumes(cfg, "mailu_acme_")
     from flows.deploy import deploy
 
     planned = deploy(config=cfg, dry_run=True, publish_dns=False)

@@ -2,9 +2,9 @@
 tree, and mail really flows through what deploy renders (Traefik -> front -> Postfix -> rspamd ->
 Dovecot, auth through admin), DKIM-signed by rspamd with the key dkim-publish wrote.
 
-The stack is the lab's own config (same project, stack root, Traefik entrypoints) with Mailu's images
-and volumes of its own, emptied first; at the end the lab's config is deployed again, so later modules
-find the lab as they expect.
+The stack is a first deploy with `tls_flavor: mail` on an empty stack root and empty volumes of its own,
+certificates from a directory, the lab's Traefik and compose project; at the end the lab's config is
+deployed again, so later modules find the lab as they expect.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import email.policy
 import hashlib
 import imaplib
 import secrets
+import shutil
 import smtplib
 import socket
 import ssl
@@ -30,8 +31,14 @@ import pytest
 
 from lab import endpoints as ep
 from lab.mailu_source import archive_path
-from mailu_core.config import StackConfig, load_stack_config, stack_config_from_mapping
-from tests.lab.fixtures.deploying import deploy_state, exception_text
+from mailu_core.config import StackConfig, load_stack_config
+from tests.lab.fixtures.deploying import (
+    deploy_state,
+    empty_volumes,
+    exception_text,
+    fresh_stack_root,
+    own_stack_config,
+)
 
 pytestmark = pytest.mark.lab
 
@@ -63,18 +70,6 @@ def _archive_sha256(members: list[str]) -> dict[str, str]:
     return out
 
 
-def mailu_config(lab_cfg: StackConfig, images: dict[str, str]) -> StackConfig:
-    """The lab's config with Mailu's images and volumes of its own, emptied first: a first deploy."""
-    data = lab_cfg.model_dump(mode="json")
-    for service in data["images"]:
-        if f"mailu-{service}" in images:
-            data["images"][service] = images[f"mailu-{service}"]
-    renamed = {name: f"mailu_real_{field}" for field, name in data["volumes"].items()}
-    data["volumes"] = {field: renamed[name] for field, name in data["volumes"].items()}
-    data["backup"]["volumes"] = [renamed[name] for name in data["backup"]["volumes"]]
-    return stack_config_from_mapping(data, source="test_mailu_stack")
-
-
 @pytest.fixture(scope="module")
 def lab_cfg(lab: dict[str, Any]) -> StackConfig:
     return load_stack_config(Path(lab["stack_config"]))
@@ -89,13 +84,13 @@ def images(lab: dict[str, Any]) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def deployed(lab_cfg: StackConfig, images: dict[str, str]) -> Iterator[tuple[StackConfig, dict[str, Any]]]:
-    cfg = mailu_config(lab_cfg, images)
-    # A first deploy on empty volumes: ones left by an earlier lab (another Prefect server, so another
-    # secrets block) hold an admin whose password this lab's block does not know. Only this module's
-    # own `mailu_real_*` volumes are removed; no container of the lab's stack uses them.
-    names = [getattr(cfg.volumes, field) for field in type(cfg.volumes).model_fields]
-    assert all(name.startswith("mailu_real_") for name in names), names
-    subprocess.run(["docker", "volume", "rm", "-f", *names], capture_output=True, text=True, check=True)
+    """A first deploy on an empty stack root and empty volumes of its own, `tls_flavor: mail` with the
+    certificates from a directory (the lab CA's, copied in). Volumes left by an earlier lab (another
+    Prefect server, so another secrets block) would hold an admin whose password this lab does not know."""
+    root = fresh_stack_root("apps-mailu")
+    shutil.copytree(Path(lab_cfg.host.resolve(str(lab_cfg.host.certs_dir))), root / "certs")
+    cfg = own_stack_config(lab_cfg, root, "mailu_real_", tls_flavor="mail")
+    empty_volumes(cfg, "mailu_real_")
     state = deploy_state(cfg)
     assert state.is_completed(), exception_text(state)
     try:
