@@ -28,6 +28,25 @@ class CloudflareDns(Block):
         CLOUDFLARE_API, description="API base URL; change only to point at an emulator."
     )
 
+    @field_validator("base_url")
+    @classmethod
+    def _https_unless_loopback(cls, value: str) -> str:
+        """The token travels in every request: only https, except to an emulator on this machine."""
+        import ipaddress
+        from urllib.parse import urlsplit
+
+        host = (urlsplit(value).hostname or "").lower()
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = host == "localhost"
+        if not value.startswith("https://") and not loopback:
+            raise ValueError(
+                f"base_url {value!r} is not https: the API token would travel in clear text; use "
+                "https://, or http:// only for an emulator on a loopback address"
+            )
+        return value
+
     @field_validator("api_token")
     @classmethod
     def _token_shape(cls, value: SecretStr) -> SecretStr:

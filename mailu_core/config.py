@@ -10,7 +10,9 @@ It is a flow parameter as well as a file format, so:
 - every pattern, enum and range lives in the JSON schema, so the Prefect server rejects a bad
   value when a run is created; checks across fields (the webmail image is needed only with a
   webmail, backup volumes must be declared volumes, ...) run when the flow validates its input;
-- unknown keys are errors (`extra="forbid"`, `additionalProperties: false`), so typos never pass.
+- unknown keys are errors (`extra="forbid"`, `additionalProperties: false`), so typos never pass;
+- no free text: every string has a pattern (or an enum) and a maximum length, and every pattern runs
+  in linear time (the server checks patterns on every run it creates; see "field types" below).
 
 `load_stack_config(path)` reads YAML and raises `ConfigError` with one line per bad field, naming
 the field, the bad value, what is allowed and the YAML line. `dump_stack_config` writes YAML back.
@@ -18,6 +20,7 @@ the field, the bad value, what is allowed and the YAML line. `dump_stack_config`
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import ipaddress
 import re
@@ -26,43 +29,25 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from mailu_core.fields import (
-    INVALID,
-    AbsolutePath,
-    BlockName,
-    CidrAny,
-    ComposeProject,
-    DkimSelector,
-    DnsName,
-    DockerName,
-    EntryPointName,
-    FileName,
-    HostAddress,
-    HttpUrl,
-    IPAny,
-    IPv4,
-    IPv4Cidr,
-    IPv6,
-    LocalPart,
-    MailtoUri,
-    MailuVersion,
-    NetworkName,
-    PinnedImage,
-    RateLimit,
-    StackName,
-    StackPath,
-    Timezone,
-    TraefikName,
-    UrlPath,
-)
+from mailu_core import fields
+from mailu_core.fields import INVALID, IPV4_PATTERN, Checked, invalid
 
 __all__ = [
+    "DERIVED_NETWORKS",
     "Backup",
     "BlockNames",
     "ConfigError",
@@ -88,6 +73,153 @@ __all__ = [
     "parse_stack_config",
     "stack_config_from_mapping",
 ]
+
+# --- field types ---------------------------------------------------------------------------------
+#
+# The shared types come from mailu_core.fields. Here each gets a maximum length, checked before its
+# pattern (the JSON schema carries `maxLength`; no validator runs a pattern over a megabyte), and
+# the ones whose pattern backtracked or let hostile values through get a new pattern.
+#
+# Every pattern must run in linear time, in Python's `re` (pydantic, and the Prefect server's
+# JSON-schema check on every run it creates) and in the browser: at each point of the input at most
+# one branch of the pattern may go on matching. So no repeated group may start with something the
+# text before it could also have consumed (the old time zone pattern `[A-Za-z]+(?:[/_+-][...+-]+)*`
+# took exponential time on "a" + "_" * 40 + "!"), and no star may share a character with what
+# follows it (`[0-9A-Fa-f:.]*:` is quadratic on a long run of ':').
+
+
+def _marker(base: Any, **changes: str) -> Any:
+    """The validating marker of a fields.py type (its pattern, message and Python-only checks).
+
+    `changes` replaces some of a `Checked` marker's attributes (`pattern`, `allowed`).
+    """
+    marker = base.__metadata__[-1]
+    return dataclasses.replace(marker, **changes) if changes else marker
+
+
+def _has_control(value: str) -> bool:
+    return any(ord(c) < 0x20 or ord(c) == 0x7F for c in value)
+
+
+def _short(value: Any) -> str:
+    """repr(value), cut to 120 characters: error messages stay readable for a 100k-character value."""
+    shown = repr(value)
+    return shown if len(shown) <= 120 else shown[:117] + "..."
+
+
+_NO_DOT_SEGMENTS = r"(?!(?:.*/)?\.\.?(?:/|$))"
+_PATH_SEGMENT = r"[A-Za-z0-9._@+-]+"
+_HOST_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_IPV4 = IPV4_PATTERN.removeprefix("^").removesuffix("$")
+# No ':' before the first ':', so where the first one is never has to be guessed (linear).
+_IPV6 = r"[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*"
+IPV6_PATTERN = rf"^{_IPV6}$"
+
+_PATH_MAX = 1024
+_URL_MAX = 2048
+_IP_MAX = 45  # the longest IPv6 text form (with an embedded IPv4 address)
+
+
+def _url_path_explain(value: str) -> str | None:
+    if not value.startswith("/"):
+        return None
+    if _has_control(value) or any(c.isspace() for c in value):
+        return "contains whitespace or a control character; a URL path is /segment[/segment...]"
+    if "//" in value or value.endswith("/"):
+        return "has an empty segment ('//' or a trailing '/'); a URL path is /segment[/segment...]"
+    if any(segment in (".", "..") for segment in value.split("/")):
+        return "has a '.' or '..' segment; name the path itself, e.g. /admin"
+    return None
+
+
+def _url_port(value: str) -> str | None:
+    authority = value.split("://", 1)[1].split("/", 1)[0]
+    port = authority.rsplit("]", 1)[-1].partition(":")[2]
+    if port and not 1 <= int(port) <= 65535:
+        return f"has port {port}; a port is 1..65535"
+    return None
+
+
+_URL_HOST = r"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])"
+HTTP_URL_PATTERN = rf"^https?://{_URL_HOST}(?::[0-9]{{1,5}})?(?:/[A-Za-z0-9._~%+=@:/-]*)?$"
+
+DnsName = Annotated[str, StringConstraints(max_length=253), _marker(fields.DnsName)]
+HostAddress = Annotated[
+    str,
+    StringConstraints(max_length=253),
+    _marker(fields.HostAddress, pattern=rf"^(?:{_HOST_LABEL}(?:\.{_HOST_LABEL})*|{_IPV6})$"),
+]
+IPv4 = Annotated[str, StringConstraints(max_length=15), _marker(fields.IPv4)]
+IPv6 = Annotated[str, StringConstraints(max_length=_IP_MAX), _marker(fields.IPv6, pattern=IPV6_PATTERN)]
+IPAny = Annotated[
+    str,
+    StringConstraints(max_length=_IP_MAX),
+    _marker(fields.IPAny, pattern=rf"(?:{IPV4_PATTERN})|(?:{IPV6_PATTERN})"),
+]
+IPv4Cidr = Annotated[str, StringConstraints(max_length=18), _marker(fields.IPv4Cidr)]
+CidrAny = Annotated[
+    str,
+    StringConstraints(max_length=_IP_MAX + 4),
+    _marker(
+        fields.CidrAny,
+        pattern=rf"^(?:{_IPV4}/(?:3[0-2]|[12]?[0-9])|{_IPV6}/(?:12[0-8]|1[01][0-9]|[1-9]?[0-9]))$",
+    ),
+]
+PinnedImage = Annotated[str, StringConstraints(max_length=512), _marker(fields.PinnedImage)]
+BlockName = Annotated[str, StringConstraints(max_length=100), _marker(fields.BlockName)]
+DockerName = Annotated[str, StringConstraints(max_length=128), _marker(fields.DockerName)]
+NetworkName = Annotated[str, StringConstraints(max_length=128), _marker(fields.NetworkName)]
+ComposeProject = Annotated[str, StringConstraints(max_length=63), _marker(fields.ComposeProject)]
+AbsolutePath = Annotated[str, StringConstraints(max_length=_PATH_MAX), _marker(fields.AbsolutePath)]
+StackPath = Annotated[str, StringConstraints(max_length=_PATH_MAX), _marker(fields.StackPath)]
+FileName = Annotated[str, StringConstraints(max_length=255), _marker(fields.FileName)]
+UrlPath = Annotated[
+    str,
+    StringConstraints(max_length=128),
+    Checked(
+        rf"^{_NO_DOT_SEGMENTS}/[A-Za-z0-9._~-]+(?:/[A-Za-z0-9._~-]+)*$",
+        "a URL path with a leading '/' and no '.' or '..' segment (letters, digits, '.', '_', '~', "
+        "'-' between single '/'), e.g. /admin",
+        explain=_url_path_explain,
+    ),
+]
+HttpUrl = Annotated[
+    str,
+    StringConstraints(max_length=_URL_MAX),
+    Checked(
+        HTTP_URL_PATTERN,
+        "an http(s) URL such as http://127.0.0.1:8080 (host[:port] and a path of letters, digits and "
+        "'._~%+=@:/-'; no credentials, query or shell characters)",
+        extra=_url_port,
+    ),
+]
+TraefikName = Annotated[str, StringConstraints(max_length=128), _marker(fields.TraefikName)]
+EntryPointName = Annotated[str, StringConstraints(max_length=64), _marker(fields.EntryPointName)]
+LocalPart = Annotated[str, StringConstraints(max_length=64), _marker(fields.LocalPart)]
+DkimSelector = Annotated[str, StringConstraints(max_length=63), _marker(fields.DkimSelector)]
+MailtoUri = Annotated[str, StringConstraints(max_length=320), _marker(fields.MailtoUri)]
+RateLimit = Annotated[str, StringConstraints(max_length=32), _marker(fields.RateLimit)]
+MailuVersion = Annotated[str, StringConstraints(max_length=32), _marker(fields.MailuVersion)]
+StackName = Annotated[str, StringConstraints(max_length=63), _marker(fields.StackName)]
+Timezone = Annotated[
+    str,
+    StringConstraints(max_length=64),
+    Checked(
+        # Segments separated by '/' only (the separator is in no segment): linear.
+        r"^[A-Za-z][A-Za-z0-9_+-]*(?:/[A-Za-z0-9_+-]+)*$",
+        "an IANA time zone name such as Etc/UTC or Europe/Berlin",
+    ),
+]
+Mountpoint = Annotated[
+    str,
+    StringConstraints(max_length=_PATH_MAX),
+    Checked(
+        rf"^{_NO_DOT_SEGMENTS}/(?:{_PATH_SEGMENT}(?:/{_PATH_SEGMENT})*)?$",
+        "a filesystem mountpoint such as / or /var/lib/docker (no '.' or '..' segments)",
+    ),
+]
+HostPort = Annotated[str, StringConstraints(max_length=260, pattern=r"^[A-Za-z0-9.-]+:[0-9]{1,5}$")]
+
 
 MailPort = Literal[25, 465, 587, 143, 993]
 
@@ -204,6 +336,7 @@ class MailuSettings(_Model):
     full_text_search: str = Field(
         "en",
         pattern=r"^(?:off|[a-z]{2}(?:,[a-z]{2}){0,15})$",
+        max_length=47,
         description="FULL_TEXT_SEARCH: Dovecot's search index languages (Mailu's default en), or off. "
         "Dovecot's fts_flatcurve plugin must be in the imap image for anything but off.",
     )
@@ -266,16 +399,24 @@ class Database(_Model):
     host: str = Field(
         "mailu-postgres",
         pattern=r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$",
+        max_length=253,
         description="DB_HOST: the service name of the managed container, or the shared server's name.",
     )
     port: int = Field(5432, ge=1, le=65535, description="PostgreSQL port.")
-    name: str = Field("mailu", pattern=r"^[a-z_][a-z0-9_]{0,62}$", description="DB_NAME.")
+    name: str = Field("mailu", pattern=r"^[a-z_][a-z0-9_]{0,62}$", max_length=63, description="DB_NAME.")
     user: str = Field(
-        "mailu", pattern=r"^[a-z_][a-z0-9_]{0,62}$", description="DB_USER (password: Mailu secrets block)."
+        "mailu",
+        pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+        max_length=63,
+        description="DB_USER (password: Mailu secrets block).",
     )
 
 
 # --- Docker --------------------------------------------------------------------------------------
+
+
+# The networks the compose file derives from networks.mail: `<mail>-webmail`, `<mail>-egress`, `<mail>-acme`.
+DERIVED_NETWORKS = ("webmail", "egress", "acme")
 
 
 class Networks(_Model):
@@ -301,6 +442,10 @@ class Networks(_Model):
             )
         return value
 
+    def own(self) -> dict[str, str]:
+        """Compose keys of the stack's own networks, derived from `mail` (render/compose.py uses them)."""
+        return {"mail": self.mail, **{role: f"{self.mail}-{role}" for role in DERIVED_NETWORKS}}
+
     @model_validator(mode="after")
     def _distinct(self) -> Networks:
         names = {"mail": self.mail, "mgmt": self.mgmt, "internal": self.internal}
@@ -310,6 +455,17 @@ class Networks(_Model):
             problems += [
                 (o, f"{value!r} is also the {first} network; mail, mgmt and internal differ") for o in others
             ]
+        derived = {key: role for role, key in self.own().items() if role != "mail"}
+        for field in ("mgmt", "internal"):
+            value = names[field]
+            if value in derived:
+                problems.append(
+                    (
+                        field,
+                        f"{value!r} is also the stack's own {derived[value]} network (networks.mail + "
+                        f"'-{derived[value]}'); an external network needs a name the stack does not derive",
+                    )
+                )
         _fail(problems)
         return self
 
@@ -457,10 +613,10 @@ class Traefik(_Model):
         description="Address the post-deploy checks connect to (Traefik's entrypoints); "
         "default: mailu.public_ipv4.",
     )
-    check_ca_file: str | None = Field(
+    check_ca_file: AbsolutePath | None = Field(
         None,
-        description="CA bundle (on the machine running the flows) that the post-deploy TLS checks trust; "
-        "default: the system's.",
+        description="Absolute path of a CA bundle (on the machine running the flows) that the post-deploy "
+        "TLS checks trust; default: the system's.",
     )
 
     @field_validator("mail_entrypoints")
@@ -560,6 +716,20 @@ class Dmarc(_Model):
         return "; ".join(parts)
 
 
+# An SPF record: printable ASCII terms after single or repeated spaces, ending in ~all, -all or ?all.
+# `+all`, or a bare `all` (the same thing), authorises every host on the Internet to send as the
+# domain. pydantic's regex engine has no lookahead, so the JSON schema gets a stricter version that
+# also refuses `all`/`+all` as an earlier term; `Dns._spf_safe` refuses those with a clear message.
+SPF_PATTERN = r"^v=spf1(?: +[!-~]+)* +[~?-]all$"
+SPF_SCHEMA_PATTERN = r"^v=spf1(?: +(?![+]?[Aa][Ll][Ll](?: |$))[!-~]+)* +[~?-]all$"
+
+
+def _spf_schema(schema: dict[str, Any]) -> None:
+    for option in schema.get("anyOf", [schema]):
+        if option.get("pattern") == SPF_PATTERN:
+            option["pattern"] = SPF_SCHEMA_PATTERN
+
+
 class Dns(_Model):
     """Which provider holds the zone and what the flows publish there."""
 
@@ -573,9 +743,11 @@ class Dns(_Model):
     mx_priority: int = Field(10, ge=0, le=65535, description="MX preference.")
     spf: str | None = Field(
         None,
-        pattern=r"^v=spf1(?: +[^ ]+)* +[~?+-]?all$",
+        pattern=SPF_PATTERN,
         max_length=450,
-        description="SPF TXT value; default: v=spf1 mx a:<hostname> ~all.",
+        description="SPF TXT value, ending in ~all, -all or ?all (never +all); default: v=spf1 mx "
+        "a:<hostname> ~all.",
+        json_schema_extra=_spf_schema,
     )
     dmarc: Dmarc = Field(default_factory=Dmarc, description="DMARC policy and reports.")
     dkim: Dkim = Field(default_factory=Dkim, description="DKIM selector, key size, rotations.")
@@ -595,6 +767,7 @@ class Dns(_Model):
     mta_sts_id: str | None = Field(
         None,
         pattern=r"^[A-Za-z0-9]{1,32}$",
+        max_length=32,
         description="Publish the MTA-STS TXT (_mta-sts, v=STSv1; id=<this>) and the mta-sts CNAME.",
     )
     max_change_fraction: float = Field(
@@ -603,6 +776,25 @@ class Dns(_Model):
         le=1,
         description="A DNS plan updating/deleting more than this fraction of the zone's records refuses.",
     )
+
+    @field_validator("spf", mode="before")
+    @classmethod
+    def _spf_safe(cls, value: Any) -> Any:
+        """Clear messages for the dangerous mistakes (the pattern alone would only say "not matching")."""
+        if not isinstance(value, str):
+            return value
+        if _has_control(value):
+            raise invalid(
+                f"{_short(value)} contains a newline or control character; an SPF record is one line "
+                "of printable ASCII, e.g. v=spf1 mx ~all"
+            )
+        for term in value.split(" ")[1:]:
+            if term.lower() in ("all", "+all"):
+                raise invalid(
+                    f"{_short(value)}: {term!r} authorises every host on the Internet to send mail as the "
+                    "domain; end the record with ~all (soft fail) or -all (fail)"
+                )
+        return value
 
     @field_validator("spf")
     @classmethod
@@ -685,9 +877,8 @@ class Monitoring(_Model):
         description="Prometheus base URL on the host, for the post-deploy check that it lists the Mailu "
         "targets and rules; default: reload_url without /-/reload; none = no check.",
     )
-    blackbox_exporter: str = Field(
+    blackbox_exporter: HostPort = Field(
         "127.0.0.1:9115",
-        pattern=r"^[A-Za-z0-9.-]+:[0-9]{1,5}$",
         description="host:port of the blackbox exporter the host's Prometheus sends probes to.",
     )
     probe_address: HostAddress | None = Field(
@@ -708,19 +899,18 @@ class Monitoring(_Model):
         description="antispam's fixed address on the mail network (scraped from the host); default: the "
         "third-last address of networks.mail_subnet.",
     )
-    postfix_exporter: str | None = Field(
+    postfix_exporter: HostPort | None = Field(
         None,
-        pattern=r"^[A-Za-z0-9.-]+:[0-9]{1,5}$",
         description="host:port of a Postfix exporter (postfix_* metrics) to scrape, if the host runs one.",
     )
     node_exporter_job: str = Field(
         "node",
         pattern=r"^[A-Za-z0-9_.-]+$",
+        max_length=128,
         description="job label of the host's node exporter (disk usage and textfile-collector metrics).",
     )
-    mail_volume_mountpoint: str = Field(
+    mail_volume_mountpoint: Mountpoint = Field(
         "/",
-        pattern=r"^/(?:[A-Za-z0-9._@+-]+(?:/[A-Za-z0-9._@+-]+)*)?$",
         description="Filesystem mountpoint holding the Docker volumes (node_filesystem_* metrics).",
     )
     port_down_minutes: int = Field(5, ge=1, le=1440, description="A mail probe failing this long alerts.")
@@ -861,6 +1051,21 @@ class StackConfig(_Model):
                     (key, f"{host!r} is not in mailu.hostnames {m.hostnames}; add it there (certificates)")
                 )
 
+        # Compose names the stack's own networks <project>_<key>: an external network of that name
+        # would be one of them (Traefik on the mail network, or the stack on the host's networks).
+        docker_names = {f"{m.compose_project}_{key}": role for role, key in self.networks.own().items()}
+        for field in ("mgmt", "internal"):
+            value = getattr(self.networks, field)
+            if value in docker_names:
+                problems.append(
+                    (
+                        f"networks.{field}",
+                        f"{value!r} is the Docker name of the stack's own {docker_names[value]} network "
+                        "(mailu.compose_project + '_' + its compose key); an external network needs "
+                        "another name",
+                    )
+                )
+
         mail_net = ipaddress.ip_network(self.networks.mail_subnet)
         if ipaddress.ip_address(t.mgmt_address) in mail_net:
             problems.append(
@@ -998,10 +1203,9 @@ def _describe(error: ErrorDetails) -> str:
         close = difflib.get_close_matches(key, list(parent.model_fields), n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
         return f"unknown key (typo?); {hint}allowed keys here: {', '.join(parent.model_fields)}"
-    shown = repr(value) if not isinstance(value, dict | list) else type(value).__name__
-    if len(shown) > 120:
-        shown = shown[:117] + "..."
+    shown = _short(value) if not isinstance(value, dict | list) else type(value).__name__
     text = re.sub(r"^Input should be ", "expected ", msg)
+    text = re.sub(r"^String should have at most ", "expected at most ", text)
     text = re.sub(r"^String should match pattern ", "expected a string matching ", text)
     text = re.sub(r"^Value error, ", "", text)
     return f"got {shown}; {text}"
@@ -1016,7 +1220,11 @@ def issues_from_validation_error(exc: ValidationError) -> list[ConfigIssue]:
             for where, detail in error["ctx"]["problems"]:
                 issues.append(ConfigIssue(_loc_to_str([*loc, *_parse_loc(where)]), detail))
         elif error["type"] == INVALID:
-            issues.append(ConfigIssue(_loc_to_str(loc), error["ctx"]["detail"]))
+            detail = str(error["ctx"]["detail"])
+            value = error.get("input")
+            if isinstance(value, str):  # a 100k-character value is shown cut, not in full
+                detail = detail.replace(repr(value), _short(value))
+            issues.append(ConfigIssue(_loc_to_str(loc), detail))
         else:
             issues.append(ConfigIssue(_loc_to_str(loc), _describe(error)))
     return issues

@@ -346,6 +346,24 @@ def test_cloudflare_token_checks() -> None:
     assert CloudflareDns(api_token="t").base_url == "https://api.cloudflare.com/client/v4"
 
 
+@pytest.mark.parametrize(
+    ("url", "ok"),
+    [
+        ("http://api.example.net/client/v4", False),  # the token would travel in clear text
+        ("http://127.0.0.1.example.net/client/v4", False),
+        ("https://api.example.net/client/v4", True),
+        ("http://127.0.0.1:18787/client/v4", True),  # the lab's emulator
+        ("http://localhost:18787/client/v4", True),
+    ],
+)
+def test_cloudflare_base_url_is_https_unless_loopback(url: str, ok: bool) -> None:
+    if ok:
+        assert CloudflareDns(api_token="t", base_url=url).base_url == url
+    else:
+        with pytest.raises(ValidationError, match="not https"):
+            CloudflareDns(api_token="t", base_url=url)
+
+
 def test_gpg_fingerprint_must_match_the_key(data_dir: Path) -> None:
     t = _texts(data_dir)
     spaced = " ".join(t["fingerprint"][i : i + 4] for i in range(0, 40, 4)).lower()

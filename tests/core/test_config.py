@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import re
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from mailu_core.config import (
 )
 from mailu_core.fields import IMAGE_PATTERN
 from mailu_flows.cli import main
+from tests.core.test_bad_input import CpuLimitExceeded, cpu_limit
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "inlock.ai.yaml"
@@ -304,6 +307,44 @@ BAD_CASES: list[tuple[str, Any, str, str]] = [
     ("mailuu", {}, "mailuu", "unknown key (typo?); did you mean 'mailu'?"),
     ("dns.dmarc.polcy", "reject", "dns.dmarc.polcy", "did you mean 'policy'?"),
     ("traefik.mail_entrypoints[0].tls", True, "traefik.mail_entrypoints[0].tls", "unknown key"),
+    # hostile values (tests/core/test_bad_input.py has many more)
+    ("mailu.timezone", "Etc/UTC\nX=1", "mailu.timezone", "is not an IANA time zone name"),
+    ("mailu.timezone", "a" + "_" * 60 + "!", "mailu.timezone", "is not an IANA time zone name"),
+    ("mailu.timezone", "E" * 65, "mailu.timezone", "expected at most 64 characters"),
+    ("mailu.admin_path", "/admin/../api", "mailu.admin_path", "'/admin/../api' has a '.' or '..' segment"),
+    ("mailu.webmail_path", "/webmail//x", "mailu.webmail_path", "has an empty segment ('//'"),
+    ("mailu.api_path", "/api v2", "mailu.api_path", "'/api v2' contains whitespace or a control character"),
+    ("mailu.api_path", "/api\x00", "mailu.api_path", "contains whitespace or a control character"),
+    (
+        "networks.internal",
+        "mail-egress",
+        "networks.internal",
+        "'mail-egress' is also the stack's own egress network (networks.mail + '-egress')",
+    ),
+    ("networks.mgmt", "mail-webmail", "networks.mgmt", "is also the stack's own webmail network"),
+    ("networks.mgmt", "mail-acme", "networks.mgmt", "is also the stack's own acme network"),
+    (
+        "networks.mgmt",
+        "compose_mail",
+        "networks.mgmt",
+        "'compose_mail' is the Docker name of the stack's own mail network",
+    ),
+    ("networks.internal", "compose_mail-egress", "networks.internal", "own egress network"),
+    (
+        "dns.spf",
+        "v=spf1 mx +all",
+        "dns.spf",
+        "'+all' authorises every host on the Internet to send mail as the domain; end the record with ~all",
+    ),
+    ("dns.spf", "v=spf1 mx all", "dns.spf", "'all' authorises every host on the Internet"),
+    ("dns.spf", "v=spf1 +ALL mx -all", "dns.spf", "'+ALL' authorises every host"),
+    ("dns.spf", "v=spf1 mx\n~all", "dns.spf", "contains a newline or control character"),
+    ("dns.spf", "v=spf1 mx ~all\n", "dns.spf", "contains a newline or control character"),
+    ("traefik.api_url", "http://127.0.0.1:8080/$(id)", "traefik.api_url", "is not an http(s) URL"),
+    ("traefik.api_url", "http://admin:secret@127.0.0.1:8080", "traefik.api_url", "no credentials"),
+    ("traefik.api_url", "http://127.0.0.1:99999", "traefik.api_url", "has port 99999; a port is 1..65535"),
+    ("traefik.check_ca_file", "ca.pem; rm -rf /", "traefik.check_ca_file", "is not an absolute path"),
+    ("monitoring.mail_volume_mountpoint", "/../etc", "monitoring.mail_volume_mountpoint", "mountpoint"),
 ]
 
 
@@ -315,7 +356,8 @@ BAD_CASES: list[tuple[str, Any, str, str]] = [
 def test_bad_field_gives_one_clear_error(path: str, value: Any, field: str, expected: str) -> None:
     data = example_data()
     set_path(data, path, value)
-    issues = issues_for(data)
+    with cpu_limit(5):  # a backtracking pattern fails here instead of hanging
+        issues = issues_for(data)
     assert len(issues) == 1, issues
     got_field, message = issues[0]
     assert got_field == field
@@ -533,3 +575,284 @@ def test_config_check_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture
 def test_config_schema_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["config", "schema"]) == 0
     assert json.loads(capsys.readouterr().out)["title"] == "StackConfig"
+
+
+# --- hostile input: linear-time patterns, bounded strings ----------------------------------------
+
+
+NEAR_MISS_LENGTH = 5_000
+# Characters the patterns give a meaning to; a run of one of them, then a character nothing allows,
+# is the classic near-miss that makes a backtracking engine try every way of splitting the run.
+ATTACK_CHARS = "aAz0.-_+/:@~%=, \t"
+
+
+def get_path(data: Any, path: str) -> Any:
+    for part in re.findall(r"[^.\[\]]+|\[\d+\]", path):
+        data = data[int(part[1:-1])] if part.startswith("[") else data[part]
+    return data
+
+
+def full_example() -> dict[str, Any]:
+    """The example, defaults included, with every optional string set: every pattern has a value."""
+    data: dict[str, Any] = load_stack_config(EXAMPLE).model_dump(mode="json")
+    for path, value in {
+        "mailu.alternative_domains": ["alt.inlock.ai"],
+        "mailu.public_ipv6": "2001:db8::10",
+        "host.certs_dir": "certs",
+        "traefik.tcp_allowlist": ["198.51.100.0/24", "2001:db8:1::/48"],
+        "traefik.check_address": "203.0.113.10",
+        "traefik.check_ca_file": "/etc/ssl/certs/inlock-ca.pem",
+        "dns.nameservers": ["192.0.2.53", "2001:db8::53"],
+        "dns.mta_sts_id": "20251211",
+        "dns.dkim.retired_selectors": [{"selector": "dkim2024", "remove_after": "2026-03-01"}],
+        "monitoring.blackbox_sd_dir": "monitoring/prometheus/file_sd/blackbox",
+        "monitoring.reload_url": "http://127.0.0.1:9090/-/reload",
+        "monitoring.prometheus_url": "https://prometheus.inlock.ai/prom",
+        "monitoring.postfix_exporter": "127.0.0.1:9154",
+        "monitoring.probe_address": "mail.inlock.ai",
+        "monitoring.probe_ca_file": "/etc/ssl/certs/inlock-ca.pem",
+        "monitoring.rspamd_address": "192.168.203.252",
+        "monitoring.textfile_dir": "/var/lib/node_exporter/textfile",
+        "monitoring.mail_volume_mountpoint": "/var/lib/docker",
+    }.items():
+        set_path(data, path, value)
+    return data
+
+
+def _schema_patterns(schema: dict[str, Any]) -> list[tuple[str, str]]:
+    """(dotted config path, pattern) of every string in the schema that has a pattern."""
+    defs = schema["$defs"]
+    found: list[tuple[str, str]] = []
+
+    def walk(node: dict[str, Any], path: str) -> None:
+        if "$ref" in node:
+            node = defs[node["$ref"].rsplit("/", 1)[-1]]
+        if "pattern" in node:
+            found.append((path, node["pattern"]))
+        for option in node.get("anyOf", []):
+            walk(option, path)
+        if "items" in node:
+            walk(node["items"], f"{path}[0]")
+        for name, prop in node.get("properties", {}).items():
+            walk(prop, f"{path}.{name}" if path else name)
+
+    walk(schema, "")
+    return found
+
+
+PATTERN_FIELDS = _schema_patterns(StackConfig.model_json_schema())
+
+
+def near_misses(valid: str, length: int = NEAR_MISS_LENGTH) -> list[str]:
+    """Long values that almost match: a valid start, then a long run, then a character nothing allows."""
+    values = []
+    for char in sorted(set(ATTACK_CHARS) | set(valid)):
+        run = char * length
+        values += [run + "!", valid[:1] + run + "!", valid + run + "\n"]
+    for sep in ".-/: ":
+        values.append((valid + sep) * (length // (len(valid) + 1)) + "!")
+    return values
+
+
+def test_every_field_with_a_pattern_is_attacked() -> None:
+    data = full_example()
+    stack_config_from_mapping(copy.deepcopy(data))
+    paths = [path for path, _ in PATTERN_FIELDS]
+    assert len(paths) >= 60 and "mailu.timezone" in paths and "dns.spf" in paths
+    for path in paths:
+        assert isinstance(get_path(data, path), str), path
+
+
+@pytest.mark.parametrize(("path", "pattern"), PATTERN_FIELDS, ids=[p for p, _ in PATTERN_FIELDS])
+def test_pattern_runs_in_linear_time(path: str, pattern: str) -> None:
+    """A 5,000-character near-miss is decided fast by the schema's pattern and by pydantic.
+
+    `re.search` is what the Prefect server's JSON-schema check runs on every run it creates (it
+    checks the pattern even when maxLength already failed), so the schema's pattern must also stay
+    fast at 20,000 characters, which a quadratic pattern does not.
+    """
+    data = full_example()
+    compiled = re.compile(pattern)
+    valid = get_path(data, path)
+    assert compiled.search(valid), f"{path}: the example value does not match"
+    slowest = (0.0, "", "")
+    checks: list[tuple[str, tuple[str, ...]]] = [
+        (value, ("schema", "pydantic")) for value in near_misses(valid)
+    ]
+    checks += [(value, ("schema",)) for value in near_misses(valid, 4 * NEAR_MISS_LENGTH)]
+    for value, kinds in checks:
+        set_path(data, path, value)
+        for check in kinds:
+            started = time.perf_counter()
+            try:
+                with cpu_limit(2):
+                    if check == "schema":
+                        compiled.search(value)
+                    else:
+                        with contextlib.suppress(ConfigError):
+                            stack_config_from_mapping(data)
+            except CpuLimitExceeded:
+                pytest.fail(f"{path}: {check} check backtracks on {value[:20]!r}...{value[-3:]!r}")
+            elapsed = time.perf_counter() - started
+            slowest = max(slowest, (elapsed, check, value))
+    elapsed, check, value = slowest
+    assert elapsed < 0.1, f"{path}: {check} check took {elapsed:.3f} s on {value[:20]!r}...{value[-3:]!r}"
+
+
+def test_patterns_run_in_linear_time_in_javascript(schema: dict[str, Any]) -> None:
+    """The browser's engine backtracks too: the same near-misses are decided fast there."""
+    data = full_example()
+    cases = [[pattern, [v for v in near_misses(get_path(data, path))]] for path, pattern in PATTERN_FIELDS]
+    script = (
+        "const cases = JSON.parse(require('fs').readFileSync(0, 'utf8')); let worst = [0, ''];"
+        "for (const [p, values] of cases) { const r = new RegExp(p, 'u');"
+        "  for (const v of values) { const t = process.hrtime.bigint(); r.test(v);"
+        "    const ms = Number(process.hrtime.bigint() - t) / 1e6; if (ms > worst[0]) worst = [ms, p]; } }"
+        "console.log(JSON.stringify(worst));"
+    )
+    result = subprocess.run(
+        ["node", "-e", script], input=json.dumps(cases), text=True, capture_output=True, timeout=30
+    )
+    assert result.returncode == 0, result.stderr
+    worst_ms, worst_pattern = json.loads(result.stdout)
+    assert worst_ms < 100, f"{worst_pattern!r} took {worst_ms:.0f} ms in JavaScript"
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("mailu.timezone", "a" + "_" * NEAR_MISS_LENGTH + "!"),
+        ("traefik.mgmt_address", ":" * 100_000 + "!"),
+        ("mailu.public_ipv6", "2" + ":" * 100_000 + "!"),
+        ("traefik.tcp_allowlist", ["1" + ":" * 100_000 + "!"]),
+    ],
+    ids=["timezone", "mgmt_address", "public_ipv6", "tcp_allowlist"],
+)
+def test_prefect_server_check_is_fast_on_a_near_miss(path: str, value: Any) -> None:
+    """The check the Prefect server runs on every run it creates refuses a ReDoS near-miss at once."""
+    from prefect.utilities.callables import parameter_schema
+    from prefect.utilities.schema_tools.validation import ValidationError as PrefectValidationError
+    from prefect.utilities.schema_tools.validation import validate
+
+    def deploy(config: StackConfig) -> None: ...
+
+    openapi = parameter_schema(deploy).model_dump_for_openapi()
+    bad = load_stack_config(EXAMPLE).model_dump(mode="json")
+    set_path(bad, path, value)
+    started = time.perf_counter()
+    with cpu_limit(5), pytest.raises(PrefectValidationError):
+        validate({"config": bad}, openapi, raise_on_error=True)
+    assert time.perf_counter() - started < 0.5
+
+
+def _strings(node: Any, path: str = "") -> list[tuple[str, dict[str, Any]]]:
+    found: list[tuple[str, dict[str, Any]]] = []
+    if isinstance(node, dict):
+        if node.get("type") == "string":
+            found.append((path, node))
+        for key, value in node.items():
+            found += _strings(value, f"{path}/{key}")
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            found += _strings(item, f"{path}[{i}]")
+    return found
+
+
+def test_every_string_in_the_schema_is_bounded_and_constrained(schema: dict[str, Any]) -> None:
+    """No free text: every string has a maxLength and a pattern or an enum (dates have their format)."""
+    strings = [(path, node) for path, node in _strings(schema) if node.get("format") != "date"]
+    assert len(strings) >= 60
+    unbounded = [path for path, node in strings if "maxLength" not in node and "enum" not in node]
+    assert unbounded == []
+    free = [path for path, node in strings if not {"pattern", "enum", "const"} & set(node)]
+    assert free == []
+
+
+def test_derived_network_names_match_the_compose_renderer() -> None:
+    from mailu_core.render.compose import network_keys
+
+    config = load_stack_config(EXAMPLE)
+    assert network_keys(config) == config.networks.own()
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("mailu.timezone", "Europe/Berlin"),
+        ("mailu.timezone", "America/Argentina/Buenos_Aires"),
+        ("mailu.timezone", "America/Port-au-Prince"),
+        ("mailu.timezone", "Etc/GMT+5"),
+        ("mailu.timezone", "Etc/GMT-14"),
+        ("mailu.timezone", "EST5EDT"),
+        ("mailu.timezone", "UTC"),
+        ("mailu.admin_path", "/mail/admin"),
+        ("mailu.webmail_path", "/web.mail_v2~x"),
+        ("traefik.api_url", "https://traefik.inlock.ai:8443/base/"),
+        ("traefik.api_url", "http://[::1]:8080"),
+        ("traefik.api_url", "http://localhost"),
+        ("monitoring.reload_url", "http://127.0.0.1:9090/prometheus/-/reload"),
+        ("dns.spf", "v=spf1 -all"),
+        ("dns.spf", "v=spf1 mx a:mail.inlock.ai ip4:203.0.113.0/24 include:_spf.example.net ?all"),
+        ("dns.spf", "v=spf1  mx   -all"),
+        ("dns.spf", "v=spf1 a:allmail.inlock.ai ~all"),
+        ("networks.mgmt", "mail-egress-proxy"),
+        ("networks.internal", "compose_db"),
+        ("traefik.tcp_allowlist", ["2001:db8::/32", "198.51.100.0/24"]),
+        ("monitoring.mail_volume_mountpoint", "/var/lib/docker"),
+        ("traefik.check_ca_file", "/etc/ssl/certs/ca-certificates.crt"),
+    ],
+)
+def test_legitimate_values_still_load(path: str, value: Any, schema: dict[str, Any]) -> None:
+    data = example_data()
+    set_path(data, path, value)
+    config = stack_config_from_mapping(data)
+    document = config.model_dump(mode="json")
+    assert get_path(document, path) == value
+    jsonschema.Draft202012Validator(schema).validate(document)
+
+
+@pytest.mark.parametrize(
+    ("spf", "ok"),
+    [
+        ("v=spf1 mx a:mail.inlock.ai ~all", True),
+        ("v=spf1 -all", True),
+        ("v=spf1 include:all.example.net ?all", True),
+        ("v=spf1 mx +all", False),
+        ("v=spf1 mx all", False),
+        ("v=spf1 +all mx ~all", False),
+        ("v=spf1 all -all", False),
+        ("v=spf1 mx\n~all", False),
+        ("v=spf1 mx\tip4:192.0.2.1 ~all", False),
+        ("v=spf1 a:m\u0430il.inlock.ai ~all", False),
+        ("v=spf1 mx", False),
+    ],
+)
+def test_spf_schema_pattern_agrees_with_validation(spf: str, ok: bool, schema: dict[str, Any]) -> None:
+    """The schema's SPF pattern (with a lookahead) decides as pydantic's pattern + validator do."""
+    pattern = schema["$defs"]["Dns"]["properties"]["spf"]["anyOf"][0]["pattern"]
+    data = example_data()
+    data["dns"]["spf"] = spf
+    try:
+        stack_config_from_mapping(data)
+        loaded = True
+    except ConfigError:
+        loaded = False
+    assert (loaded, bool(re.fullmatch(pattern, spf))) == (ok, ok)
+
+
+def test_a_huge_value_is_shown_cut_in_the_error() -> None:
+    data = example_data()
+    data["mailu"]["tls_cert_file"] = "c" * 100_000
+    data["traefik"]["api_url"] = "http://x/" + "$" * 1_000
+    issues = dict(issues_for(data))
+    assert issues["mailu.tls_cert_file"].startswith("got 'ccc")
+    assert "...; expected at most 255 characters" in issues["mailu.tls_cert_file"]
+    assert len(issues["traefik.api_url"]) < 400 and "... is not an http(s) URL" in issues["traefik.api_url"]
+
+
+@pytest.mark.parametrize("dns_provider", ["cloudflare", "rfc2136"])
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_lab_configs_still_load(dns_provider: Any, database: Any) -> None:
+    images = {s: f"127.0.0.1:5000/mailu/{s}@{DIGEST}" for s in LAB_SERVICES}
+    config = lab_stack_config(images, "/srv/mailu-lab/apps", dns_provider=dns_provider, database=database)
+    assert parse_stack_config(dump_stack_config(config)) == config
