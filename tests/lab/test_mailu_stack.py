@@ -2,9 +2,8 @@
 tree, and mail really flows through what deploy renders (Traefik -> front -> Postfix -> rspamd ->
 Dovecot, auth through admin), DKIM-signed by rspamd with the key dkim-publish wrote.
 
-The stack is a first deploy with `tls_flavor: mail` on an empty stack root and empty volumes of its own,
-certificates from a directory, the lab's Traefik and compose project; at the end the lab's config is
-deployed again, so later modules find the lab as they expect.
+The stack is the lab's own config (stack root, Traefik, compose project, monitoring) on empty volumes of
+its own; at the end the lab's config is deployed again, so later modules find the lab as they expect.
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ import email.policy
 import hashlib
 import imaplib
 import secrets
-import shutil
 import smtplib
 import socket
 import ssl
@@ -31,14 +29,8 @@ import pytest
 
 from lab import endpoints as ep
 from lab.mailu_source import archive_path
-from mailu_core.config import StackConfig, load_stack_config
-from tests.lab.fixtures.deploying import (
-    deploy_state,
-    empty_volumes,
-    exception_text,
-    fresh_stack_root,
-    own_stack_config,
-)
+from mailu_core.config import StackConfig, load_stack_config, stack_config_from_mapping
+from tests.lab.fixtures.deploying import deploy_state, empty_volumes, exception_text
 
 pytestmark = pytest.mark.lab
 
@@ -84,12 +76,15 @@ def images(lab: dict[str, Any]) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def deployed(lab_cfg: StackConfig, images: dict[str, str]) -> Iterator[tuple[StackConfig, dict[str, Any]]]:
-    """A first deploy on an empty stack root and empty volumes of its own, `tls_flavor: mail` with the
-    certificates from a directory (the lab CA's, copied in). Volumes left by an earlier lab (another
+    """A first deploy of Mailu on empty volumes of its own (`mailu_real_*`), on the lab's stack root with
+    `tls_flavor: mail` and the certificates from a directory (the empty-root first deploy is
+    test_deploy's on a fresh lab, and test_mailu_acme's). Volumes left by an earlier lab (another
     Prefect server, so another secrets block) would hold an admin whose password this lab does not know."""
-    root = fresh_stack_root("apps-mailu")
-    shutil.copytree(Path(lab_cfg.host.resolve(str(lab_cfg.host.certs_dir))), root / "certs")
-    cfg = own_stack_config(lab_cfg, root, "mailu_real_", tls_flavor="mail")
+    data = lab_cfg.model_dump(mode="json")
+    renamed = {name: f"mailu_real_{field}" for field, name in data["volumes"].items()}
+    data["volumes"] = {field: renamed[name] for field, name in data["volumes"].items()}
+    data["backup"]["volumes"] = [renamed[name] for name in data["backup"]["volumes"]]
+    cfg = stack_config_from_mapping(data, source="test_mailu_stack")
     empty_volumes(cfg, "mailu_real_")
     state = deploy_state(cfg)
     assert state.is_completed(), exception_text(state)
