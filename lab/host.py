@@ -155,14 +155,14 @@ def claim_stack(lab_dir: Path, volumes: list[str]) -> list[str]:
         check=False,
     ).stdout.splitlines()  # fmt: skip
     ours = str(lab_dir.resolve()) + "/"
-    foreign = [row.split(" ", 1)[0] for row in rows if not row.partition(" ")[2].startswith(ours)]
     marker = lab_dir / "stack-volumes-claimed"
-    if not marker.exists():  # first up of this lab: any stack container is another lab's
-        foreign = [row.split(" ", 1)[0] for row in rows]
+    first_up = not marker.exists()  # on this lab's first up, any stack container is another lab's
+    parsed = (row.partition(" ") for row in rows)
+    foreign = [cid for cid, _, files in parsed if first_up or not files.startswith(ours)]
     if foreign:
         run(["docker", "rm", "-f", *foreign], check=False)
         done.append(f"removed {len(foreign)} stack container(s) of another lab")
-    if not marker.exists():
+    if first_up:
         existing = set(run(["docker", "volume", "ls", "-q"], check=False).stdout.split())
         stale = sorted(v for v in volumes if v in existing)
         if stale:

@@ -14,7 +14,6 @@ running instance, and a test that needs certbot's account starts from an empty c
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import json
 import shutil
 import ssl
@@ -22,12 +21,11 @@ import urllib.request
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from lab import endpoints as ep
-from lab.ca import CaFiles
+from lab.ca import CaFiles, issue_leaf
 from lab.files import write_atomic, write_if_changed
 from lab.procs import LabError, running_pid, start_daemon, stop_daemon, tcp_open
 
@@ -63,23 +61,7 @@ def _listener_cert(ca: CaFiles, directory: Path, public: str) -> tuple[Path, Pat
     ca_cert = x509.load_pem_x509_certificate(ca.ca_cert.read_bytes())
     ca_key = serialization.load_pem_private_key(ca.ca_key.read_bytes(), password=None)
     assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
-    alt: list[x509.GeneralName] = [x509.DNSName(n) for n in sorted(names)]
-    alt += [x509.IPAddress(ipaddress.ip_address(i)) for i in sorted(ips)]
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ep.ACME_NAME)]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=365))
-        .add_extension(x509.SubjectAlternativeName(alt), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
+    key, cert = issue_leaf(ca_cert, ca_key, sorted(names), sorted(ips), 365)
     pem = serialization.Encoding.PEM
     write_atomic(
         key_path,
