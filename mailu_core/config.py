@@ -774,7 +774,8 @@ class Dns(_Model):
         0.3,
         gt=0,
         le=1,
-        description="A DNS plan updating/deleting more than this fraction of the zone's records refuses.",
+        description="A DNS plan updating/deleting more than this fraction of the records mailu-flows owns "
+        "in the zone (but always at least 2) refuses without force.",
     )
 
     @field_validator("spf", mode="before")

@@ -190,7 +190,7 @@ def publish_records(config: StackConfig, records: list[Record], force: bool = Fa
         description=f"DNS plan for zone {config.dns.zone}",
     )
     logger.info("%s", plan.render_text())
-    plan.raise_if_unsafe(existing, config.dns.max_change_fraction, force=force)
+    plan.raise_if_unsafe(config.dns.max_change_fraction, force=force)
     result = provider.apply(plan)
     logger.info("%s", result.summary())
     if plan.conflicts:

@@ -4,7 +4,17 @@ No network here: providers and nameserver queries live in `mailu_flows.dns`.
 """
 
 from mailu_core.dns.desired import desired_records, dkim_public_key_der, dkim_txt_value
-from mailu_core.dns.plan import Change, Conflict, Plan, TooMuchChange, UnsafePlan, apply_order, plan
+from mailu_core.dns.plan import (
+    ALWAYS_ALLOWED_CHANGES,
+    MAX_CHANGE_FRACTION,
+    Change,
+    Conflict,
+    Plan,
+    TooMuchChange,
+    UnsafePlan,
+    apply_order,
+    plan,
+)
 from mailu_core.dns.propagation import (
     Answer,
     Cell,
@@ -32,6 +42,8 @@ from mailu_core.dns.records import (
 )
 
 __all__ = [
+    "ALWAYS_ALLOWED_CHANGES",
+    "MAX_CHANGE_FRACTION",
     "PROXIABLE_TYPES",
     "Answer",
     "Cell",

@@ -7,14 +7,16 @@ Rules, and why:
   with the fix spelled out, never overwritten silently. `adopt=True` takes such records over.
   A foreign record in another slot at the same name (a verification TXT beside our SPF) is left alone.
 - The apex SOA and NS are never touched (they are the delegation), whatever the input says.
-- `Plan.raise_if_unsafe` refuses a plan that updates or deletes more than a fraction of the existing
-  records unless forced (octoDNS `MAX_SAFE_*_PCENT = 0.3`, `MIN_EXISTING_RECORDS = 10`).
+- `Plan.raise_if_unsafe` refuses, unless forced, a plan that updates or deletes more of the records we
+  own than a fraction of them (octoDNS's `MAX_SAFE_*_PCENT = 0.3`), with a small absolute allowance
+  instead of octoDNS's `MIN_EXISTING_RECORDS = 10` (see `ALWAYS_ALLOWED_CHANGES`).
 - `Plan.changes` is in apply order: creates/updates A/AAAA first and MX last (mail must be able to
   arrive before MX points at it), then deletes in the reverse order (MX first).
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -23,6 +25,8 @@ from typing import Literal
 from mailu_core.dns.records import Record, RecordKey, in_zone, normalize_name
 
 __all__ = [
+    "ALWAYS_ALLOWED_CHANGES",
+    "MAX_CHANGE_FRACTION",
     "Change",
     "Conflict",
     "Plan",
@@ -37,23 +41,52 @@ ChangeKind = Literal["create", "update", "delete"]
 # Lower goes first for creates/updates; deletes run in the reverse order.
 _RANK = {"A": 0, "AAAA": 0, "CNAME": 1, "TXT": 2, "SRV": 3, "CAA": 3, "TLSA": 3, "MX": 9}
 
+# The safety rail (`Plan.raise_if_unsafe`), counted over the records this owner manages, not the zone:
+# in a shared zone (a company's Cloudflare zone, the lab's) our ~8 records are a few percent of it, so
+# deleting all of them stayed under any fraction of the zone.
+MAX_CHANGE_FRACTION = 0.3
+# octoDNS skips zones under MIN_EXISTING_RECORDS = 10; a Mailu stack owns 4-8 records per mail domain
+# (A, AAAA, MX, SPF, DMARC, DKIM, + autoconfig/MTA-STS), so that would skip every mail zone. Instead
+# every zone is checked and this many updates+deletes always pass: a routine change touches at most
+# two of our records (a new server address: A and AAAA; retiring a DKIM selector: one TXT per domain;
+# an SPF or DMARC edit: one TXT per domain), while the mistakes the rail is for touch more (a renamed
+# domain deletes MX, SPF, DMARC and DKIM; a new hostname moves MX, SPF, A and AAAA). Beyond two, the
+# fraction decides, so a stack with many domains can still edit one TXT in each.
+ALWAYS_ALLOWED_CHANGES = 2
+
 
 class UnsafePlan(Exception):
     """A plan that must not be applied without `force`."""
 
 
 class TooMuchChange(UnsafePlan):
-    """More updates+deletes than the safe fraction of the zone's existing records."""
+    """More updates+deletes than the plan's limit (`Plan.change_limit`) of the records we own."""
 
-    def __init__(self, zone: str, change_count: int, existing_count: int, max_fraction: float) -> None:
+    def __init__(
+        self,
+        zone: str,
+        updates: int,
+        deletes: int,
+        owned_count: int,
+        max_fraction: float,
+        limit: int,
+        always_allowed: int,
+    ) -> None:
         self.zone = zone
-        self.change_count = change_count
-        self.existing_count = existing_count
+        self.updates = updates
+        self.deletes = deletes
+        self.change_count = updates + deletes
+        self.owned_count = owned_count
         self.max_fraction = max_fraction
-        pct = 100.0 * change_count / existing_count if existing_count else 100.0
+        self.limit = limit
+        pct = f"{100.0 * self.change_count / owned_count:.0f}%" if owned_count else "all"
         super().__init__(
-            f"[{zone}] too many changes: {change_count} updates+deletes of {existing_count} existing "
-            f"records is {pct:.0f}%, over the {100 * max_fraction:.0f}% limit; review the plan and force it"
+            f"[{zone}] too many changes: {updates} update(s) + {deletes} delete(s) = {self.change_count} of "
+            f"the {owned_count} records mailu-flows owns in the zone ({pct}), over the limit of {limit} "
+            f"({100 * max_fraction:.0f}% of {owned_count}, dns.max_change_fraction, but at least "
+            f"{always_allowed}); nothing was changed. Review the plan, then apply it with force: "
+            "`mailu-flows dkim-publish --force` (or the dkim-publish flow with force=true) publishes the "
+            "whole record set"
         )
 
 
@@ -116,6 +149,8 @@ class Plan:
     changes: tuple[Change, ...] = ()
     conflicts: tuple[Conflict, ...] = ()
     unchanged: tuple[Record, ...] = field(default=(), repr=False)
+    owned_count: int = 0
+    """How many records of the zone (apex SOA/NS aside) this owner managed when the plan was made."""
 
     @property
     def creates(self) -> list[Change]:
@@ -134,23 +169,38 @@ class Plan:
         """No changes to make (conflicts may still need a human)."""
         return not self.changes
 
+    def change_limit(
+        self, max_change_fraction: float = MAX_CHANGE_FRACTION, always_allowed: int = ALWAYS_ALLOWED_CHANGES
+    ) -> int:
+        """How many updates+deletes pass: `max_change_fraction` of the records we own, rounded down,
+        but never fewer than `always_allowed` (see `ALWAYS_ALLOWED_CHANGES` for why)."""
+        if not 0 < max_change_fraction <= 1:
+            raise ValueError(f"max_change_fraction must be in (0, 1], got {max_change_fraction}")
+        if always_allowed < 0:
+            raise ValueError(f"always_allowed must be >= 0, got {always_allowed}")
+        return max(always_allowed, math.floor(max_change_fraction * self.owned_count + 1e-9))
+
     def raise_if_unsafe(
         self,
-        existing_count: int,
-        max_change_fraction: float = 0.3,
+        max_change_fraction: float = MAX_CHANGE_FRACTION,
+        *,
         force: bool = False,
-        min_existing: int = 10,
+        always_allowed: int = ALWAYS_ALLOWED_CHANGES,
     ) -> None:
-        """Raise `TooMuchChange` if updates+deletes exceed `max_change_fraction` of `existing_count`.
+        """Raise `TooMuchChange` if updates+deletes exceed `change_limit(...)`; `force=True` skips it.
 
-        Like octoDNS, zones with fewer than `min_existing` records are not checked (every change there
-        is a large fraction); `force=True` skips the check.
+        Counted over the records we own (`owned_count`), whatever the provider, not over the zone: the
+        other writers' records do not make ours safer to delete. Creates never count (a first publish
+        creates everything); adopting a foreign record counts as an update.
         """
-        if force or existing_count < min_existing:
+        if force:
             return
-        count = len(self.updates) + len(self.deletes)
-        if count > max_change_fraction * existing_count:
-            raise TooMuchChange(self.zone, count, existing_count, max_change_fraction)
+        limit = self.change_limit(max_change_fraction, always_allowed)
+        updates, deletes = len(self.updates), len(self.deletes)
+        if updates + deletes > limit:
+            raise TooMuchChange(
+                self.zone, updates, deletes, self.owned_count, max_change_fraction, limit, always_allowed
+            )
 
     def summary(self) -> str:
         parts = [f"{len(self.creates)} create", f"{len(self.updates)} update", f"{len(self.deletes)} delete"]
@@ -307,4 +357,5 @@ def plan(
         changes=tuple(apply_order(changes)),
         conflicts=tuple(conflicts),
         unchanged=tuple(unchanged),
+        owned_count=sum(1 for r in considered if r in mine),
     )

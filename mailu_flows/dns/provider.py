@@ -127,8 +127,9 @@ class Provider(Protocol):
 
 
 def plan_for(provider: Provider, desired: Iterable[Record], *, adopt: bool = False) -> tuple[Plan, int]:
-    """The plan for `desired` against the provider's current zone, and the zone's record count
-    (the `existing_count` for `Plan.raise_if_unsafe`)."""
+    """The plan for `desired` against the provider's current zone, and the zone's record count (for the
+    plan artifact). The plan counts the records this owner manages (`Plan.owned_count`) from the
+    provider's `owned` flags, so `Plan.raise_if_unsafe` works alike for every provider."""
     want = list(desired)
     check_in_zone(want, provider.zone)
     listed = provider.list_records(names={r.name for r in want})

@@ -106,22 +106,97 @@ def test_apex_ns_and_soa_are_never_touched() -> None:
     assert [c.kind for c in plan([], [sub_ns], [sub_ns], zone=ZONE).changes] == ["delete"]
 
 
-def test_threshold_refuses_large_updates_and_deletes_unless_forced() -> None:
+def test_threshold_counts_our_records_not_the_zone() -> None:
+    """Deleting all our records of a big shared zone is refused: 6 of 6 owned, not 6 of 106 in the zone."""
+    want = desired()
+    foreign = [Record(f"h{i}.inlock.ai", "A", 300, (f"198.51.100.{i}",)) for i in range(100)]
+    p = plan([], [SOA, NS, *want, *foreign], want, zone=ZONE)
+    assert p.owned_count == len(want) == 6 and len(p.deletes) == 6
+    with pytest.raises(TooMuchChange) as err:
+        p.raise_if_unsafe()
+    msg = str(err.value)
+    assert "0 update(s) + 6 delete(s) = 6 of the 6 records mailu-flows owns in the zone (100%)" in msg
+    assert "over the limit of 2 (30% of 6, dns.max_change_fraction, but at least 2)" in msg
+    assert "nothing was changed" in msg and "--force" in msg and "force=true" in msg
+    assert (err.value.updates, err.value.deletes, err.value.limit) == (0, 6, 2)
+    p.raise_if_unsafe(force=True)
+    p.raise_if_unsafe(1.0)
+
+
+def test_threshold_applies_to_a_small_mail_zone() -> None:
+    """octoDNS would skip a zone under 10 records; a Mailu zone is that small, so it is checked, with
+    two updates+deletes always allowed."""
+    want = desired()  # A, AAAA, MX, SPF, DMARC, DKIM: 6 owned, the whole zone
+    moved = {"A": "192.0.2.20", "AAAA": "2001:db8::20"}
+    new_ips = [
+        Record(r.name, r.type, r.ttl, (moved[r.type],), r.proxied) if r.type in moved else r for r in want
+    ]
+    p = plan(new_ips, want, want, zone=ZONE)
+    assert len(p.updates) == 2
+    p.raise_if_unsafe()  # a new server address (A + AAAA) is routine
+    # a renamed mail domain: MX, SPF, DMARC and DKIM of the old one deleted (4 > 2)
+    renamed = desired_records(
+        example_config(domain="mx.inlock.ai", public_ipv6="2001:db8::10"), {"dkim": "v=DKIM1; k=rsa; p=AAAA"}
+    )
+    p2 = plan(renamed, want, want, zone=ZONE)
+    assert len(p2.deletes) == 4
+    with pytest.raises(TooMuchChange, match=r"of the 6 records mailu-flows owns in the zone"):
+        p2.raise_if_unsafe()
+    # one change in a 4-record zone passes; three do not
+    small = [r for r in want if r.type in ("A", "MX", "TXT") and "_domainkey" not in r.name]
+    assert len(small) == 4
+    dropped = plan([r for r in small if r.type != "MX"], small, small, zone=ZONE)
+    assert dropped.change_limit() == 2
+    dropped.raise_if_unsafe()
+    with pytest.raises(TooMuchChange, match=r"0 update\(s\) \+ 3 delete\(s\) = 3 of the 4"):
+        plan(small[:1], small, small, zone=ZONE).raise_if_unsafe()
+
+
+def test_threshold_fraction_takes_over_for_many_domains() -> None:
+    """With many domains the fraction of what we own decides: a DMARC edit of every domain passes."""
+    domains = [f"d{i}.inlock.ai" for i in range(10)]
+    cfg = example_config(alternative_domains=domains)
+    want = desired_records(cfg, {"dkim": "v=DKIM1; k=rsa; p=AAAA"})
+    assert len(want) == 1 + 11 * 4  # one A, then MX, SPF, DMARC, DKIM per domain
+    strict = [
+        Record(r.name, r.type, r.ttl, (r.value.replace("p=", "p=reject; x=", 1),))
+        if "_dmarc" in r.name
+        else r
+        for r in want
+    ]
+    p = plan(strict, want, want, zone=ZONE)
+    assert len(p.updates) == 11 and p.change_limit() == 13  # floor(0.3 * 45)
+    p.raise_if_unsafe()
+    with pytest.raises(TooMuchChange, match=r"over the limit of 9 \(20% of 45"):
+        p.raise_if_unsafe(0.2)
+    # the limit rounds down, and a bad fraction is refused rather than silently never firing
+    assert plan([], want[:10], want[:10], zone=ZONE).change_limit(0.29) == 2
+    assert plan([], want[:10], want[:10], zone=ZONE).change_limit(0.3) == 3
+    with pytest.raises(ValueError, match="max_change_fraction"):
+        p.raise_if_unsafe(0.0)
+
+
+def test_threshold_ignores_creates_and_counts_adoption() -> None:
     want = desired()
     foreign = [Record(f"h{i}.inlock.ai", "A", 300, (f"198.51.100.{i}",)) for i in range(6)]
-    existing = [*want, *foreign]
-    p = plan([], existing, want, zone=ZONE)
-    assert len(p.deletes) == len(want) == 6
-    with pytest.raises(TooMuchChange, match=r"6 updates\+deletes of 12 existing records is 50%"):
-        p.raise_if_unsafe(len(existing))
-    p.raise_if_unsafe(len(existing), force=True)
-    p.raise_if_unsafe(len(existing), max_change_fraction=0.5)
-    # small zones are not checked (octoDNS MIN_EXISTING_RECORDS), unless asked
-    p.raise_if_unsafe(9)
-    with pytest.raises(TooMuchChange):
-        p.raise_if_unsafe(9, min_existing=0)
-    # creates never count
-    plan(want, foreign * 2, [], zone=ZONE).raise_if_unsafe(12)
+    first = plan(want, foreign, [], zone=ZONE)
+    assert first.owned_count == 0 and len(first.creates) == len(want)
+    first.raise_if_unsafe()  # a first publish creates everything
+    # taking over three foreign records in our slots is three updates of someone else's records
+    theirs = [
+        Record(r.name, r.type, r.ttl, ("v=spf1 -all",) if r.key[2] == "spf1" else r.values) for r in want
+    ]
+    theirs = [
+        r
+        for r in theirs
+        if r.type in ("A", "AAAA", "TXT") and "_dmarc" not in r.name and "_domainkey" not in r.name
+    ]
+    adopt = plan(want, theirs, [], zone=ZONE, adopt=True)
+    assert len([c for c in adopt.updates if c.adopt]) == 3
+    with pytest.raises(TooMuchChange, match=r"3 update\(s\) \+ 0 delete\(s\)"):
+        adopt.raise_if_unsafe()
+    # apex SOA/NS are never counted as ours
+    assert plan([], [SOA, NS], [SOA, NS], zone=ZONE).owned_count == 0
 
 
 def test_apply_order_writes_a_first_mx_last_deletes_mx_first() -> None:
