@@ -44,7 +44,7 @@ def backup(
     destination = default_destination(config)
     host = connect_host(config)
     try:
-        lock = HostLock(host, config.host.lock_file, f"backup flow run {flow_run.get_id() or 'local'}")
+        lock = HostLock(host, config.paths.lock_file, f"backup flow run {flow_run.get_id() or 'local'}")
         lock.acquire(wait_s=lock_wait_s)
         try:
             outcome = backup_volumes(host, config, destination, pause_services or ())

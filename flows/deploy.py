@@ -105,7 +105,7 @@ def deploy(
         else:
             lock = HostLock(
                 host,
-                config.host.lock_file,
+                config.paths.lock_file,
                 f"deploy (flow run {flow_run.get_name() or flow_run.get_id()})",
             )
             lock.acquire(wait_s=lock_wait_s)

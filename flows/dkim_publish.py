@@ -137,7 +137,7 @@ def dkim_publish(
     try:
         lock = HostLock(
             host,
-            config.host.lock_file,
+            config.paths.lock_file,
             f"dkim-publish (flow run {flow_run.get_name() or flow_run.get_id()})",
         )
         lock.acquire(wait_s=lock_wait_s)

@@ -85,10 +85,10 @@ def rollback(
             shown.markdown(config.hostname), key=PLAN_KEY, description="What the rollback does"
         )
         logger.info("plan: %s", "; ".join(f"{s.title}: {s.detail}" for s in shown.steps))
-        lock = HostLock(host, config.host.lock_file, run_label)
+        lock = HostLock(host, config.paths.lock_file, run_label)
         lock.acquire(wait_s=lock_wait_s)
         try:
-            plan, releases, journal = rb.read_plan(mode, restore_backup, release)
+            plan, releases, journal = rb.read_plan(mode, restore_backup, release, adopt=True)
             if plan.identity() != shown.identity():
                 raise RollbackError(
                     "the host changed while this run waited for the lock (a deploy?): the plan shown is "

@@ -45,6 +45,7 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 
 from mailu_core import fields
 from mailu_core.fields import INVALID, IPV4_PATTERN, Checked, invalid
+from mailu_core.stack_paths import StackPaths
 
 __all__ = [
     "DERIVED_NETWORKS",
@@ -525,11 +526,6 @@ class HostLayout(_Model):
         """An absolute path on the host for a config path (relative ones are under stack_root)."""
         return PurePosixPath(self.stack_root) / path
 
-    @property
-    def lock_file(self) -> str:
-        """The host lock every mutating flow takes (deploy, rollback, restore, dkim-publish, backup)."""
-        return str(self.resolve(".mailu-flows.lock"))
-
 
 # --- Traefik -------------------------------------------------------------------------------------
 
@@ -998,6 +994,12 @@ class StackConfig(_Model):
     backup: Backup
     monitoring: Monitoring = Field(default_factory=Monitoring)
     blocks: BlockNames
+
+    @property
+    def paths(self) -> StackPaths:
+        """This stack's own state on the host (release records, rollback journal, host lock), apart
+        from any other stack sharing host.stack_root (mailu_core/stack_paths.py)."""
+        return StackPaths(str(self.host.stack_root), self.name)
 
     @property
     def hostname(self) -> str:

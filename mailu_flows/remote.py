@@ -15,6 +15,7 @@ import socket
 import stat
 import uuid
 from collections.abc import Sequence
+from pathlib import PurePosixPath
 from dataclasses import dataclass
 from types import TracebackType
 from typing import BinaryIO
@@ -305,7 +306,7 @@ class HostBusy(RemoteError):
 
 
 class HostLock:
-    """One mutating flow at a time per host (deploy, rollback, restore, dkim-publish).
+    """One mutating flow at a time per stack (deploy, rollback, restore, dkim-publish, backup).
 
     The lock is an `flock` held by a process on the host whose stdin is this SSH channel: when the
     flow ends, or its process is killed and the connection drops, the channel closes, the holder sees
@@ -328,7 +329,8 @@ class HostLock:
         )
         # umask: the lock and the holder's name are the deploy user's business only (0600, not 0644)
         flock = f"exec flock -n -E {self.BUSY_EXIT} {shlex.quote(self.path)}"
-        script = f"umask 077; {flock} sh -c {shlex.quote(holder_cmd)}"
+        parent = shlex.quote(str(PurePosixPath(self.path).parent))  # a stack's lock is in its own dir
+        script = f"umask 077; mkdir -p {parent} && {flock} sh -c {shlex.quote(holder_cmd)}"
         while True:
             channel = self.host.client.get_transport().open_session()  # type: ignore[union-attr]
             channel.exec_command(script)

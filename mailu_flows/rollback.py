@@ -12,7 +12,8 @@ Two modes:
   Traefik's API. Release records stay, so a later deploy comes back.
 
 Every step reads the host first and is a no-op when already done, so a second run is safe. A journal
-on the host (`.mailu-flows/rollback.json`) names the rollback in progress (mode, from, to, backup) and
+on the host (`StackConfig.paths.journal_file`, `.mailu-flows/stacks/<name>/rollback.json`, one per
+stack, like its release records and lock) names the rollback in progress (mode, from, to, backup) and
 the steps done: an interrupted run is finished by running it again, the one non-idempotent step
 (restoring a backup) is not repeated, and a finished previous-release run is not stacked into a
 second step back (name `release` for that).
@@ -38,10 +39,11 @@ from mailu_flows.deploy.monitoring import reload_prometheus
 from mailu_flows.deploy.preflight import Check
 from mailu_flows.deploy.releases import (
     Release,
+    adopt_legacy_records,
     last_good,
     list_releases,
+    read_stack_records,
     release_file,
-    releases_dir,
     save_release,
 )
 from mailu_flows.dns.provider import Provider, ProviderRecord
@@ -52,7 +54,6 @@ MODES: tuple[Mode, ...] = ("previous-release", "teardown")
 Log = Callable[[str], None]
 Restore = Callable[[str], str]  # backup id -> one line saying what was restored (and the safety backup)
 
-JOURNAL = "rollback.json"
 KEPT_TXT_SLOTS = ("spf1", "dmarc1", "dkim1")
 
 
@@ -105,12 +106,9 @@ class Journal:
     finished: str | None = None
 
 
-def journal_path(stack_root: str) -> str:
-    return str(PurePosixPath(releases_dir(stack_root)).parent / JOURNAL)
-
-
-def read_journal(host: RemoteHost, stack_root: str) -> Journal | None:
-    data = host.read_file(journal_path(stack_root))
+def read_journal(host: RemoteHost, path: str) -> Journal | None:
+    """The journal at `path` (a stack's `paths.journal_file`), or None."""
+    data = host.read_file(path)
     if not data:
         return None
     try:
@@ -120,8 +118,7 @@ def read_journal(host: RemoteHost, stack_root: str) -> Journal | None:
         return None  # an unreadable journal is treated as none: every step checks the host anyway
 
 
-def save_journal(host: RemoteHost, stack_root: str, journal: Journal) -> None:
-    path = journal_path(stack_root)
+def save_journal(host: RemoteHost, path: str, journal: Journal) -> None:
     host.run(["mkdir", "-p", "-m", "700", str(PurePosixPath(path).parent)])
     host.write_file(path, json.dumps(asdict(journal), sort_keys=True).encode() + b"\n", mode=0o600)
 
@@ -540,15 +537,23 @@ class Rollback:
         provider: Callable[[], Provider] | None = None,
     ) -> None:
         self.cfg, self.host, self.run_name, self.log = cfg, host, run, log
-        self.root = str(cfg.host.stack_root)
+        self.paths = cfg.paths  # this stack's releases and journal, apart from other stacks in the root
         self.restore, self.provider = restore, provider
         self.rows: list[Row] = []
 
     def read_plan(
-        self, mode: Mode, restore_backup: str | None, release: str | None = None
+        self, mode: Mode, restore_backup: str | None, release: str | None = None, *, adopt: bool = False
     ) -> tuple[RollbackPlan, list[Release], Journal | None]:
-        releases = list_releases(self.host, self.root)
-        journal = read_journal(self.host, self.root)
+        """The plan from the host's records. `adopt` (only under the stack's lock): first move this
+        stack's records from the legacy shared place; without it legacy records are read in place,
+        so the plan shown before the lock is the plan run under it."""
+        if adopt:
+            adopt_legacy_records(self.host, self.cfg, self.log)
+            releases = list_releases(self.host, self.paths)
+            journal = read_journal(self.host, self.paths.journal_file)
+        else:
+            records = read_stack_records(self.host, self.cfg)
+            releases, journal = records.releases, read_journal(self.host, records.journal_file)
         return make_plan(self.cfg, mode, releases, journal, restore_backup, release), releases, journal
 
     def row(self, step: str, result: str, detail: str) -> None:
@@ -567,7 +572,7 @@ class Rollback:
         if jr.restore_backup != plan.restore_backup and plan.restore_backup:
             jr.restore_backup = plan.restore_backup
             jr.done = [d for d in jr.done if d != "restore"]
-        save_journal(self.host, self.root, jr)
+        save_journal(self.host, self.paths.journal_file, jr)
         by_id = {r.id: r for r in releases}
         steps = {
             "previous-release": self._previous_release_steps,
@@ -582,9 +587,9 @@ class Rollback:
             steps(step.key, plan, by_id)
             if step.key not in jr.done:
                 jr.done.append(step.key)
-                save_journal(self.host, self.root, jr)
+                save_journal(self.host, self.paths.journal_file, jr)
         jr.finished = now()
-        save_journal(self.host, self.root, jr)
+        save_journal(self.host, self.paths.journal_file, jr)
         return RollbackResult(plan.mode, plan.from_release, plan.to_release, self.rows, plan.journal_applies)
 
     # --- shared ------------------------------------------------------------------------------
@@ -663,7 +668,7 @@ class Rollback:
     def _put_files_back(self, dep: Deployer, frm: Release, to: Release) -> None:
         contents: dict[str, bytes] = {}
         for rel in sorted(to.files):
-            data = release_file(self.host, self.root, to.id, rel)
+            data = release_file(self.host, self.paths, to.id, rel)
             if data is None:
                 raise RollbackError(
                     f"release {to.id} has no stored copy of {rel} (pruned?); nothing was written. "
@@ -702,7 +707,7 @@ class Rollback:
             (r for r in to.files if r.startswith(self.cfg.host.traefik_dynamic_dir + "/")), None
         )
         if traefik_rel is not None:
-            data = release_file(self.host, self.root, to.id, traefik_rel) or b""
+            data = release_file(self.host, self.paths, to.id, traefik_rel) or b""
             names = _traefik_names(data)
             deadline = time.monotonic() + traefik_wait_s
             while True:
@@ -735,11 +740,11 @@ class Rollback:
         if frm.status != "rolled-back":
             frm.status = "rolled-back"
             frm.note = f"rolled back to {to.id} by rollback run {self.run_name} at {stamp}"
-            save_release(self.host, self.root, frm)
+            save_release(self.host, self.paths, frm)
             changed.append(f"{frm.id} -> rolled-back")
         if to.status != "good":
             to.status = "good"
-            save_release(self.host, self.root, to)
+            save_release(self.host, self.paths, to)
             changed.append(f"{to.id} -> good")
         self.row(
             "mark releases",
@@ -846,7 +851,7 @@ class Rollback:
         for r in by_id.values():
             for rel in r.files:
                 if rel.startswith(self.cfg.host.traefik_dynamic_dir + "/"):
-                    data = release_file(self.host, self.root, r.id, rel)
+                    data = release_file(self.host, self.paths, r.id, rel)
                     if data:
                         names |= set(_traefik_names(data))
         return names

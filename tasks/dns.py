@@ -213,14 +213,14 @@ def torn_down_since(host: RemoteHost, config: StackConfig) -> str | None:
 
     After a teardown only the deploy brings MX and the mail host's A/AAAA back: dkim-publish and the
     propagation wait then leave them out instead of republishing or waiting for them."""
-    from mailu_flows.deploy.releases import last_good, list_releases
+    from mailu_flows.deploy.releases import last_good, read_stack_records
     from mailu_flows.rollback import read_journal
 
-    root = str(config.host.stack_root)
-    journal = read_journal(host, root)
+    records = read_stack_records(host, config)  # this stack's, legacy ones included until adopted
+    journal = read_journal(host, records.journal_file)
     if journal is None or journal.mode != "teardown" or not journal.finished:
         return None
-    good = last_good(list_releases(host, root))
+    good = last_good(records.releases)
     finished = journal.finished.replace("-", "").replace(":", "")  # 20261129T010101Z, like release ids
     if good is not None and good.id[:15] > finished[:15]:
         return None

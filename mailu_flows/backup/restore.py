@@ -68,7 +68,7 @@ def restore_backup(
 
     `lock_held`: the caller (the rollback flow) already holds the host lock over this connection's
     host; a second `flock` on it would only find the host busy."""
-    lock = HostLock(host, config.host.lock_file, holder)
+    lock = HostLock(host, config.paths.lock_file, holder)
     if not lock_held:
         lock.acquire(wait_s=lock_wait_s)
     try:

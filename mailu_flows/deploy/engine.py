@@ -30,12 +30,14 @@ from mailu_flows.deploy.monitoring import (
 from mailu_flows.deploy.preflight import Check, preflight_checks
 from mailu_flows.deploy.releases import (
     Release,
+    adopt_legacy_records,
     last_good,
     list_releases,
     new_release_id,
     prune_releases,
+    read_stack_records,
     release_file,
-    releases_dir,
+    replaced_file_path,
     save_release,
     start_release,
 )
@@ -139,6 +141,7 @@ class Deployer:
     def __init__(self, cfg: StackConfig, host: RemoteHost, log: Log = lambda _m: None) -> None:
         self.cfg, self.host, self.log = cfg, host, log
         self.root = str(cfg.host.stack_root)
+        self.paths = cfg.paths  # this stack's release records, apart from other stacks in the root
         self.rendered: RenderedStack = render_stack(cfg)
         self.secret_values: dict[str, str] = {}
         self.awaiting_certificate = False
@@ -226,7 +229,7 @@ class Deployer:
         replaced = sorted(rel for rel in changed if self.abs(rel) in state.files and rel not in ours)
         start_release(
             self.host,
-            self.root,
+            self.paths,
             release,
             {rel: rf.content for rel, rf in self.rendered.files.items()},
             replaced,
@@ -473,17 +476,21 @@ def run_deploy(
             + "\n".join(f"- {c.name}: {c.detail}" for c in failures)
         )
     if dry_run:
+        pending = read_stack_records(host, cfg).pending  # refuses unattributable legacy records
+        for note in pending.notes if pending else ():
+            log(f"on the next deploy: {note}")
         if plan.changes:
             plan.compose_dry_run = deployer.compose_dry_run()
         return DeployResult(
             False, None, "dry run: " + ("changes planned" if plan.changes else "no changes"), plan
         )
+    adopt_legacy_records(host, cfg, log)  # before anything else changes: it may refuse
     if generated:
         store.save(values)  # the block is the source of truth: saved before any file is written
         log(f"generated and saved to the secrets block: {', '.join(sorted(generated))}")
     deployer.secret_values = values
 
-    releases = list_releases(host, deployer.root)
+    releases = list_releases(host, deployer.paths)
     previous = last_good(releases)
     if not plan.changes:
         state = _wait_while_starting(deployer, state, log)
@@ -535,8 +542,8 @@ def run_deploy(
             reload_quietly(host, cfg, log)
         raise DeployError(f"deploy failed: {reason}; {back}") from None
     release.status = "good"
-    save_release(host, deployer.root, release)
-    prune_releases(host, deployer.root, [*releases, release])
+    save_release(host, deployer.paths, release)
+    prune_releases(host, deployer.paths, [*releases, release])
     summary = (
         f"release {release.id}: {len(plan.files)} file(s), {len(plan.secret_files)} secret file(s) written"
     )
@@ -669,7 +676,7 @@ def command_label(command: str) -> str:
 def _restore_replaced(deployer: Deployer, release: Release, rels: list[str]) -> None:
     """Put back the files that were on the host before `release` replaced them (kept in `replaced/`)."""
     for rel in rels:
-        kept = f"{releases_dir(deployer.root)}/{release.id}/replaced/{rel}"
+        kept = replaced_file_path(deployer.paths, release.id, rel)
         data = deployer.host.read_file(kept)
         if data is not None:  # with its own mode: `cp -p` kept it, and a private file must stay private
             mode = deployer.host.file_mode(kept)
@@ -679,12 +686,12 @@ def _restore_replaced(deployer: Deployer, release: Release, rels: list[str]) -> 
 def _return_to(deployer: Deployer, previous: Release | None, failed: Release, created: list[str]) -> str:
     """Put the previous good release back (files, then containers) and check it is healthy; on a first
     deploy, stop only the containers and remove only the files this run created."""
-    host, root = deployer.host, deployer.root
+    host, paths = deployer.host, deployer.paths
     failed.status = "rolled-back"
     try:
         if previous is not None:
             for rel in previous.files:
-                data = release_file(host, root, previous.id, rel)
+                data = release_file(host, paths, previous.id, rel)
                 if data is not None:
                     host.write_file(deployer.abs(rel), data, mode=int(previous.files[rel]["mode"]))
             # files the failed release added: put back what was there before it, remove the rest
@@ -712,4 +719,4 @@ def _return_to(deployer: Deployer, previous: Release | None, failed: Release, cr
         _restore_replaced(deployer, failed, failed.replaced)
         return "first deploy: stopped its containers and removed the files it created (volumes kept)"
     finally:
-        save_release(host, root, failed)
+        save_release(host, paths, failed)

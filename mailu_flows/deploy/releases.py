@@ -1,22 +1,38 @@
 """Release records on the host: every deploy that changes something leaves a release directory with
 the files it rendered, the files it replaced, the image digests and the config checksum, so that the
-previous good release can be put back, and every file we replaced can be restored.
+previous good release can be put back, and every file we replaced can be restored. Each stack has
+its own (StackConfig.paths, mailu_core/stack_paths.py), apart from other stacks in the same root:
 
-    <stack_root>/.mailu-flows/releases/<id>/release.json
-    <stack_root>/.mailu-flows/releases/<id>/files/<path>      (what this release wrote)
-    <stack_root>/.mailu-flows/releases/<id>/replaced/<path>   (what was there before, if not ours)
+    <releases_dir>/<id>/release.json
+    <releases_dir>/<id>/files/<path>      (what this release wrote)
+    <releases_dir>/<id>/replaced/<path>   (what was there before, if not ours)
+
+with <releases_dir> = <stack_root>/.mailu-flows/stacks/<name>/releases. Records from before (in
+<stack_root>/.mailu-flows/releases, shared by every stack of the root) are adopted by the first
+deploy or rollback under the stack's lock (adopt_legacy_records).
 """
 
 from __future__ import annotations
 
 import json
 import shlex
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import Literal
 
-from mailu_flows.remote import RemoteHost
+from mailu_core.config import StackConfig
+from mailu_core.render import traefik_file_path
+from mailu_core.stack_paths import (
+    Adoption,
+    LegacyJournal,
+    LegacyRelease,
+    StackIdentity,
+    StackPaths,
+    decide_adoption,
+)
+from mailu_flows.remote import HostBusy, HostLock, RemoteError, RemoteHost
 
 ReleaseStatus = Literal["pending", "good", "failed", "rolled-back"]
 KEEP_RELEASES = 5
@@ -35,20 +51,18 @@ class Release:
     note: str = ""
 
 
-def releases_dir(stack_root: str) -> str:
-    return str(PurePosixPath(stack_root) / ".mailu-flows" / "releases")
-
-
 def new_release_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
 
 
-def list_releases(host: RemoteHost, stack_root: str) -> list[Release]:
-    """All release records, oldest first (one round trip)."""
-    base = releases_dir(stack_root)
-    out = host.run(
-        f'for f in {shlex.quote(base)}/*/release.json; do [ -f "$f" ] && cat "$f" && echo; done; true'
-    ).text()
+def list_releases(host: RemoteHost, paths: StackPaths) -> list[Release]:
+    """This stack's release records, oldest first (one round trip)."""
+    return _read_releases(host, [paths.releases_dir])
+
+
+def _read_releases(host: RemoteHost, dirs: list[str]) -> list[Release]:
+    loop = " ".join(f"{shlex.quote(d)}/*/release.json" for d in dirs)
+    out = host.run(f'for f in {loop}; do [ -f "$f" ] && cat "$f" && echo; done; true').text()
     releases = [Release(**json.loads(line)) for line in out.splitlines() if line.strip()]
     return sorted(releases, key=lambda r: r.id)
 
@@ -58,43 +72,155 @@ def last_good(releases: list[Release]) -> Release | None:
     return good[-1] if good else None
 
 
-def save_release(host: RemoteHost, stack_root: str, release: Release) -> None:
-    path = f"{releases_dir(stack_root)}/{release.id}/release.json"
+def save_release(host: RemoteHost, paths: StackPaths, release: Release) -> None:
+    path = f"{paths.releases_dir}/{release.id}/release.json"
     host.write_file(path, json.dumps(asdict(release), sort_keys=True).encode() + b"\n", mode=0o600)
 
 
 def start_release(
     host: RemoteHost,
-    stack_root: str,
+    paths: StackPaths,
     release: Release,
     contents: dict[str, bytes],
     replaced: list[str],
 ) -> None:
     """Create the release directory: copy what we are about to replace, then store what we write."""
-    base = f"{releases_dir(stack_root)}/{release.id}"
+    base = f"{paths.releases_dir}/{release.id}"
     dirs = {f"{base}/files/{PurePosixPath(p).parent}" for p in contents}
     dirs |= {f"{base}/replaced/{PurePosixPath(p).parent}" for p in replaced}
     script = ["umask 077", "mkdir -p " + " ".join(shlex.quote(d) for d in sorted(dirs | {base}))]
     for rel in replaced:
-        live = str(PurePosixPath(stack_root) / rel)  # a file the config places by absolute path stays there
+        # a file the config places by absolute path stays there
+        live = str(PurePosixPath(paths.stack_root) / rel)
         script.append(f"cp -p {shlex.quote(live)} {shlex.quote(f'{base}/replaced/{rel}')}")
     host.run(" && ".join(script))
     for rel, data in contents.items():
         host.write_file(f"{base}/files/{rel}", data, mode=0o600)
     release.replaced = list(replaced)
-    save_release(host, stack_root, release)
+    save_release(host, paths, release)
 
 
-def release_file(host: RemoteHost, stack_root: str, release_id: str, rel: str) -> bytes | None:
-    return host.read_file(f"{releases_dir(stack_root)}/{release_id}/files/{rel}")
+def release_file(host: RemoteHost, paths: StackPaths, release_id: str, rel: str) -> bytes | None:
+    return host.read_file(f"{paths.releases_dir}/{release_id}/files/{rel}")
+
+
+def replaced_file_path(paths: StackPaths, release_id: str, rel: str) -> str:
+    """Where a release kept the file it replaced (`cp -p`, with its mode)."""
+    return f"{paths.releases_dir}/{release_id}/replaced/{rel}"
 
 
 def prune_releases(
-    host: RemoteHost, stack_root: str, releases: list[Release], keep: int = KEEP_RELEASES
+    host: RemoteHost, paths: StackPaths, releases: list[Release], keep: int = KEEP_RELEASES
 ) -> None:
     """Keep the newest `keep` releases and always the newest good one."""
     good = last_good(releases)
     old = [r for r in releases[:-keep] if good is None or r.id != good.id] if len(releases) > keep else []
     if old:
-        base = releases_dir(stack_root)
-        host.run(["rm", "-rf", *[f"{base}/{r.id}" for r in old]])
+        host.run(["rm", "-rf", *[f"{paths.releases_dir}/{r.id}" for r in old]])
+
+
+# --- records from before each stack had its own place --------------------------------------------
+
+
+def stack_identity(cfg: StackConfig) -> StackIdentity:
+    """The two files that tell this stack's legacy release records from another stack's."""
+    return StackIdentity(cfg.host.compose_file, traefik_file_path(cfg))
+
+
+@dataclass
+class StackRecords:
+    """This stack's releases and the journal file to read, as they are, or (read-only) as they will be
+    once the legacy records are adopted; `pending` says what that adoption will move."""
+
+    releases: list[Release]
+    journal_file: str
+    pending: Adoption | None
+
+
+def _legacy_journal(data: bytes | None) -> LegacyJournal | None:
+    if data is None:
+        return None
+    try:
+        raw = json.loads(data)
+        return LegacyJournal(raw.get("from_release"), raw.get("to_release"), bool(raw.get("finished")))
+    except (ValueError, AttributeError):
+        return LegacyJournal(None, None, False)  # unreadable: it cannot say whose it is
+
+
+def _pending_adoption(host: RemoteHost, cfg: StackConfig) -> tuple[Adoption | None, list[Release], set[str]]:
+    """(adoption, this stack's releases it will move or has gathered, ids still in the legacy dir);
+    no adoption when the stack already has its own releases directory or the legacy place is empty.
+    Raises AdoptionRefused (before anything changes) when the legacy records cannot be attributed."""
+    paths = cfg.paths
+    if host.run(["test", "-d", paths.releases_dir], check=False).ok:
+        return None, [], set()
+    legacy = _read_releases(host, [paths.legacy_releases_dir])
+    gathered = _read_releases(host, [paths.adopting_dir])
+    adoption = decide_adoption(
+        paths,
+        stack_identity(cfg),
+        [LegacyRelease(r.id, frozenset(r.files)) for r in legacy],
+        _legacy_journal(host.read_file(paths.legacy_journal_file)),
+        [r.id for r in gathered],
+    )
+    if adoption is None:
+        return None, [], set()
+    ours = sorted((r for r in [*legacy, *gathered] if r.id in adoption.ours), key=lambda r: r.id)
+    return adoption, ours, {r.id for r in legacy}
+
+
+def read_stack_records(host: RemoteHost, cfg: StackConfig) -> StackRecords:
+    """This stack's records, read-only (no lock needed): legacy records it will adopt count as its own."""
+    paths = cfg.paths
+    adoption, ours, _ = _pending_adoption(host, cfg)
+    if adoption is None:
+        return StackRecords(list_releases(host, paths), paths.journal_file, None)
+    journal = paths.legacy_journal_file if adoption.move_journal else paths.journal_file
+    return StackRecords(ours, journal, adoption)
+
+
+def adopt_legacy_records(
+    host: RemoteHost, cfg: StackConfig, log: Callable[[str], None] = lambda _m: None
+) -> Adoption | None:
+    """Move this stack's legacy release records (and its journal) under its own directory; the caller
+    holds the stack's lock. The legacy lock is taken too, so that a run of an older version, which
+    still writes the legacy place, is not mid-way. Gathered first, then one rename into place: an
+    interrupted adoption is finished by the next run. Refuses (AdoptionRefused, nothing moved) when the
+    legacy records cannot be attributed."""
+    paths = cfg.paths
+    adoption, _, in_legacy = _pending_adoption(host, cfg)
+    if adoption is None:
+        return None
+    q = shlex.quote
+    script = ["set -e", "umask 077", f"mkdir -p {q(paths.adopting_dir)}"]
+    script += [
+        f"mv {q(f'{paths.legacy_releases_dir}/{rid}')} {q(f'{paths.adopting_dir}/{rid}')}"
+        for rid in adoption.ours
+        if rid in in_legacy
+    ]
+    if adoption.move_journal:
+        script.append(f"mv {q(paths.legacy_journal_file)} {q(paths.journal_file)}")
+    script.append(f"mv {q(paths.adopting_dir)} {q(paths.releases_dir)}")
+    script.append(f"rmdir {q(paths.legacy_releases_dir)} 2>/dev/null || true")
+    body = q("; ".join(script[:1]) + "; " + " && ".join(script[1:]))
+    legacy_lock = q(paths.legacy_lock_file)
+    res = host.run(
+        f"if [ -e {legacy_lock} ]; then exec flock -n -E {HostLock.BUSY_EXIT} {legacy_lock} sh -c {body}; "
+        f"else exec sh -c {body}; fi",
+        check=False,
+    )
+    if res.returncode == HostLock.BUSY_EXIT:
+        raise HostBusy(
+            f"{host.label}: a run of an older mailu-flows holds the legacy lock {paths.legacy_lock_file}; "
+            f"wait for it to finish, then run again (this stack's records in {paths.legacy_releases_dir} "
+            "are adopted then)"
+        )
+    if not res.ok:
+        raise RemoteError(
+            f"{host.label}: moving stack {paths.name!r}'s legacy records into {paths.state_dir} failed "
+            f"(exit {res.returncode}): {res.stderr.decode(errors='replace')[-300:]}; run again to finish "
+            f"(it resumes from {paths.adopting_dir})"
+        )
+    for note in adoption.notes:
+        log(note)
+    return adoption

@@ -46,7 +46,7 @@ def _container_ids(project: str) -> dict[str, str]:
 def _tree_digest(root: Path) -> dict[str, str]:
     out = {}
     for p in sorted(root.rglob("*")):
-        if p.is_file() and ".mailu-flows.lock" not in p.name:
+        if p.is_file() and ".lock" not in p.name:  # the locks (legacy and per stack) and holders
             out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest() + oct(p.stat().st_mode)
     return out
 
@@ -193,7 +193,7 @@ def test_a_killed_deploy_does_not_keep_the_host_lock(first_deploy: dict[str, Any
         "from mailu_flows.remote import HostLock\n"
         f"cfg = load_stack_config({str(Path(ep.lab_dir()) / 'stack.yaml')!r})\n"
         "h = connect_host(cfg)\n"
-        "HostLock(h, cfg.host.lock_file, 'deploy (killed)').acquire()\n"
+        "HostLock(h, cfg.paths.lock_file, 'deploy (killed)').acquire()\n"
         "print('locked', flush=True)\n"
         "time.sleep(600)\n"
     )

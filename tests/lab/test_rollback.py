@@ -159,7 +159,7 @@ def test_without_the_hostname_confirmation_nothing_is_touched(
 
     root = Path(cfg.host.stack_root)
     host = _host(cfg)
-    lock = HostLock(host, cfg.host.lock_file, "test_rollback: nothing may change while I look")
+    lock = HostLock(host, cfg.paths.lock_file, "test_rollback: nothing may change while I look")
     lock.acquire(wait_s=900)  # keeps the other helpers' flows from changing the host meanwhile
     try:
         before_tree, before_ids = _tree_digest(root), _containers(cfg.mailu.compose_project)
@@ -234,7 +234,7 @@ def test_previous_release_brings_back_the_prior_images_and_files(
     assert seen["files"] == files_before
     host = _host(cfg)
     try:
-        releases = {r.id: r for r in list_releases(host, str(root))}
+        releases = {r.id: r for r in list_releases(host, cfg.paths)}
     finally:
         host.close()
     assert releases[second["release"]].status == "rolled-back"
@@ -277,7 +277,7 @@ def test_teardown_keeps_volumes_and_spf_dkim_dmarc_and_removes_only_mailus_route
     _volume_file(cfg, cfg.volumes.mail, MARKER + "-late", write="after-backup")
     host = _host(cfg)
     try:
-        releases_before = [r.id for r in list_releases(host, str(root))]
+        releases_before = [r.id for r in list_releases(host, cfg.paths)]
     finally:
         host.close()
     others_before = {
@@ -290,7 +290,7 @@ def test_teardown_keeps_volumes_and_spf_dkim_dmarc_and_removes_only_mailus_route
     def look() -> dict[str, Any]:
         host = _host(cfg)
         try:
-            release_ids = [r.id for r in list_releases(host, str(root))]
+            release_ids = [r.id for r in list_releases(host, cfg.paths)]
         finally:
             host.close()
         raw = _rawdata()
