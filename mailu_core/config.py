@@ -20,7 +20,6 @@ the field, the bad value, what is allowed and the YAML line. `dump_stack_config`
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import ipaddress
 import re
@@ -29,22 +28,53 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    StringConstraints,
     ValidationError,
     field_validator,
     model_validator,
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from mailu_core import fields
-from mailu_core.fields import INVALID, IPV4_PATTERN, Checked, invalid
+from mailu_core.fields import (
+    INVALID,
+    AbsolutePath,
+    BlockName,
+    CidrAny,
+    ComposeProject,
+    DkimSelector,
+    DnsName,
+    DockerName,
+    EntryPointName,
+    FileName,
+    HostAddress,
+    HostPort,
+    HttpUrl,
+    IPAny,
+    IPv4,
+    IPv4Cidr,
+    IPv6,
+    LocalPart,
+    MailtoUri,
+    MailuVersion,
+    Mountpoint,
+    NetworkName,
+    PinnedImage,
+    RateLimit,
+    StackName,
+    StackPath,
+    Timezone,
+    TraefikName,
+    UrlPath,
+    invalid,
+)
+from mailu_core.fields import has_control as _has_control
+from mailu_core.fields import shown as _short
 from mailu_core.stack_paths import StackPaths
 
 __all__ = [
@@ -77,149 +107,8 @@ __all__ = [
 
 # --- field types ---------------------------------------------------------------------------------
 #
-# The shared types come from mailu_core.fields. Here each gets a maximum length, checked before its
-# pattern (the JSON schema carries `maxLength`; no validator runs a pattern over a megabyte), and
-# the ones whose pattern backtracked or let hostile values through get a new pattern.
-#
-# Every pattern must run in linear time, in Python's `re` (pydantic, and the Prefect server's
-# JSON-schema check on every run it creates) and in the browser: at each point of the input at most
-# one branch of the pattern may go on matching. So no repeated group may start with something the
-# text before it could also have consumed (the old time zone pattern `[A-Za-z]+(?:[/_+-][...+-]+)*`
-# took exponential time on "a" + "_" * 40 + "!"), and no star may share a character with what
-# follows it (`[0-9A-Fa-f:.]*:` is quadratic on a long run of ':').
-
-
-def _marker(base: Any, **changes: str) -> Any:
-    """The validating marker of a fields.py type (its pattern, message and Python-only checks).
-
-    `changes` replaces some of a `Checked` marker's attributes (`pattern`, `allowed`).
-    """
-    marker = base.__metadata__[-1]
-    return dataclasses.replace(marker, **changes) if changes else marker
-
-
-def _has_control(value: str) -> bool:
-    return any(ord(c) < 0x20 or ord(c) == 0x7F for c in value)
-
-
-def _short(value: Any) -> str:
-    """repr(value), cut to 120 characters: error messages stay readable for a 100k-character value."""
-    shown = repr(value)
-    return shown if len(shown) <= 120 else shown[:117] + "..."
-
-
-_NO_DOT_SEGMENTS = r"(?!(?:.*/)?\.\.?(?:/|$))"
-_PATH_SEGMENT = r"[A-Za-z0-9._@+-]+"
-_HOST_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_IPV4 = IPV4_PATTERN.removeprefix("^").removesuffix("$")
-# No ':' before the first ':', so where the first one is never has to be guessed (linear).
-_IPV6 = r"[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*"
-IPV6_PATTERN = rf"^{_IPV6}$"
-
-_PATH_MAX = 1024
-_URL_MAX = 2048
-_IP_MAX = 45  # the longest IPv6 text form (with an embedded IPv4 address)
-
-
-def _url_path_explain(value: str) -> str | None:
-    if not value.startswith("/"):
-        return None
-    if _has_control(value) or any(c.isspace() for c in value):
-        return "contains whitespace or a control character; a URL path is /segment[/segment...]"
-    if "//" in value or value.endswith("/"):
-        return "has an empty segment ('//' or a trailing '/'); a URL path is /segment[/segment...]"
-    if any(segment in (".", "..") for segment in value.split("/")):
-        return "has a '.' or '..' segment; name the path itself, e.g. /admin"
-    return None
-
-
-def _url_port(value: str) -> str | None:
-    authority = value.split("://", 1)[1].split("/", 1)[0]
-    port = authority.rsplit("]", 1)[-1].partition(":")[2]
-    if port and not 1 <= int(port) <= 65535:
-        return f"has port {port}; a port is 1..65535"
-    return None
-
-
-_URL_HOST = r"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])"
-HTTP_URL_PATTERN = rf"^https?://{_URL_HOST}(?::[0-9]{{1,5}})?(?:/[A-Za-z0-9._~%+=@:/-]*)?$"
-
-DnsName = Annotated[str, StringConstraints(max_length=253), _marker(fields.DnsName)]
-HostAddress = Annotated[
-    str,
-    StringConstraints(max_length=253),
-    _marker(fields.HostAddress, pattern=rf"^(?:{_HOST_LABEL}(?:\.{_HOST_LABEL})*|{_IPV6})$"),
-]
-IPv4 = Annotated[str, StringConstraints(max_length=15), _marker(fields.IPv4)]
-IPv6 = Annotated[str, StringConstraints(max_length=_IP_MAX), _marker(fields.IPv6, pattern=IPV6_PATTERN)]
-IPAny = Annotated[
-    str,
-    StringConstraints(max_length=_IP_MAX),
-    _marker(fields.IPAny, pattern=rf"(?:{IPV4_PATTERN})|(?:{IPV6_PATTERN})"),
-]
-IPv4Cidr = Annotated[str, StringConstraints(max_length=18), _marker(fields.IPv4Cidr)]
-CidrAny = Annotated[
-    str,
-    StringConstraints(max_length=_IP_MAX + 4),
-    _marker(
-        fields.CidrAny,
-        pattern=rf"^(?:{_IPV4}/(?:3[0-2]|[12]?[0-9])|{_IPV6}/(?:12[0-8]|1[01][0-9]|[1-9]?[0-9]))$",
-    ),
-]
-PinnedImage = Annotated[str, StringConstraints(max_length=512), _marker(fields.PinnedImage)]
-BlockName = Annotated[str, StringConstraints(max_length=100), _marker(fields.BlockName)]
-DockerName = Annotated[str, StringConstraints(max_length=128), _marker(fields.DockerName)]
-NetworkName = Annotated[str, StringConstraints(max_length=128), _marker(fields.NetworkName)]
-ComposeProject = Annotated[str, StringConstraints(max_length=63), _marker(fields.ComposeProject)]
-AbsolutePath = Annotated[str, StringConstraints(max_length=_PATH_MAX), _marker(fields.AbsolutePath)]
-StackPath = Annotated[str, StringConstraints(max_length=_PATH_MAX), _marker(fields.StackPath)]
-FileName = Annotated[str, StringConstraints(max_length=255), _marker(fields.FileName)]
-UrlPath = Annotated[
-    str,
-    StringConstraints(max_length=128),
-    Checked(
-        rf"^{_NO_DOT_SEGMENTS}/[A-Za-z0-9._~-]+(?:/[A-Za-z0-9._~-]+)*$",
-        "a URL path with a leading '/' and no '.' or '..' segment (letters, digits, '.', '_', '~', "
-        "'-' between single '/'), e.g. /admin",
-        explain=_url_path_explain,
-    ),
-]
-HttpUrl = Annotated[
-    str,
-    StringConstraints(max_length=_URL_MAX),
-    Checked(
-        HTTP_URL_PATTERN,
-        "an http(s) URL such as http://127.0.0.1:8080 (host[:port] and a path of letters, digits and "
-        "'._~%+=@:/-'; no credentials, query or shell characters)",
-        extra=_url_port,
-    ),
-]
-TraefikName = Annotated[str, StringConstraints(max_length=128), _marker(fields.TraefikName)]
-EntryPointName = Annotated[str, StringConstraints(max_length=64), _marker(fields.EntryPointName)]
-LocalPart = Annotated[str, StringConstraints(max_length=64), _marker(fields.LocalPart)]
-DkimSelector = Annotated[str, StringConstraints(max_length=63), _marker(fields.DkimSelector)]
-MailtoUri = Annotated[str, StringConstraints(max_length=320), _marker(fields.MailtoUri)]
-RateLimit = Annotated[str, StringConstraints(max_length=32), _marker(fields.RateLimit)]
-MailuVersion = Annotated[str, StringConstraints(max_length=32), _marker(fields.MailuVersion)]
-StackName = Annotated[str, StringConstraints(max_length=63), _marker(fields.StackName)]
-Timezone = Annotated[
-    str,
-    StringConstraints(max_length=64),
-    Checked(
-        # Segments separated by '/' only (the separator is in no segment): linear.
-        r"^[A-Za-z][A-Za-z0-9_+-]*(?:/[A-Za-z0-9_+-]+)*$",
-        "an IANA time zone name such as Etc/UTC or Europe/Berlin",
-    ),
-]
-Mountpoint = Annotated[
-    str,
-    StringConstraints(max_length=_PATH_MAX),
-    Checked(
-        rf"^{_NO_DOT_SEGMENTS}/(?:{_PATH_SEGMENT}(?:/{_PATH_SEGMENT})*)?$",
-        "a filesystem mountpoint such as / or /var/lib/docker (no '.' or '..' segments)",
-    ),
-]
-HostPort = Annotated[str, StringConstraints(max_length=260, pattern=r"^[A-Za-z0-9.-]+:[0-9]{1,5}$")]
+# Every string type comes from mailu_core.fields (the one definition the blocks and the flow
+# parameters share): each has a maximum length, checked before its pattern, and a linear-time pattern.
 
 
 MailPort = Literal[25, 465, 587, 143, 993]
