@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from blocks import SshHost, load_block
 from mailu_core.config import StackConfig
+from mailu_flows import redact
 from mailu_flows.remote import RemoteHost
 
 
 def connect_host(config: StackConfig) -> RemoteHost:
     """Open the flow run's one SSH connection, with the key and pinned host key from the block."""
     block = load_block(SshHost, config.blocks.ssh_host)
+    for secret in (block.private_key, block.private_key_passphrase):
+        redact.register_secret(secret.get_secret_value())  # never in a log, traceback or state message
     host = RemoteHost(
         str(block.address),
         block.port,
