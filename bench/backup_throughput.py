@@ -49,7 +49,7 @@ def child(volume: str, dest: str) -> None:
     """One backup in this process; prints seconds and peak RSS as JSON."""
     from mailu_flows.backup import LocalDirectory, run_backup
     from mailu_flows.remote import RemoteHost
-    from tasks.backup import load_public_key
+    from tasks.backup import load_public_key, load_signing_key
 
     ssh = _lab()["ssh"]
     config = _config(dest)
@@ -61,8 +61,9 @@ def child(volume: str, dest: str) -> None:
     ) as host:
         start = time.monotonic()
         outcome = run_backup(
-            host, config, LocalDirectory(dest), key, volumes=[volume], include_stack_files=False
-        )
+            host, config, LocalDirectory(dest, config.name), key, load_signing_key(config), volumes=[volume],
+            include_stack_files=False,
+        )  # fmt: skip
         seconds = time.monotonic() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     archive = outcome.manifest.archives[0]

@@ -1,5 +1,6 @@
 """Prefect block types holding every credential a Mailu stack needs (the stack config names them)."""
 
+from blocks.backup import BackupSigningKey
 from blocks.dns import CloudflareDns, Rfc2136Dns
 from blocks.gpg import GpgBackupPrivateKey, GpgBackupPublicKey
 from blocks.mailu import MailuSecrets
@@ -9,6 +10,7 @@ from blocks.ssh import SshHost
 __all__ = [
     "BLOCK_TYPES",
     "KINDS",
+    "BackupSigningKey",
     "CloudflareDns",
     "GpgBackupPrivateKey",
     "GpgBackupPublicKey",

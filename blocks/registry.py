@@ -10,6 +10,7 @@ from typing import TypeVar
 
 from prefect.blocks.core import Block
 
+from blocks.backup import BackupSigningKey
 from blocks.dns import CloudflareDns, Rfc2136Dns
 from blocks.gpg import GpgBackupPrivateKey, GpgBackupPublicKey
 from blocks.mailu import MailuSecrets
@@ -23,6 +24,7 @@ BLOCK_TYPES: tuple[type[Block], ...] = (
     Rfc2136Dns,
     GpgBackupPublicKey,
     GpgBackupPrivateKey,
+    BackupSigningKey,
     MailuSecrets,
 )
 

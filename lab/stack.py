@@ -23,6 +23,7 @@ def save_lab_blocks() -> list[str]:
     from pydantic import SecretStr
 
     from blocks import (
+        BackupSigningKey,
         CloudflareDns,
         GpgBackupPrivateKey,
         GpgBackupPublicKey,
@@ -33,7 +34,7 @@ def save_lab_blocks() -> list[str]:
     from blocks.registry import register_block_types
     from lab.cf_emulator import read_token
     from lab.dns import read_tsig_secret
-    from lab.services import ensure_gpg
+    from lab.services import ensure_gpg, ensure_secret
 
     d = ep.lab_dir()
     gpg = ensure_gpg()
@@ -60,6 +61,9 @@ def save_lab_blocks() -> list[str]:
             f"{BLOCK_PREFIX}-gpg-public": GpgBackupPublicKey(
                 armored_public_key=gpg.public_key_file.read_text(),
                 fingerprint=gpg.fingerprint,
+            ),
+            f"{BLOCK_PREFIX}-backup-signing": BackupSigningKey(
+                key=SecretStr(ensure_secret("backup-signing-key", 32).read_text())
             ),
             f"{BLOCK_PREFIX}-gpg-private": GpgBackupPrivateKey(
                 armored_private_key=SecretStr(gpg.private_key_file.read_text()),

@@ -123,6 +123,7 @@ def lab_stack_config(
             "dns_provider": f"{block_prefix}-dns",
             "gpg_public_key": f"{block_prefix}-gpg-public",
             "gpg_private_key": f"{block_prefix}-gpg-private",
+            "backup_signing_key": f"{block_prefix}-backup-signing",
             "mailu_secrets": f"{block_prefix}-mailu-secrets",
         },
     }

@@ -7,16 +7,20 @@ what a backup *is*, which backups survive and what a verify run reads are tested
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Literal
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 __all__ = [
+    "FUTURE_SKEW",
     "MANIFEST_NAME",
+    "MAX_MANIFEST_BYTES",
+    "SIGNATURE_NAME",
     "VERIFICATION_NAME",
     "ArchiveEntry",
     "BackupInfo",
@@ -28,13 +32,21 @@ __all__ = [
     "VerificationRecord",
     "archive_file_name",
     "backup_id_for",
+    "check_signature",
     "choose_sample",
+    "identity_problems",
     "parse_backup_id",
+    "parse_backup_stack",
     "select_retention",
+    "sign_manifest",
+    "signing_key_id",
 ]
 
 MANIFEST_NAME = "manifest.json"
+SIGNATURE_NAME = "manifest.sig"
 VERIFICATION_NAME = "verification.json"
+MAX_MANIFEST_BYTES = 1 << 20  # a real manifest is a few kB; a forged giant one is not read into memory
+FUTURE_SKEW = timedelta(minutes=5)  # clocks of the runner and of whoever wrote the backup may differ a little
 STACK_FILES = "stack-files"
 PG_DUMP = "postgres-dump"
 
@@ -51,10 +63,19 @@ def backup_id_for(stack: str, when: datetime, tag: str | None = None) -> str:
 
 def parse_backup_id(backup_id: str) -> datetime | None:
     """The creation time encoded in a backup id, or None if the name is not a backup id."""
-    match = _ID_RE.match(backup_id)
+    match = _ID_RE.fullmatch(backup_id)
     if match is None:
         return None
-    return datetime.strptime(match["stamp"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    try:
+        return datetime.strptime(match["stamp"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    except ValueError:  # 20261399T999999Z has the shape but is no time
+        return None
+
+
+def parse_backup_stack(backup_id: str) -> str | None:
+    """The stack name encoded in a backup id, or None if the name is not a backup id."""
+    match = _ID_RE.fullmatch(backup_id)
+    return match["stack"] if match is not None and parse_backup_id(backup_id) is not None else None
 
 
 def archive_file_name(name: str, kind: ArchiveKind) -> str:
@@ -63,30 +84,60 @@ def archive_file_name(name: str, kind: ArchiveKind) -> str:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # hide_input_in_errors: a forged manifest's values never reach a log through an error message
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+
+# A manifest is read from a directory anyone with write access to the destination can change: every
+# name in it is held to the shape we write, so no value can become a path, an option or a host mount.
+ArchiveName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")]
+Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+BackupId = Annotated[str, StringConstraints(max_length=120, pattern=_ID_RE.pattern)]
+StackId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")]
+RelPath = Annotated[str, StringConstraints(max_length=4096, pattern=r"^[^\x00-\x1f]*$")]
 
 
 class ArchiveEntry(_Model):
     """One encrypted archive of a backup and what its plaintext must look like when read back."""
 
-    name: str = Field(description="Volume name, `stack-files` or `postgres-dump`.")
+    name: ArchiveName = Field(description="Volume name, `stack-files` or `postgres-dump`.")
     kind: ArchiveKind
     file: str = Field(description="Ciphertext file name inside the backup.")
     plain_bytes: int = Field(ge=0, description="Bytes of the plaintext stream (the tar).")
     entries: int = Field(ge=0, description="Tar members (files, directories, links).")
     file_count: int = Field(ge=0, description="Regular files in the tar.")
-    listing_sha256: str = Field(description="sha256 of the tar listing (see ListingDigest).")
+    listing_sha256: Sha256Hex | Literal[""] = Field(
+        description="sha256 of the tar listing (see ListingDigest)."
+    )
     cipher_bytes: int = Field(ge=0)
-    cipher_sha256: str
+    cipher_sha256: Sha256Hex
+    changed_while_read: list[RelPath] = Field(
+        default_factory=list,
+        max_length=10_000,
+        description="Files that changed while a live copy read them (their copy may be torn).",
+    )
+
+    @model_validator(mode="after")
+    def _file_is_derived(self) -> ArchiveEntry:
+        """The ciphertext name is derived from name and kind: a `../` or `/` in it is never read."""
+        if ".." in self.name:
+            raise ValueError(f"archive name {self.name!r} contains '..'")
+        fixed = {"stack-files": STACK_FILES, "pg-dump": PG_DUMP}.get(self.kind)
+        if fixed is not None and self.name != fixed:
+            raise ValueError(f"a {self.kind} archive must be named {fixed!r}, not {self.name!r}")
+        expected = archive_file_name(self.name, self.kind)
+        if self.file != expected:
+            raise ValueError(f"archive {self.name!r} names file {self.file!r}; expected {expected!r}")
+        return self
 
 
 class Manifest(_Model):
     """What a complete backup holds; written last, so a directory without it is not a backup."""
 
     format: Literal[1] = 1
-    backup_id: str
-    stack: str
-    tag: str | None = None
+    backup_id: BackupId
+    stack: StackId
+    tag: Annotated[str, StringConstraints(pattern=r"^[a-z0-9]{1,32}$")] | None = None
     created: datetime
     finished: datetime
     mailu_version: str
@@ -94,6 +145,15 @@ class Manifest(_Model):
     key_fingerprint: str = Field(description="The recipient the archives are encrypted to.")
     consistency: list[str] = Field(default_factory=list, description="How each part was made consistent.")
     archives: list[ArchiveEntry]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Manifest:
+        names = [a.name for a in self.archives]
+        if len(set(names)) != len(names):
+            raise ValueError("an archive name appears twice")
+        if self.created.tzinfo is None or self.finished < self.created:
+            raise ValueError("created must carry a time zone and come before finished")
+        return self
 
     def archive(self, name: str) -> ArchiveEntry | None:
         return next((a for a in self.archives if a.name == name), None)
@@ -123,6 +183,60 @@ class VerificationRecord(_Model):
     ok: bool
     sampled: list[str] = Field(default_factory=list, description="Archives decrypted and drilled this run.")
     checks: list[CheckResult] = Field(default_factory=list)
+
+
+# --- authenticity ------------------------------------------------------------------------------
+# The archives are encrypted to a public key, so anyone who can write to the destination could make
+# a backup that decrypts fine. The manifest (which pins every ciphertext's sha256) is therefore
+# MAC'd with a key held outside the destination (a Prefect block): a forger without it cannot make
+# a manifest that verifies, and without a verified manifest nothing is decrypted, restored or pruned.
+
+_SIGNATURE_SCHEME = "mailu-flows-hmac-sha256"
+_MAC_CONTEXT = b"mailu-flows backup manifest v1\n"
+
+
+def signing_key_id(key: bytes) -> str:
+    """A short public name of a signing key (says which key signed, reveals nothing of it)."""
+    return hmac.new(key, b"mailu-flows backup signing key id", hashlib.sha256).hexdigest()[:16]
+
+
+def sign_manifest(key: bytes, manifest_bytes: bytes) -> bytes:
+    """The content of `manifest.sig`: scheme, key id and HMAC-SHA256 over the exact manifest bytes."""
+    mac = hmac.new(key, _MAC_CONTEXT + manifest_bytes, hashlib.sha256).hexdigest()
+    return f"{_SIGNATURE_SCHEME} {signing_key_id(key)} {mac}\n".encode()
+
+
+def check_signature(key: bytes, manifest_bytes: bytes, signature: bytes | None) -> str | None:
+    """None when `signature` is a valid MAC of `manifest_bytes` under `key`; otherwise why not."""
+    if signature is None:
+        return f"{SIGNATURE_NAME} is missing: the backup is not signed"
+    parts = signature.decode("ascii", "replace").split()
+    if len(parts) != 3 or parts[0] != _SIGNATURE_SCHEME:
+        return f"{SIGNATURE_NAME} is not a {_SIGNATURE_SCHEME} signature"
+    if parts[1] != signing_key_id(key):
+        return (
+            f"signed with key {parts[1][:16]!r}, not with the signing key block's key {signing_key_id(key)}"
+        )
+    if not hmac.compare_digest(sign_manifest(key, manifest_bytes), signature.strip() + b"\n"):
+        return "the signature does not match the manifest: the manifest was changed after signing"
+    return None
+
+
+def identity_problems(manifest: Manifest, directory: str, stack: str, now: datetime) -> list[str]:
+    """Why a (signed) manifest does not belong where it was found: another stack's backup, copied
+    under another name, or dated in the future (which would pass an age check and push real
+    backups out of retention)."""
+    problems = []
+    if manifest.backup_id != directory:
+        problems.append(f"the manifest is of backup {manifest.backup_id}, but its directory is {directory}")
+    if manifest.stack != stack or parse_backup_stack(directory) != stack:
+        problems.append(f"the backup belongs to stack {manifest.stack!r}, not to {stack!r}")
+    stamp = parse_backup_id(directory)
+    if stamp is None or abs((manifest.created - stamp).total_seconds()) >= 1:
+        problems.append(f"created {manifest.created.isoformat()} does not match the id's time")
+    if manifest.created > now + FUTURE_SKEW or (stamp is not None and stamp > now + FUTURE_SKEW):
+        problems.append(f"created {manifest.created.isoformat()} is in the future (now {now.isoformat()})")
+    return problems
 
 
 # --- tar listing ---------------------------------------------------------------------------------
@@ -178,6 +292,7 @@ class BackupInfo:
 class RetentionPlan:
     keep: dict[str, list[str]] = field(default_factory=dict)  # id -> reasons
     delete: list[str] = field(default_factory=list)
+    ignored: dict[str, str] = field(default_factory=dict)  # id -> why it is not a backup of this stack
 
 
 def select_retention(backups: Iterable[BackupInfo], daily: int, weekly: int) -> RetentionPlan:

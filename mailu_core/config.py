@@ -866,6 +866,10 @@ class BlockNames(_Model):
 
 
 # --- the whole stack -----------------------------------------------------------------------------
+    backup_signing_key: BlockName = Field(
+        description="mailu-backup-signing-key block: signs backup manifests; verify, restore and retention "
+        "trust only backups signed with it."
+    )
 
 
 class StackConfig(_Model):

@@ -15,6 +15,7 @@ from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
 
 from blocks import load_block
+from blocks.backup import BackupSigningKey
 from blocks.gpg import GpgBackupPrivateKey, GpgBackupPublicKey
 from mailu_core.backup import RetentionPlan, VerificationRecord
 from mailu_core.config import StackConfig
@@ -39,9 +40,23 @@ def _log(message: str) -> None:
         logging.getLogger("mailu_flows.backup").info(message)
 
 
+def _warn(message: str) -> None:
+    try:
+        get_run_logger().warning(message)
+    except MissingContextError:
+        logging.getLogger("mailu_flows.backup").warning(message)
+
+
 def default_destination(config: StackConfig) -> Destination:
-    """The config's backup directory, on the machine that runs the flow."""
-    return LocalDirectory(config.backup.destination_dir)
+    """This stack's directory under the config's backup directory, on the machine that runs the flow."""
+    return LocalDirectory(config.backup.destination_dir, config.name)
+
+
+def load_signing_key(config: StackConfig) -> bytes:
+    """The key that signs (backup) and authenticates (verify, restore, retention) backup manifests."""
+    block = load_block(BackupSigningKey, config.blocks.backup_signing_key)
+    register_secret(block.key.get_secret_value())
+    return block.key_bytes()
 
 
 def load_public_key(config: StackConfig) -> GpgBackupPublicKey:
@@ -66,13 +81,14 @@ def backup_volumes(
 ) -> BackupOutcome:
     """Archive every configured volume, the stack files (and the database dump) into one backup."""
     return run_backup(
-        host, config, destination, load_public_key(config), tag=tag, pause_services=pause_services, log=_log
-    )
+        host, config, destination, load_public_key(config), load_signing_key(config), tag=tag,
+        pause_services=pause_services, log=_log, warn=_warn,
+    )  # fmt: skip
 
 
 @task(name="apply-retention", cache_policy=NO_CACHE)
 def apply_retention(config: StackConfig, destination: Destination) -> RetentionPlan:
-    return prune(destination, config, log=_log)
+    return prune(destination, config, load_signing_key(config), log=_log)
 
 
 @task(name="verify-backup", cache_policy=NO_CACHE)
@@ -89,6 +105,7 @@ def verify_newest_backup(
         config,
         destination,
         load_private_key(config),
+        load_signing_key(config),
         backup_id=backup_id,
         time_budget_s=time_budget_s,
         drill=drill,
@@ -118,6 +135,7 @@ def restore_backup_task(
         destination or default_destination(config),
         load_public_key(config),
         load_private_key(config),
+        load_signing_key(config),
         backup_id,
         holder=holder,
         volumes=volumes,

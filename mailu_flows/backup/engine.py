@@ -6,6 +6,19 @@ redis volume holds a fresh dump; Maildir and Mailu's SQLite are copied live (Mai
 call that safe: Dovecot and SQLite lock their files), unless `pause_services` names services to
 `docker pause` while the volumes are read. A managed PostgreSQL is dumped with `pg_dump -Fc`.
 
+A file that changes while a live copy reads it (rspamd rewrites its state files at any moment) is
+not an error: GNU tar still writes a complete archive and exits 1. The backup keeps that copy,
+lists the files in the manifest (`changed_while_read`) and in `consistency`, and logs a warning,
+so a possibly torn file is never silent; pausing the service (`pause_services`) avoids it. Any
+other tar complaint fails the backup.
+
+Volumes are mounted with `--mount type=volume`, which takes only a volume name: even a hostile
+name could never become a bind mount of a host path.
+
+Each backup's manifest is signed with the signing-key block's key (`manifest.sig`); retention
+considers only signed backups of this stack, so files planted in the destination are never
+counted as backups and never push real ones out.
+
 The helper containers run with `--network none` and `--log-driver none`: the default json-file
 log driver would otherwise write the plaintext tar (the container's stdout) to the host's disk.
 """
@@ -13,6 +26,7 @@ log driver would otherwise write the plaintext tar (the container's stdout) to t
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import threading
 import time
@@ -33,10 +47,12 @@ from mailu_core.backup import (
     archive_file_name,
     backup_id_for,
     select_retention,
+    sign_manifest,
 )
 from mailu_core.config import StackConfig
 from mailu_flows.backup.destination import Destination, Staging
 from mailu_flows.backup.gpg import CipherStats, Keyring, encrypt_stream, encryption_keyring
+from mailu_flows.backup.signing import BackupNotAuthentic, authentic_manifest
 from mailu_flows.backup.stream import CHUNK, TarInspector, stream_out
 from mailu_flows.remote import RemoteHost
 
@@ -69,17 +85,32 @@ def helper_image(config: StackConfig) -> str:
     return config.images.redis
 
 
-def _docker_run(image: str, name: str, mounts: Sequence[str], entrypoint: str, args: Sequence[str]) -> str:
-    cmd = ["docker", "run", "--rm", "--name", name, "--network", "none", "--log-driver", "none"]
+_VOLUME_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def volume_mount(volume: str, target: str, *, read_only: bool) -> str:
+    """A `--mount` value for a named volume. `type=volume` never mounts a host path, and the name is
+    held to Docker's volume-name shape first (no `/`, no `,` that would add mount options)."""
+    if not _VOLUME_NAME.fullmatch(volume):
+        raise ValueError(f"{volume!r} is not a Docker volume name")
+    return f"type=volume,source={volume},target={target}" + (",readonly" if read_only else "")
+
+
+def helper_run(image: str, name: str, mounts: Sequence[str], entrypoint: str, args: Sequence[str],
+               *, stdin: bool = False) -> str:  # fmt: skip
+    """`docker run` of a throwaway helper: no network, no log driver (stdout may be plaintext)."""
+    cmd = ["docker", "run", "--rm", *(["-i"] if stdin else []), "--name", name, "--network", "none",
+           "--log-driver", "none"]  # fmt: skip
     for mount in mounts:
-        cmd += ["-v", mount]
+        cmd += ["--mount", mount]
     return shlex.join([*cmd, "--entrypoint", entrypoint, image, *args])
 
 
 def volume_source(volume: str, image: str, name: str) -> Source:
-    command = _docker_run(
-        image, name, [f"{volume}:/v:ro"], "tar", ["-C", "/v", "--numeric-owner", "-cf", "-", "."]
-    )
+    command = helper_run(
+        image, name, [volume_mount(volume, "/v", read_only=True)], "tar",
+        ["-C", "/v", "--numeric-owner", "-cf", "-", "."],
+    )  # fmt: skip
     return Source(volume, "volume", command)
 
 
@@ -97,9 +128,9 @@ def stack_files_source(config: StackConfig, image: str, name: str) -> Source:
         'cd /s && for p in "$@"; do [ -e "$p" ] && set -- "$@" "$p"; shift; done; '
         'exec tar --numeric-owner -cf - -T /dev/null "$@"'
     )
-    command = _docker_run(
-        image, name, [f"{layout.stack_root}:/s:ro"], "sh", ["-c", script, "stack-files", *paths]
-    )
+    # the stack root is the one host directory we mean to mount (a bind mount, from the config)
+    bind = f"type=bind,source={layout.stack_root},target=/s,readonly"
+    command = helper_run(image, name, [bind], "sh", ["-c", script, "stack-files", *paths])
     return Source(STACK_FILES, "stack-files", command)
 
 
@@ -169,9 +200,12 @@ def archive_source(host: RemoteHost, keyring: Keyring, staging: Staging, source:
         report = inspector.close() if inspector is not None else None
         thread.join()
         writer.close()
-    if result.returncode != 0:
+    changed: list[str] = []
+    if result.returncode == 1 and source.kind != "pg-dump":
+        changed = changed_while_read(result.stderr)
+    if result.returncode != 0 and not changed:
         why = "the SSH connection was lost" if result.returncode == -1 else f"exited {result.returncode}"
-        raise BackupError(f"{source.name}: `{result.command}` {why}: {result.stderr[-1500:]}")
+        raise BackupError(f"{source.name}: `{helper_label(result.command)}` {why}: {result.stderr[-1500:]}")
     if isinstance(outcome.get("error"), BaseException):
         raise BackupError(f"{source.name}: encryption failed: {outcome['error']}")
     stats = outcome.get("stats")
@@ -195,7 +229,33 @@ def archive_source(host: RemoteHost, keyring: Keyring, staging: Staging, source:
         listing_sha256=listing,
         cipher_bytes=stats.bytes,
         cipher_sha256=stats.sha256,
+        changed_while_read=changed,
     )
+
+
+_TAR_CHANGED = re.compile(
+    r"^tar: (?:\./)?(?P<path>.+?): (?:file changed as we read it|File removed before we read it"
+    r"|File shrank by \d+ bytes; padding with zeros)$"
+)
+
+
+def changed_while_read(stderr: str) -> list[str]:
+    """The files GNU tar reports as changed under it, if that is ALL it reports (exit status 1);
+    otherwise [] (the caller then treats the exit status as a failure)."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    found = [_TAR_CHANGED.match(line) for line in lines]
+    if not lines or not all(found):
+        return []
+    return sorted({m["path"] for m in found if m is not None})
+
+
+def helper_label(command: str) -> str:
+    """What a helper command is, without its script or mounts: `docker run <image> (<entrypoint>)`."""
+    parts = shlex.split(command)
+    if "--entrypoint" in parts:
+        i = parts.index("--entrypoint")
+        return f"docker run {parts[i + 2] if i + 2 < len(parts) else ''} ({parts[i + 1]})"
+    return " ".join(parts[:3])
 
 
 def _new_backup_id(destination: Destination, stack: str, tag: str | None) -> tuple[str, datetime]:
@@ -213,14 +273,18 @@ def run_backup(
     config: StackConfig,
     destination: Destination,
     public_key: GpgBackupPublicKey,
+    signing_key: bytes,
     *,
     volumes: Sequence[str] | None = None,
     include_stack_files: bool = True,
     tag: str | None = None,
     pause_services: Sequence[str] = (),
     log: Log = lambda _msg: None,
+    warn: Log | None = None,
 ) -> BackupOutcome:
-    """Make one complete backup or none: archives land under a temporary name, renamed at the end."""
+    """Make one complete backup or none: archives land under a temporary name, renamed at the end.
+    The manifest is signed with `signing_key`; `warn` gets what an operator must see (default: log)."""
+    warn = warn or log
     started = time.monotonic()
     targets = list(volumes if volumes is not None else config.backup.volumes)
     image = helper_image(config)
@@ -228,6 +292,8 @@ def run_backup(
         removed = destination.clean_partials()
         if removed:
             log(f"removed leftovers of interrupted runs: {', '.join(removed)}")
+        for leftover in clean_host_leftovers(host, config):
+            warn(f"WARNING a run that died left {leftover}; cleaned up")
         absent = missing_volumes(host, targets)
         if absent:
             raise BackupError(
@@ -258,6 +324,10 @@ def run_backup(
                             f"{source.name}: {entry.plain_bytes} bytes, {entry.file_count} files, "
                             f"{time.monotonic() - began:.1f}s"
                         )
+                        if entry.changed_while_read:
+                            note = live_copy_note(entry)
+                            consistency.append(note)
+                            warn(f"WARNING {note}")
                         entries.append(entry)
                 finally:
                     _unpause(host, paused)
@@ -273,12 +343,23 @@ def run_backup(
                 consistency=consistency,
                 archives=entries,
             )
-            staging.commit(manifest)
+            manifest_bytes = manifest.model_dump_json(indent=2).encode()
+            staging.commit(manifest_bytes, sign_manifest(signing_key, manifest_bytes))
         except BaseException:
             staging.abort()
             _cleanup_containers(host, run_tag)
             raise
     return BackupOutcome(manifest, removed, time.monotonic() - started)
+
+
+def live_copy_note(entry: ArchiveEntry) -> str:
+    """The manifest's and the log's words for files that changed while a live copy read them."""
+    shown = ", ".join(entry.changed_while_read[:5]) + (" …" if len(entry.changed_while_read) > 5 else "")
+    return (
+        f"{entry.name}: {len(entry.changed_while_read)} file(s) changed while being copied live ({shown}); "
+        "their copies may be torn. The rest of the volume is intact; pause the service that writes them "
+        "(pause_services) for a consistent copy"
+    )
 
 
 def _prepare_consistency(
@@ -330,6 +411,33 @@ def _unpause(host: RemoteHost, containers: Sequence[str]) -> None:
         host.run(["docker", "unpause", container], check=False)
 
 
+def clean_host_leftovers(host: RemoteHost, config: StackConfig) -> list[str]:
+    """Undo what a backup, verify or restore run killed midway leaves on the host (its `finally` never
+    ran): stack containers it paused, its helper containers, decrypted restore-drill volumes.
+    Called with the host lock held, so no live run owns any of them."""
+    found: list[str] = []
+    project = f"label=com.docker.compose.project={config.mailu.compose_project}"
+    paused = host.run(["docker", "ps", "-q", "--filter", project, "--filter", "status=paused"]).text().split()
+    for container in paused:
+        host.run(["docker", "unpause", container], check=False)
+        found.append(f"paused container {container}")
+    helpers = (
+        host.run(["docker", "ps", "-aq", "--filter", "name=^mailu-(backup|verify|restore)-"]).text().split()
+    )
+    if helpers:
+        host.run(["docker", "rm", "-f", *helpers], check=False)
+        found += [f"helper container {c}" for c in helpers]
+    scratch = (
+        host.run(["docker", "volume", "ls", "-q", "--filter", "label=mailu-flows.scratch=restore-drill"])
+        .text()
+        .split()
+    )
+    for volume in scratch:
+        host.run(["docker", "volume", "rm", "-f", volume], check=False)
+        found.append(f"restore-drill volume {volume}")
+    return found
+
+
 def _cleanup_containers(host: RemoteHost, run_tag: str) -> None:
     """Best effort: stop helper containers of a failed run (the connection may be gone)."""
     try:
@@ -340,15 +448,31 @@ def _cleanup_containers(host: RemoteHost, run_tag: str) -> None:
         pass
 
 
-def prune(destination: Destination, config: StackConfig, log: Log = lambda _msg: None) -> RetentionPlan:
-    """Apply retention (last N daily + M weekly; never the newest or the newest verified backup)."""
+def prune(
+    destination: Destination,
+    config: StackConfig,
+    signing_key: bytes,
+    log: Log = lambda _msg: None,
+    now: datetime | None = None,
+) -> RetentionPlan:
+    """Apply retention (last N daily + M weekly; never the newest or the newest verified backup).
+
+    Only signed backups of this stack, not dated in the future, take part: anything else in the
+    destination is neither counted nor deleted, and is reported (`ignored`)."""
+    now = now or datetime.now(UTC)
     with destination.lock():
-        infos = []
+        infos, ignored = [], {}
         for backup_id in destination.list_backups():
-            manifest = destination.read_manifest(backup_id)
+            try:
+                manifest = authentic_manifest(destination, backup_id, signing_key, config.name, now)
+            except BackupNotAuthentic as exc:
+                ignored[backup_id] = str(exc)
+                log(f"retention: ignoring {backup_id}: {exc}")
+                continue
             record = destination.read_record(backup_id)
             infos.append(BackupInfo(backup_id, manifest.created, record.ok if record else None))
         plan = select_retention(infos, config.backup.retention_daily, config.backup.retention_weekly)
+        plan = RetentionPlan(keep=plan.keep, delete=plan.delete, ignored=ignored)
         for backup_id in plan.delete:
             destination.delete(backup_id)
             log(f"retention: deleted {backup_id}")

@@ -1,10 +1,14 @@
 """Restoring a backup into the stack's volumes (used by the rollback flow).
 
-Order, each step a precondition of the next: take the host lock; verify the chosen backup (sha256,
-decryption, tar read-through, listings) and refuse it if anything fails; refuse while a running
-container uses a target volume (the stack must be stopped); take a safety backup of the current
-volumes; then empty each volume and extract the archive into it, comparing every file's hash with
-the archive. The database dump and the stack files are not restored here (see the report/TODO).
+Order, each step a precondition of the next: take the host lock; verify the chosen backup (its
+signature, id and stack first, then sha256, decryption, tar read-through, listings) and refuse it if
+anything fails; refuse while a running container uses a target volume (the stack must be stopped);
+take a safety backup of the current volumes; then empty each volume and extract the archive into it,
+comparing every file's hash with the archive. The database dump and the stack files are not
+restored here (see the report/TODO).
+
+The volumes restored into come from the stack config (`backup.volumes`), never from the manifest:
+a backup can only be restored into volumes this stack declares, mounted by name (`type=volume`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from mailu_core.config import StackConfig
 from mailu_flows.backup.destination import Destination
 from mailu_flows.backup.engine import helper_image, missing_volumes, run_backup
 from mailu_flows.backup.gpg import decryption_keyring
+from mailu_flows.backup.signing import BackupNotAuthentic, authentic_manifest
 from mailu_flows.backup.verify import read_archive, verify_backup
 from mailu_flows.remote import HostLock, RemoteHost
 
@@ -55,6 +60,7 @@ def restore_backup(
     destination: Destination,
     public_key: GpgBackupPublicKey,
     private_key: GpgBackupPrivateKey,
+    signing_key: bytes,
     backup_id: str,
     *,
     holder: str,
@@ -64,25 +70,38 @@ def restore_backup(
     lock_held: bool = False,
     log: Callable[[str], None] = lambda _msg: None,
 ) -> RestoreResult:
-    """Restore `backup_id` into the stack's volumes (all its volumes, or `volumes`).
+    """Restore `backup_id` into the stack's volumes (every volume of `backup.volumes`, or `volumes`,
+    which must be among them).
 
     `lock_held`: the caller (the rollback flow) already holds the host lock over this connection's
     host; a second `flock` on it would only find the host busy."""
+    declared = list(config.backup.volumes)
+    undeclared = [v for v in volumes or () if v not in declared]
+    if undeclared:
+        raise RestoreRefused(
+            f"volumes: {', '.join(undeclared)} not in backup.volumes of stack {config.name} "
+            f"({', '.join(declared)}); a restore writes only into volumes the stack config declares"
+        )
     lock = HostLock(host, config.paths.lock_file, holder)
     if not lock_held:
         lock.acquire(wait_s=lock_wait_s)
     try:
         record = verify_backup(
-            host, config, destination, private_key, backup_id=backup_id, drill=False, check_age=False,
-            write_record=False,
+            host, config, destination, private_key, signing_key, backup_id=backup_id, drill=False,
+            check_age=False, write_record=False,
         )  # fmt: skip
         failed = [row.message() for row in record.checks if not row.ok]
         if failed:
             raise RestoreRefused(
                 f"backup {backup_id} fails verification, not restoring it: " + "; ".join(failed)
             )
-        manifest = destination.read_manifest(backup_id)
-        targets = list(volumes) if volumes is not None else manifest.volumes
+        try:  # read again, authenticated: what was verified is what is restored
+            manifest = authentic_manifest(
+                destination, backup_id, signing_key, config.name, record.verified_at
+            )
+        except BackupNotAuthentic as exc:
+            raise RestoreRefused(str(exc)) from None
+        targets = list(volumes) if volumes is not None else declared
         unknown = [v for v in targets if manifest.archive(v) is None]
         if unknown:
             raise RestoreRefused(f"backup {backup_id} has no archive of {', '.join(unknown)}")
@@ -94,7 +113,7 @@ def restore_backup(
         present = [v for v in targets if v not in missing_volumes(host, targets)]
         if safety_backup and present:
             outcome = run_backup(
-                host, config, destination, public_key, volumes=present, tag="safety", log=log
+                host, config, destination, public_key, signing_key, volumes=present, tag="safety", log=log
             )
             safety_id = outcome.manifest.backup_id
             log(f"safety backup {safety_id} of {', '.join(present)}")

@@ -10,7 +10,6 @@ the stack files are small and critical, so they are in every sample.
 from __future__ import annotations
 
 import hashlib
-import shlex
 import time
 import uuid
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from datetime import UTC, datetime
 
 from blocks.gpg import GpgBackupPrivateKey
 from mailu_core.backup import (
+    FUTURE_SKEW,
     MANIFEST_NAME,
     STACK_FILES,
     ArchiveEntry,
@@ -26,11 +26,14 @@ from mailu_core.backup import (
     Manifest,
     VerificationRecord,
     choose_sample,
+    parse_backup_id,
+    signing_key_id,
 )
 from mailu_core.config import StackConfig
 from mailu_flows.backup.destination import Destination
-from mailu_flows.backup.engine import helper_image
+from mailu_flows.backup.engine import helper_image, helper_run, volume_mount
 from mailu_flows.backup.gpg import GpgError, Keyring, decrypt_stream, decryption_keyring
+from mailu_flows.backup.signing import BackupNotAuthentic, authentic_manifest
 from mailu_flows.backup.stream import CHUNK, StreamIn, TarInspector, TarReport, stream_out
 from mailu_flows.remote import RemoteError, RemoteHost
 
@@ -50,22 +53,13 @@ class ArchiveReadResult:
 def restore_command(volume: str, image: str, name: str) -> str:
     """Empty the volume, then extract stdin into it keeping owners and modes (as root in a container)."""
     script = "find /v -mindepth 1 -delete && tar -C /v --numeric-owner -xpf - && cat >/dev/null"
-    return shlex.join(
-        [
-            "docker", "run", "--rm", "-i", "--name", name, "--network", "none", "--log-driver", "none",
-            "-v", f"{volume}:/v", "--entrypoint", "sh", image, "-c", script,
-        ]
-    )  # fmt: skip
+    mount = volume_mount(volume, "/v", read_only=False)
+    return helper_run(image, name, [mount], "sh", ["-c", script], stdin=True)
 
 
 def hash_command(volume: str, image: str, name: str) -> str:
     script = "cd /v && find . -type f -print0 | xargs -0r sha256sum"
-    return shlex.join(
-        [
-            "docker", "run", "--rm", "--name", name, "--network", "none", "--log-driver", "none",
-            "-v", f"{volume}:/v:ro", "--entrypoint", "sh", image, "-c", script,
-        ]
-    )  # fmt: skip
+    return helper_run(image, name, [volume_mount(volume, "/v", read_only=True)], "sh", ["-c", script])
 
 
 def compare_volume_hashes(
@@ -242,6 +236,7 @@ def verify_backup(
     config: StackConfig,
     destination: Destination,
     private_key: GpgBackupPrivateKey,
+    signing_key: bytes,
     *,
     backup_id: str | None = None,
     now: datetime | None = None,
@@ -253,12 +248,26 @@ def verify_backup(
     dkim_dns_check: DkimDnsCheck | None = None,
     log: Callable[[str], None] = lambda _msg: None,
 ) -> VerificationRecord:
-    """Run every check on one backup (the newest by default); never raises for a failed check."""
+    """Run every check on one backup (the newest by default); never raises for a failed check.
+
+    Nothing of a backup is decrypted or drilled unless its manifest is signed with `signing_key`
+    and belongs to this stack. In newest mode, entries dated in the future are reported (a failed
+    check: a forgery or a clock gone wrong) and never taken as the newest."""
     now = now or datetime.now(UTC)
     rows: list[CheckResult] = []
     ids = destination.list_backups()
     root = destination.label("")
     if backup_id is None:
+        future = [i for i in ids if (parse_backup_id(i) or now) > now + FUTURE_SKEW]
+        rows += [
+            CheckResult(
+                check="future-dated", file=destination.label(i), ok=False,
+                detail="named as made in the future: not a backup of this stack's past (a forgery, or a "
+                "clock gone wrong); ignored, remove it",
+            )
+            for i in future
+        ]  # fmt: skip
+        ids = [i for i in ids if i not in future]
         if not ids:
             rows.append(
                 CheckResult(check="newest-backup", file=root, ok=False, detail="no complete backup found")
@@ -271,10 +280,16 @@ def verify_backup(
         return VerificationRecord(backup_id=backup_id, verified_at=now, ok=False, checks=rows)
     manifest_label = destination.label(backup_id, MANIFEST_NAME)
     try:
-        manifest = destination.read_manifest(backup_id)
-    except (OSError, ValueError) as exc:
-        rows.append(CheckResult(check="manifest", file=manifest_label, ok=False, detail=f"unreadable: {exc}"))
-        return _finish(destination, backup_id, now, rows, [], write_record)
+        manifest = authentic_manifest(destination, backup_id, signing_key, config.name, now)
+    except BackupNotAuthentic as exc:
+        rows.append(CheckResult(check="signature", file=manifest_label, ok=False, detail=str(exc)))
+        return _finish(destination, backup_id, now, rows, [], write_record=False)  # never write into it
+    rows.append(
+        CheckResult(
+            check="signature", file=manifest_label, ok=True,
+            detail=f"signed with key {signing_key_id(signing_key)}; id, stack and dates match",
+        )
+    )  # fmt: skip
 
     rows += _static_checks(config, destination, manifest, private_key, now, check_age)
     budget = budget_bytes

@@ -13,6 +13,7 @@ from pydantic import SecretStr, ValidationError
 
 from blocks import (
     BLOCK_TYPES,
+    BackupSigningKey,
     CloudflareDns,
     GpgBackupPrivateKey,
     GpgBackupPublicKey,
@@ -62,6 +63,7 @@ def sample_blocks(data_dir: Path) -> list[Block]:
             passphrase="test-only-passphrase",
             fingerprint=t["fingerprint"],
         ),
+        BackupSigningKey(key="k" * 40),
         MailuSecrets(
             secret_key="S" * 16, admin_password="admin-pass-1", db_password="db-pass-1", api_token="TOKEN1234"
         ),
@@ -80,13 +82,14 @@ def test_every_block_type_has_a_mailu_slug_and_secret_fields() -> None:
         "mailu-rfc2136",
         "mailu-gpg-public-key",
         "mailu-gpg-private-key",
+        "mailu-backup-signing-key",
         "mailu-secrets",
     ]
     assert "armored_private_key" in secret_fields(GpgBackupPrivateKey)
     assert secret_fields(GpgBackupPublicKey) == []  # the backup side holds nothing secret
 
 
-@pytest.mark.parametrize("index", range(6), ids=[t.get_block_type_slug() for t in BLOCK_TYPES])
+@pytest.mark.parametrize("index", range(len(BLOCK_TYPES)), ids=[t.get_block_type_slug() for t in BLOCK_TYPES])
 def test_block_saves_loads_and_masks_secrets(index: int, data_dir: Path) -> None:
     block = sample_blocks(data_dir)[index]
     block_type = type(block)

@@ -60,6 +60,7 @@ MINIMAL: dict[str, Any] = {
         "dns_provider": "mini-dns",
         "gpg_public_key": "mini-gpg-public",
         "gpg_private_key": "mini-gpg-private",
+        "backup_signing_key": "mini-backup-signing",
         "mailu_secrets": "mini-mailu-secrets",
     },
 }

@@ -25,7 +25,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from blocks.gpg import GpgBackupPrivateKey
+from blocks.gpg import GpgBackupPrivateKey, GpgBackupPublicKey
 from flows.backup import backup
 from flows.backup_verify import backup_verify
 from lab.endpoints import lab_dir
@@ -33,7 +33,7 @@ from mailu_core.backup import MANIFEST_NAME, Manifest
 from mailu_core.config import StackConfig, load_stack_config
 from mailu_flows.backup import BackupError, LocalDirectory, RestoreRefused, restore_backup, run_backup
 from mailu_flows.remote import RemoteHost
-from tasks.backup import load_private_key, load_public_key
+from tasks.backup import load_private_key, load_public_key, load_signing_key
 
 pytestmark = pytest.mark.lab
 
@@ -47,6 +47,11 @@ def _host(lab: dict[str, Any]) -> RemoteHost:
     return RemoteHost(
         ssh["host"], ssh["port"], ssh["user"], Path(ssh["private_key_file"]).read_text(), pinned
     )
+
+
+def _keys(config: StackConfig) -> tuple[GpgBackupPublicKey, GpgBackupPrivateKey, bytes]:
+    """What restore_backup takes from the blocks: public, private and signing key."""
+    return load_public_key(config), load_private_key(config), load_signing_key(config)
 
 
 def _fill(image: str, volume: str, files: dict[str, bytes]) -> None:
@@ -113,10 +118,18 @@ class Setup:
             data[section][field] = value
         return StackConfig.model_validate(data)
 
+    def store(self, dest: Path | None = None) -> LocalDirectory:
+        """The stack's backups under `dest` (default: the module's destination)."""
+        return LocalDirectory(dest or self.dest, self.config.name)
+
+    def backup_dir(self, dest: Path | None = None) -> Path:
+        """The good backup's directory under `dest`."""
+        return (dest or self.dest) / self.config.name / self.good
+
     def copy_good(self, tmp: Path) -> Path:
         target = tmp / "dest"
-        target.mkdir(mode=0o700)
-        shutil.copytree(self.dest / self.good, target / self.good)
+        (target / self.config.name).mkdir(mode=0o700, parents=True)
+        shutil.copytree(self.dest / self.config.name / self.good, target / self.config.name / self.good)
         return target
 
 
@@ -163,7 +176,7 @@ def _verify_failure(config: StackConfig) -> str:
 
 
 def test_backup_of_every_volume_then_verify_is_green(setup: Setup) -> None:
-    dest = LocalDirectory(setup.dest)
+    dest = setup.store()
     manifest = dest.read_manifest(setup.good)
     assert sorted(manifest.volumes) == sorted(setup.config.backup.volumes)
     assert manifest.archive("stack-files") is not None
@@ -171,8 +184,8 @@ def test_backup_of_every_volume_then_verify_is_green(setup: Setup) -> None:
     mail = manifest.archive(setup.names["mail"])
     assert mail is not None and mail.file_count == 2 and mail.plain_bytes > 2_000_000
     # Encrypted: the marker's bytes appear nowhere in the ciphertext.
-    assert MARKER not in (setup.dest / setup.good / mail.file).read_bytes()
-    assert oct((setup.dest / setup.good / mail.file).stat().st_mode & 0o777) == "0o600"
+    assert MARKER not in (setup.backup_dir() / mail.file).read_bytes()
+    assert oct((setup.backup_dir() / mail.file).stat().st_mode & 0o777) == "0o600"
 
     record = backup_verify(config=setup.config)
     assert record.ok and record.backup_id == setup.good
@@ -189,7 +202,7 @@ def test_backup_of_every_volume_then_verify_is_green(setup: Setup) -> None:
     } <= checks
     drills = [r for r in record.checks if r.check == "restore-drill"]
     assert len(drills) == len(manifest.archives) and all(r.ok for r in drills)
-    assert LocalDirectory(setup.dest).read_record(setup.good) == record
+    assert setup.store().read_record(setup.good) == record
     # The drill's scratch volumes are gone.
     left = subprocess.run(["docker", "volume", "ls", "-q", "--filter", "label=mailu-flows.scratch"],
                           capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
@@ -208,9 +221,9 @@ def test_backup_of_every_volume_then_verify_is_green(setup: Setup) -> None:
 
 def test_flipped_byte_fails_sha256_and_decrypt(setup: Setup, tmp_path: Path) -> None:
     dest = setup.copy_good(tmp_path)
-    mail = LocalDirectory(dest).read_manifest(setup.good).archive(setup.names["mail"])
+    mail = setup.store(dest).read_manifest(setup.good).archive(setup.names["mail"])
     assert mail is not None
-    path = dest / setup.good / mail.file
+    path = setup.backup_dir(dest) / mail.file
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x01
     path.write_bytes(bytes(data))
@@ -224,15 +237,15 @@ def test_missing_volume_fails(setup: Setup, tmp_path: Path) -> None:
     configured = [*setup.config.backup.volumes, setup.names["webmail"]]
     config = setup.config_with(dest, backup__volumes=configured)
     message = _verify_failure(config)
-    manifest_path = dest / setup.good / MANIFEST_NAME
+    manifest_path = setup.backup_dir(dest) / MANIFEST_NAME
     assert f"volumes FAILED: {manifest_path}: configured volume(s) missing from the backup: " in message
     assert setup.names["webmail"] in message
     # An archive file that vanished is named too.
-    rspamd = LocalDirectory(dest).read_manifest(setup.good).archive(setup.names["rspamd"])
+    rspamd = setup.store(dest).read_manifest(setup.good).archive(setup.names["rspamd"])
     assert rspamd is not None
-    (dest / setup.good / rspamd.file).unlink()
+    (setup.backup_dir(dest) / rspamd.file).unlink()
     message = _verify_failure(setup.config_with(dest))
-    assert f"ciphertext-sha256 FAILED: {dest / setup.good / rspamd.file}: file is missing" in message
+    assert f"ciphertext-sha256 FAILED: {setup.backup_dir(dest) / rspamd.file}: file is missing" in message
 
 
 def test_wrong_key_fails(setup: Setup, tmp_path: Path) -> None:
@@ -248,15 +261,15 @@ def test_wrong_key_fails(setup: Setup, tmp_path: Path) -> None:
         message = _verify_failure(config)
     finally:
         GpgBackupPrivateKey.delete(name, _sync=True)  # type: ignore[call-arg]
-    mail = LocalDirectory(dest).read_manifest(setup.good).archive(setup.names["mail"])
+    mail = setup.store(dest).read_manifest(setup.good).archive(setup.names["mail"])
     assert mail is not None
-    assert f"key FAILED: {dest / setup.good / MANIFEST_NAME}" in message
-    assert f"decrypt FAILED: {dest / setup.good / mail.file}" in message
+    assert f"key FAILED: {setup.backup_dir(dest) / MANIFEST_NAME}" in message
+    assert f"decrypt FAILED: {setup.backup_dir(dest) / mail.file}" in message
 
 
 def test_stale_newest_backup_fails(setup: Setup, tmp_path: Path) -> None:
     dest = setup.copy_good(tmp_path)
-    path = dest / setup.good / MANIFEST_NAME
+    path = setup.backup_dir(dest) / MANIFEST_NAME
     manifest = Manifest.model_validate_json(path.read_bytes())
     old = datetime.now(UTC) - timedelta(hours=setup.config.backup.verify_max_age_hours + 4)
     path.write_text(manifest.model_copy(update={"created": old}).model_dump_json())
@@ -266,9 +279,9 @@ def test_stale_newest_backup_fails(setup: Setup, tmp_path: Path) -> None:
 
 def test_truncated_archive_fails(setup: Setup, tmp_path: Path) -> None:
     dest = setup.copy_good(tmp_path)
-    mail = LocalDirectory(dest).read_manifest(setup.good).archive(setup.names["mail"])
+    mail = setup.store(dest).read_manifest(setup.good).archive(setup.names["mail"])
     assert mail is not None
-    path = dest / setup.good / mail.file
+    path = setup.backup_dir(dest) / mail.file
     with open(path, "r+b") as fh:
         fh.truncate(mail.cipher_bytes // 2)
     message = _verify_failure(setup.config_with(dest))
@@ -300,7 +313,7 @@ def test_connection_cut_mid_backup_leaves_no_backup_and_next_run_succeeds(
         def cutter() -> None:  # close the transport once ciphertext is flowing into the staging area
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
-                for partial in dest.glob(".partial-*/*.tar.gpg") if dest.exists() else []:
+                for partial in dest.glob("*/.partial-*/*.tar.gpg") if dest.exists() else []:
                     if partial.stat().st_size > 5_000_000:
                         host.client.get_transport().close()  # type: ignore[union-attr]
                         cut.set()
@@ -311,23 +324,23 @@ def test_connection_cut_mid_backup_leaves_no_backup_and_next_run_succeeds(
         thread.start()
         try:
             with pytest.raises(BackupError, match=big):
-                run_backup(host, config, LocalDirectory(dest), load_public_key(config))
+                run_backup(host, config, setup.store(dest), load_public_key(config), load_signing_key(config))
         finally:
             thread.join()
             host.close()
         assert cut.is_set(), "the backup finished before the cut"
-        assert LocalDirectory(dest).list_backups() == []
-        assert [p.name for p in dest.iterdir() if not p.name.startswith(".")] == []
+        assert setup.store(dest).list_backups() == []
+        assert [p.name for p in (dest / config.name).iterdir() if not p.name.startswith(".")] == []
 
         # A run killed outright leaves its staging directory; the next run removes it and succeeds.
-        leftover = dest / ".partial-lab-20200101T000000Z"
+        leftover = dest / config.name / ".partial-lab-20200101T000000Z"
         leftover.mkdir()
         (leftover / f"{big}.tar.gpg").write_bytes(b"half")
         report = backup(config=config)
         assert report.removed_partials == [leftover.name]
-        assert LocalDirectory(dest).list_backups() == [report.backup_id]
+        assert setup.store(dest).list_backups() == [report.backup_id]
         assert not leftover.exists()
-        archive = LocalDirectory(dest).read_manifest(report.backup_id).archive(big)
+        archive = setup.store(dest).read_manifest(report.backup_id).archive(big)
         assert archive is not None and archive.plain_bytes > 200_000_000
     finally:
         subprocess.run(["docker", "volume", "rm", "-f", big], capture_output=True, check=False)
@@ -348,10 +361,10 @@ def test_restore_brings_back_the_marker_bytes_after_a_safety_backup(
     )  # fmt: skip
     assert _read(setup.image, mail, "u/cur/marker.eml") == b"damaged\n"
     config = setup.config
-    dest = LocalDirectory(setup.dest)
+    dest = setup.store()
     with _host(lab) as host:
         result = restore_backup(
-            host, config, dest, load_public_key(config), load_private_key(config), setup.good,
+            host, config, dest, *_keys(config), setup.good,
             holder="test_backup restore", volumes=[mail],
         )  # fmt: skip
     assert _read(setup.image, mail, "u/cur/marker.eml") == MARKER
@@ -384,25 +397,25 @@ def test_restore_refuses_a_running_stack_and_a_corrupt_backup(
     try:
         with _host(lab) as host, pytest.raises(RestoreRefused, match=f"{admin} is used by {container}"):
             restore_backup(
-                host, config, LocalDirectory(setup.dest), load_public_key(config), load_private_key(config),
+                host, config, setup.store(), *_keys(config),
                 setup.good, holder="test_backup refuse", volumes=[admin],
             )  # fmt: skip
     finally:
         subprocess.run(["docker", "rm", "-f", container], capture_output=True, check=False)
 
     dest = setup.copy_good(tmp_path)
-    manifest = LocalDirectory(dest).read_manifest(setup.good)
+    manifest = setup.store(dest).read_manifest(setup.good)
     archive = manifest.archive(admin)
     assert archive is not None
-    path = dest / setup.good / archive.file
+    path = setup.backup_dir(dest) / archive.file
     data = bytearray(path.read_bytes())
     data[-100] ^= 0xFF
     path.write_bytes(bytes(data))
     before = _read(setup.image, admin, "main.db")
     with _host(lab) as host, pytest.raises(RestoreRefused, match="ciphertext-sha256 FAILED"):
         restore_backup(
-            host, config, LocalDirectory(dest), load_public_key(config), load_private_key(config),
+            host, config, setup.store(dest), *_keys(config),
             setup.good, holder="test_backup refuse", volumes=[admin],
         )  # fmt: skip
     assert _read(setup.image, admin, "main.db") == before
-    assert LocalDirectory(dest).list_backups() == [setup.good]  # no safety backup for a refused restore
+    assert setup.store(dest).list_backups() == [setup.good]  # no safety backup for a refused restore
