@@ -24,13 +24,16 @@ Choices where Cloudflare is vague or cannot be mirrored:
 
 Lab controls (no auth, loopback only; not counted as API calls): `GET /__lab/health`,
 `POST/GET/DELETE /__lab/faults` (make the next N API calls fail with a status, optional
-`retry_after`, `retry_after_ms`, `method`, `path_contains`), `GET/DELETE /__lab/requests`
+`retry_after`, `retry_after_ms`, `method`, `path_contains`; or, with `stall_s` and no status, apply
+the next N calls and then hold the answer `stall_s` seconds: a client that times out never learns its
+write was applied), `GET/DELETE /__lab/requests`
 (sequence-numbered log of API calls: method, path, query, status, retry count; never headers).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import hmac
 import ipaddress
@@ -357,7 +360,16 @@ class Zone:
     def axfr(self) -> tuple[list[ZoneRecord], set[str], list[str]]:
         """(records Cloudflare would list, names it manages, apex NS targets)."""
         z = dns.zone.from_xfr(
-            dns.query.xfr(DNS_PRIMARY, ZONE, port=DNS_PORT, relativize=False, lifetime=10),
+            dns.query.xfr(
+                DNS_PRIMARY,
+                ZONE,
+                port=DNS_PORT,
+                relativize=False,
+                lifetime=10,
+                keyring=self.keyring,  # the primary allows signed transfers only (lab/dns.py)
+                keyname=next(iter(self.keyring)),
+                keyalgorithm=TSIG_ALGORITHM,
+            ),
             relativize=False,
         )
         apex_ns: list[str] = []
@@ -742,12 +754,13 @@ def _record_matches(r: Json, field: str, op: str, want: str) -> bool:
 
 @dataclass
 class Fault:
-    status: int
+    status: int  # 0 with `stall_s`: the call is applied normally, only its answer is late
     count: int
     retry_after: str | None = None
     retry_after_ms: str | None = None
     method: str | None = None
     path_contains: str | None = None
+    stall_s: float | None = None
 
 
 class Emulator:
@@ -864,16 +877,23 @@ class Handler(BaseHTTPRequestHandler):
             "retry_count": self.headers.get("x-stainless-retry-count"),
             "time": time.time(),
         }
-        status, payload, headers = self._api(method, url.path, query, body)
+        status, payload, headers, stall_s = self._api(method, url.path, query, body)
         entry["status"] = status
+        if stall_s:
+            entry["stalled_s"] = stall_s
         self.emulator.record(entry)
-        self._send(status, payload, headers)
+        if stall_s:
+            time.sleep(stall_s)  # applied already; the client has given up by the time this answers
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # it left while we stalled
+            self._send(status, payload, headers)
 
     def _api(
         self, method: str, path: str, query: dict[str, str], body: Any
-    ) -> tuple[int, Any, dict[str, str]]:
+    ) -> tuple[int, Any, dict[str, str], float]:
         em = self.emulator
         fault = em.take_fault(method, path)
+        if fault is not None and fault.stall_s:
+            return (*self._apply(method, path, query, body), fault.stall_s)
         if fault is not None:
             headers: dict[str, str] = {}
             if fault.retry_after is not None:
@@ -884,7 +904,13 @@ class Handler(BaseHTTPRequestHandler):
                 err = {"code": 971, "message": "Please wait and consider throttling your request speed"}
             else:
                 err = {"code": 10000 + fault.status, "message": f"lab fault: HTTP {fault.status}"}
-            return fault.status, error_envelope([err]), headers
+            return fault.status, error_envelope([err]), headers, 0.0
+        return (*self._apply(method, path, query, body), 0.0)
+
+    def _apply(
+        self, method: str, path: str, query: dict[str, str], body: Any
+    ) -> tuple[int, Any, dict[str, str]]:
+        em = self.emulator
         try:
             if not path.startswith(API_PREFIX + "/"):
                 raise ApiError(404, 7000, "No route for that URI")
@@ -982,8 +1008,9 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, {"ok": True, "version": SOURCE_HASH, "pid": os.getpid(), "zone_id": ZONE_ID})
         elif path == "/__lab/faults" and method == "POST":
             try:
+                stall = body.get("stall_s")
                 f = Fault(
-                    status=int(body["status"]),
+                    status=int(body["status"]) if stall is None else int(body.get("status", 0)),
                     count=int(body.get("count", 1)),
                     retry_after=None if body.get("retry_after") is None else str(body["retry_after"]),
                     retry_after_ms=None
@@ -991,7 +1018,10 @@ class Handler(BaseHTTPRequestHandler):
                     else str(body["retry_after_ms"]),
                     method=body.get("method"),
                     path_contains=body.get("path_contains"),
+                    stall_s=None if stall is None else float(stall),
                 )
+                if f.stall_s is not None and not 0 < f.stall_s <= 120:
+                    raise ValueError("stall_s must be in (0, 120]")
             except (KeyError, TypeError, ValueError) as e:
                 self._send(400, {"ok": False, "error": f"bad fault spec: {e!r}"})
                 return

@@ -13,14 +13,15 @@ import io
 import shlex
 import socket
 import stat
-import uuid
 from collections.abc import Sequence
-from pathlib import PurePosixPath
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from types import TracebackType
 from typing import BinaryIO
 
 import paramiko
+
+TMP_SUFFIX = ".mailu-flows-tmp"  # write_file's temp file beside its target
 
 
 class RemoteError(RuntimeError):
@@ -95,8 +96,12 @@ class RemoteHost:
         host_key: str | list[str],
         connect_timeout: float = 10.0,
         key_passphrase: str | None = None,
+        max_command_s: float | None = None,
     ) -> None:
         self.address, self.port, self.user = address, port, user
+        # A ceiling on every command's own deadline (`run(timeout=...)`): a host whose docker hangs then
+        # fails the run within it, whatever the command allowed itself (compose up allows 900 s).
+        self.max_command_s = max_command_s
         self._private_key = private_key
         self._key_passphrase = key_passphrase
         self._host_keys = [host_key] if isinstance(host_key, str) else list(host_key)
@@ -204,6 +209,8 @@ class RemoteHost:
 
         cmd = command if isinstance(command, str) else shlex.join(command)
         wire = cmd
+        if self.max_command_s is not None:
+            timeout = self.max_command_s if timeout is None else min(timeout, self.max_command_s)
         if timeout is not None:
             limit = max(1, math.ceil(timeout))
             wire = f"exec timeout --kill-after=10 {limit} sh -c {shlex.quote(cmd)}"
@@ -284,8 +291,12 @@ class RemoteHost:
             return None
 
     def write_file(self, path: str, data: bytes, mode: int = 0o644) -> None:
-        """Write atomically (temp file + posix rename); the temp file has `mode` before any byte lands."""
-        tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+        """Write atomically (temp file + posix rename); the temp file has `mode` before any byte lands.
+
+        The temp file's name is fixed per path: one left by a run whose connection was cut mid-upload
+        is truncated and renamed away by the next write of that file, never piles up beside it (the
+        host lock keeps two runs from writing one path at once)."""
+        tmp = f"{path}{TMP_SUFFIX}"
         try:
             with self.sftp.open(tmp, "wb") as fh:
                 fh.chmod(mode)

@@ -59,6 +59,7 @@ class HostState:
 
 
 _SECTION = "@@mailu-flows@@"
+NO_DAEMON = "no-daemon"  # docker_version when the CLI is there but its daemon does not answer
 
 
 def _state_script(paths: Iterable[str], project: str, traefik_api: str, images: Iterable[str]) -> str:
@@ -78,7 +79,8 @@ if [ -n "$ids" ]; then docker inspect $ids; else echo '[]'; fi""",
         f"""echo '{s} networks'; docker network ls --format '{{{{.Name}}}}'""",
         f"""echo '{s} volumes'; docker volume ls --format '{{{{.Name}}}}'""",
         f"""echo '{s} versions'
-docker version --format '{{{{.Server.Version}}}}' 2>/dev/null || echo none
+docker version --format '{{{{.Server.Version}}}}' 2>/dev/null \
+  || {{ command -v docker >/dev/null && echo {NO_DAEMON} || echo none; }}
 docker compose version --short 2>/dev/null || echo none""",
         f"""echo '{s} listeners'; ss -ltnH 2>/dev/null | awk '{{print $4}}'""",
         f"""echo '{s} published'; docker ps --format '{{{{.Names}}}}\t{{{{.Ports}}}}'""",

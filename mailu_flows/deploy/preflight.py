@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mailu_core.config import StackConfig
-from mailu_flows.deploy.hoststate import HostState
+from mailu_flows.deploy.hoststate import NO_DAEMON, HostState
 
 MIN_DOCKER = (20, 10)
 MIN_COMPOSE = (2, 20)
@@ -53,16 +53,16 @@ def preflight_checks(cfg: StackConfig, state: HostState) -> list[Check]:
     add = checks.append
 
     docker_ok = _version(state.docker_version) >= MIN_DOCKER
-    add(
-        Check(
-            "docker engine",
-            docker_ok,
-            f"Docker {state.docker_version or 'not found'}"
-            + (
-                "" if docker_ok else f"; need >= {'.'.join(map(str, MIN_DOCKER))} (apt-get install docker.io)"
-            ),
+    if state.docker_version == NO_DAEMON:  # every other fact (networks, containers) is then unknown
+        detail = (
+            "the Docker daemon does not answer on the host (the docker CLI is there): start it "
+            "(systemctl start docker) and check that the deploy user may use /var/run/docker.sock"
         )
-    )
+    else:
+        detail = f"Docker {state.docker_version or 'not found'}" + (
+            "" if docker_ok else f"; need >= {'.'.join(map(str, MIN_DOCKER))} (apt-get install docker.io)"
+        )
+    add(Check("docker engine", docker_ok, detail))
     compose_ok = _version(state.compose_version) >= MIN_COMPOSE
     add(
         Check(
