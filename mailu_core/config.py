@@ -411,6 +411,25 @@ class HostLayout(_Model):
         "mounted read-only at front's /certs; default: the certs volume (Mailu's own ACME state).",
     )
 
+    @model_validator(mode="after")
+    def _outside_traefik_dir(self) -> HostLayout:
+        """Traefik's file provider reads every file in its directory and below: secrets or TLS keys
+        there would be parsed by another service and sit in a directory that service watches."""
+        watched = self.resolve(self.traefik_dynamic_dir)
+        problems = []
+        for key, example in (("secrets_dir", "secrets-real"), ("certs_dir", "certs")):
+            value = getattr(self, key)
+            if value is not None and watched in (self.resolve(value), *self.resolve(value).parents):
+                problems.append(
+                    (
+                        key,
+                        f"{value!r} is inside traefik_dynamic_dir {self.traefik_dynamic_dir!r}, which "
+                        f"Traefik reads file by file; choose a directory outside it, e.g. {example}",
+                    )
+                )
+        _fail(problems)
+        return self
+
     def resolve(self, path: str) -> PurePosixPath:
         """An absolute path on the host for a config path (relative ones are under stack_root)."""
         return PurePosixPath(self.stack_root) / path

@@ -90,6 +90,12 @@ CASES: list[tuple[str, Any, str]] = [
     ("host.traefik_dynamic_file", "mailu.yml; rm -rf /", "host.traefik_dynamic_file"),
     ("host.certs_dir", "../../etc/ssl", "host.certs_dir"),
     ("host.traefik_dynamic_dir", "traefik/" + "d/" * (HUGE // 2) + "x", "host.traefik_dynamic_dir"),
+    # secrets and keys never inside the directory Traefik's file provider reads file by file
+    ("host.secrets_dir", "traefik/dynamic/secrets", "host.secrets_dir"),
+    ("host.secrets_dir", "traefik/dynamic", "host.secrets_dir"),
+    ("host.secrets_dir", "/home/comzis/apps/traefik/dynamic/mailu", "host.secrets_dir"),
+    ("host.certs_dir", "traefik/dynamic/certs", "host.certs_dir"),
+    ("host.traefik_dynamic_dir", "secrets-real", "host.secrets_dir"),  # Traefik pointed at the secrets
     # --- traefik ---
     ("traefik.api_url", "http://127.0.0.1:8080/$(id)", "traefik.api_url"),
     ("traefik.api_url", "http://127.0.0.1:8080/\x00", "traefik.api_url"),
