@@ -1,8 +1,12 @@
 """The lab's authoritative DNS: a Knot primary and a Knot secondary on loopback, port 53.
 
 The primary takes RFC 2136 updates signed with the lab's TSIG key and NOTIFYs the secondary, which
-pulls the zone by AXFR/IXFR. NOTIFY can be switched off (`set_notify(False)`) so that a test can see a
-stale secondary until `refresh_secondary()`: that is how "slow propagation" is made deterministic.
+pulls the zone by AXFR/IXFR. Transfers of the lab zone need that key too (the `xfr` ACL: address and
+key), as a primary should that gives a flow runner its zone: the runner's transfers are signed, and
+the secondary signs its own (its `remote: primary` carries the key); an unsigned AXFR is refused.
+NOTIFY stays unsigned, allowed by address. NOTIFY can be switched off (`set_notify(False)`) so that a
+test can see a stale secondary until `refresh_secondary()`: that is how "slow propagation" is made
+deterministic.
 
 Layout under `lab_dir()`:
 
@@ -243,6 +247,10 @@ acl:
     action: update
   - id: xfr
     address: 127.0.0.0/8
+    key: {TSIG_KEY_NAME}
+    action: transfer
+  - id: xfr_root
+    address: 127.0.0.0/8
     action: transfer
 policy:
   - id: {DNSSEC_POLICY}
@@ -269,7 +277,7 @@ template:
 zone:
   - domain: .
     template: root
-    acl: [xfr]
+    acl: [xfr_root]
   - domain: {ZONE}
     acl: [ddns, xfr]
 {signing}{notify_line}"""
@@ -279,7 +287,8 @@ zone:
 def _secondary_conf() -> str:
     d = dns_dir() / "secondary"
     secret = read_tsig_secret()
-    # The secondary knows the key too, so that signed queries (e.g. `kdig -k`) get a signed answer.
+    # The secondary knows the key too, so that signed queries (e.g. `kdig -k`) get a signed answer, and
+    # signs its refreshes and transfers from the primary with it (the primary allows no other).
     return (
         _common(d, [DNS_SECONDARY])
         + f"""key:
@@ -289,12 +298,14 @@ def _secondary_conf() -> str:
 remote:
   - id: primary
     address: {DNS_PRIMARY}@{DNS_PORT}
+    key: {TSIG_KEY_NAME}
 acl:
   - id: notify_in
     address: 127.0.0.0/8
     action: notify
   - id: xfr
     address: 127.0.0.0/8
+    key: {TSIG_KEY_NAME}
     action: transfer
 template:
   - id: default

@@ -1,9 +1,14 @@
 """RFC 2136 dynamic updates signed with TSIG, as a `Provider` (BIND, Knot, PowerDNS; the lab runs Knot).
 
 Why these choices:
-- The zone is read by AXFR from the primary (most setups allow it from the updater's address). If the
-  transfer is refused, the provider queries the names it knows instead: those in its ownership record
-  plus the names the caller passes (`list_records(names=...)`), so conflicts there are still seen.
+- The zone is read by AXFR from the primary, signed with the block's TSIG key (so the primary can allow
+  transfers to that key only). If the transfer is refused, the provider queries the names it knows
+  instead: those in its ownership record plus the names the caller passes (`list_records(names=...)`),
+  so conflicts there are still seen.
+- Every read is signed, and every answer must carry a valid TSIG of the same key (dnspython checks it
+  when the request carries a keyring; the first and last message of a transfer included): what we
+  plan from decides what we delete, so an unsigned or forged answer (a spoofed or tampered response,
+  a middlebox) is refused with a `DnsAuthError` naming the server and the key, never planned from.
 - Ownership lives in the zone, in one TXT record at `_mailu-flows-owner.<zone>`: one rdata per owner
   (stack), whose character-strings are `owner=<name>` followed by one `<relative name> <TYPE>[ <slot>]`
   per record slot it manages (TXT slots are the `v=` tag, e.g. `@ TXT spf1`). A server has no
@@ -21,7 +26,8 @@ Why these choices:
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import dns.exception
@@ -130,22 +136,52 @@ class Rfc2136Provider:
 
     # --- transport ---------------------------------------------------------------------------------
 
-    def _tcp(self, msg: dns.message.Message, what: str) -> dns.message.Message:
+    @contextmanager
+    def _exchange(self, what: str) -> Iterator[None]:
+        """Map transport and TSIG failures of one signed exchange to errors naming the server and key."""
+        key = self._key_text()
+        where = f"({what} in zone {self._zone})"
         try:
-            return dns.query.tcp(msg, self.server, port=self.port, timeout=self.timeout_s)
+            yield
         except dns.tsig.PeerBadKey as e:
-            raise DnsAuthError(
-                f"nameserver {self.where} does not know TSIG key {self._key_text()} "
-                f"({what} in zone {self._zone})"
-            ) from e
+            raise DnsAuthError(f"nameserver {self.where} does not know TSIG key {key} {where}") from e
         except dns.tsig.PeerBadSignature as e:
             raise DnsAuthError(
-                f"nameserver {self.where} rejected the signature of TSIG key {self._key_text()} "
-                f"({what} in zone {self._zone}): wrong TSIG secret or algorithm"
+                f"nameserver {self.where} rejected the signature of TSIG key {key} {where}: "
+                "wrong TSIG secret or algorithm"
+            ) from e
+        except dns.tsig.PeerBadTime as e:
+            raise DnsAuthError(
+                f"nameserver {self.where} rejected the time of TSIG key {key} {where}: "
+                "this machine's clock and the server's differ by more than the allowed fudge"
             ) from e
         except dns.tsig.PeerError as e:
             raise DnsAuthError(
-                f"nameserver {self.where} refused TSIG key {self._key_text()} ({what}): {type(e).__name__}"
+                f"nameserver {self.where} refused TSIG key {key} {where}: {type(e).__name__}"
+            ) from e
+        except (
+            dns.tsig.BadSignature,
+            dns.tsig.BadKey,
+            dns.tsig.BadAlgorithm,
+            dns.message.UnknownTSIGKey,
+        ) as e:
+            raise DnsAuthError(
+                f"the answer of nameserver {self.where} {where} does not verify with TSIG key {key} "
+                f"({type(e).__name__}): refused; it was altered on the way or not signed by the server "
+                "that holds the key"
+            ) from e
+        except dns.tsig.BadTime as e:
+            raise DnsAuthError(
+                f"the answer of nameserver {self.where} {where} carries a TSIG time outside the fudge of "
+                f"key {key}: refused (clock skew, or a replayed answer)"
+            ) from e
+        except dns.exception.FormError as e:
+            # dnspython: "response requires a TSIG but does not have one" / "missing TSIG" (transfers)
+            if "TSIG" not in str(e):
+                raise DnsError(f"nameserver {self.where} sent a malformed answer {where}: {e}") from e
+            raise DnsAuthError(
+                f"the answer of nameserver {self.where} {where} is not signed with TSIG key {key}: "
+                "refused (the server does not sign with that key, or something on the way stripped it)"
             ) from e
         except (dns.exception.Timeout, OSError, EOFError) as e:
             raise DnsConnectionError(
@@ -153,9 +189,16 @@ class Rfc2136Provider:
                 f"{type(e).__name__}: {e}"
             ) from e
 
+    def _tcp(self, msg: dns.message.Message, what: str) -> dns.message.Message:
+        with self._exchange(what):
+            resp = dns.query.tcp(msg, self.server, port=self.port, timeout=self.timeout_s)
+        return resp
+
     def _query(self, name: str, rdtype: str) -> dns.message.Message:
+        """A signed, non-recursive query; the answer's TSIG is verified (unsigned answers refused)."""
         q = dns.message.make_query(name, rdtype)
         q.flags &= ~dns.flags.RD
+        q.use_tsig(self._keyring, keyname=self.key_name, algorithm=self.tsig_algorithm)
         return self._tcp(q, f"query {name} {rdtype}")
 
     # --- ownership ---------------------------------------------------------------------------------
@@ -187,21 +230,27 @@ class Rfc2136Provider:
     # --- reading -----------------------------------------------------------------------------------
 
     def _rrsets(self, names: Collection[str], owned: set[str]) -> list[tuple[str, str, int, list[str]]]:
-        """(name, type, ttl, values) of the zone: by AXFR, else by querying the names we know."""
+        """(name, type, ttl, values) of the zone: by signed AXFR, else by signed queries of known names."""
         try:
-            zone = dns.zone.from_xfr(
-                dns.query.xfr(
-                    self.server, self._zone, port=self.port, lifetime=self.timeout_s, relativize=False
-                ),
-                relativize=False,
-            )
+            with self._exchange("AXFR"):
+                zone = dns.zone.from_xfr(
+                    dns.query.xfr(
+                        self.server,
+                        self._zone,
+                        port=self.port,
+                        lifetime=self.timeout_s,
+                        relativize=False,
+                        keyring=self._keyring,
+                        keyname=self.key_name,
+                        keyalgorithm=self.tsig_algorithm,
+                    ),
+                    relativize=False,
+                )
         except dns.xfr.TransferError as e:
-            log.info("AXFR of %s from %s refused (%s); querying known names", self._zone, self.where, e)
+            log.info(
+                "signed AXFR of %s from %s refused (%s); querying known names", self._zone, self.where, e
+            )
             return self._rrsets_by_query(names, owned)
-        except (dns.exception.Timeout, OSError, EOFError) as e:
-            raise DnsConnectionError(
-                f"cannot reach nameserver {self.where} to transfer zone {self._zone}: {type(e).__name__}: {e}"
-            ) from e
         out = []
         for name, rdataset in zone.iterate_rdatasets():
             out.append(

@@ -19,9 +19,12 @@ import dns.resolver
 import dns.tsig
 import dns.tsigkeyring
 import dns.update
+import dns.xfr
+import dns.zone
 import pytest
 
 from lab.dns import (
+    TSIG_ALGORITHM,
     dns_status,
     ensure_dns,
     read_tsig_secret,
@@ -194,5 +197,43 @@ def test_updates_survive_restart(lab_dns) -> None:
         assert soa_serial(DNS_SECONDARY) == serial
         assert _a(DNS_PRIMARY, f"{name}.{ZONE}.") == ["192.0.2.15"]
         assert _a(DNS_SECONDARY, f"{name}.{ZONE}.") == ["192.0.2.15"]
+    finally:
+        _cleanup(lab_dns, name)
+
+
+def _axfr(keyring: dict[dns.name.Name, dns.tsig.Key] | None) -> dns.zone.Zone:
+    xfr = dns.query.xfr(
+        DNS_PRIMARY,
+        ZONE,
+        port=DNS_PORT,
+        relativize=False,
+        lifetime=5,
+        keyring=keyring,
+        keyname=TSIG_KEY_NAME if keyring else None,
+        keyalgorithm=TSIG_ALGORITHM,
+    )
+    return dns.zone.from_xfr(xfr, relativize=False)
+
+
+def test_zone_transfer_needs_the_tsig_key(lab_dns) -> None:
+    """The primary refuses unsigned and wrongly signed AXFR of the lab zone, serves signed ones, and the
+    secondary's own (signed) transfers keep it in sync."""
+    with pytest.raises(dns.xfr.TransferError) as err:
+        _axfr(None)
+    assert err.value.rcode in (dns.rcode.NOTAUTH, dns.rcode.REFUSED)
+    bad = dns.tsigkeyring.from_text(
+        {TSIG_KEY_NAME: (TSIG_ALGORITHM, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")}
+    )
+    with pytest.raises(dns.tsig.PeerBadSignature):
+        _axfr(bad)
+    zone = _axfr(lab_dns.keyring())
+    assert zone.get_rdataset(f"{ZONE}.", "SOA") is not None
+    assert zone.get_rdataset(f"ns2.{ZONE}.", "A") is not None
+
+    name = _unique()
+    try:
+        assert _signed_update(lab_dns, name, "192.0.2.16").rcode() == dns.rcode.NOERROR
+        assert refresh_secondary() == soa_serial(DNS_PRIMARY)
+        assert _a(DNS_SECONDARY, f"{name}.{ZONE}.") == ["192.0.2.16"]
     finally:
         _cleanup(lab_dns, name)

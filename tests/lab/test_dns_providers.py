@@ -8,6 +8,10 @@ every name under the label and its ownership entry afterwards, so it can share t
 from __future__ import annotations
 
 import secrets
+import socket
+import socketserver
+import struct
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +28,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from lab.dns import read_tsig_secret, soa_serial, tsig_keyring
+from lab.dns import TSIG_ALGORITHM, read_tsig_secret, soa_serial, tsig_keyring
 from lab.endpoints import DNS_PORT, DNS_PRIMARY, TSIG_KEY_NAME, ZONE
 from mailu_core.config import StackConfig, stack_config_from_mapping
 from mailu_core.dns import Record, TooMuchChange, desired_records, dkim_txt_value
@@ -74,9 +78,23 @@ def dkim_2048() -> str:
     return dkim_txt_value(pem)
 
 
+def primary_zone() -> dns.zone.Zone:
+    """The zone as the Knot primary serves it, by a signed AXFR (it refuses unsigned ones)."""
+    xfr = dns.query.xfr(
+        DNS_PRIMARY,
+        ZONE,
+        port=DNS_PORT,
+        relativize=False,
+        keyring=tsig_keyring(),
+        keyname=TSIG_KEY_NAME,
+        keyalgorithm=TSIG_ALGORITHM,
+    )
+    return dns.zone.from_xfr(xfr, relativize=False)
+
+
 def primary_records(suffix: str) -> set[Record]:
     """What the Knot primary holds at and below `suffix`, by AXFR, as records (TXT split per value)."""
-    z = dns.zone.from_xfr(dns.query.xfr(DNS_PRIMARY, ZONE, port=DNS_PORT, relativize=False), relativize=False)
+    z = primary_zone()
     out: set[Record] = set()
     for name, rdataset in z.iterate_rdatasets():
         n = name.to_text(omit_final_dot=True)
@@ -109,7 +127,7 @@ def raw_update(build: Callable[[dns.update.UpdateMessage], None]) -> None:
 def cleanup(label: str) -> None:
     """Remove every name under the label and the label's entry in the ownership record."""
     suffix = f"{label}.{ZONE}"
-    z = dns.zone.from_xfr(dns.query.xfr(DNS_PRIMARY, ZONE, port=DNS_PORT, relativize=False), relativize=False)
+    z = primary_zone()
     names = [n for n in z.nodes if n.to_text(omit_final_dot=True).endswith(suffix)]
     own = z.get_rdataset(f"{OWNERSHIP_LABEL}.{ZONE}.", "TXT")
     ours = [rd for rd in (own or []) if rd.strings and rd.strings[0] == f"owner={label}".encode()]
@@ -221,23 +239,49 @@ def test_foreign_txt_beside_our_spf_survives_and_foreign_spf_is_a_conflict(
     assert apex_txt == {"site-verification=abc", "v=spf1 include:elsewhere.example -all"}
 
 
-def test_too_large_delete_refuses_without_force(
+def test_change_threshold_counts_our_records_in_a_shared_zone(
     provider_factory: Callable[[str], Provider], label: str
 ) -> None:
+    """The rail fires for a small Mailu record set in a big zone: 6 of our 6, not 6 of the zone's 30+."""
     provider = provider_factory(label)
-    want = desired_records(lab_config(label, alternatives=("alt",)), {"dkim": dkim_2048()})
-    assert len(want) == 10
-    provider.apply(plan_for(provider, want)[0])
+    domain = f"{label}.{ZONE}"
 
-    plan, existing = plan_for(provider, [])
-    assert len(plan.deletes) == 10 and existing >= 10
-    with pytest.raises(TooMuchChange, match="too many changes"):
-        plan.raise_if_unsafe(existing)
-    assert len(primary_records(f"{label}.{ZONE}")) == 10  # nothing happened
+    def foreign(u: dns.update.UpdateMessage) -> None:
+        for i in range(24):
+            u.add(f"h{i}.{domain}.", 60, "A", f"198.51.100.{i}")
 
-    plan.raise_if_unsafe(existing, force=True)
-    assert provider.apply(plan).complete
-    assert primary_records(f"{label}.{ZONE}") == set()
+    raw_update(foreign)  # another writer's records beside ours
+    want = desired_records(lab_config(label), {"dkim": dkim_2048()})  # A, AAAA, MX, SPF, DMARC, DKIM
+    assert len(want) == 6
+    first, _ = plan_for(provider, want)
+    first.raise_if_unsafe()  # creates never count
+    provider.apply(first)
+
+    gone, existing = plan_for(provider, [])
+    assert gone.owned_count == 6 and len(gone.deletes) == 6 and existing >= 30
+    with pytest.raises(TooMuchChange) as err:
+        gone.raise_if_unsafe(0.3)
+    assert "0 update(s) + 6 delete(s) = 6 of the 6 records mailu-flows owns in the zone (100%)" in str(
+        err.value
+    )
+    assert "over the limit of 2" in str(err.value) and "--force" in str(err.value)
+    assert len(primary_records(domain)) == 30  # nothing happened
+
+    # a new server address updates A and AAAA: two changes always pass
+    moved = {"A": "192.0.2.20", "AAAA": "2001:db8::20"}
+    new_ip = [
+        Record(r.name, r.type, r.ttl, (moved[r.type],), r.proxied) if r.type in moved else r for r in want
+    ]
+    move, _ = plan_for(provider, new_ip)
+    assert sorted(c.kind for c in move.changes) == ["update", "update"]
+    move.raise_if_unsafe(0.3)
+    assert provider.apply(move).complete
+    assert Record(f"mail.{domain}", "A", 60, ("192.0.2.20",)) in primary_records(domain)
+
+    gone, _ = plan_for(provider, [])
+    gone.raise_if_unsafe(0.3, force=True)
+    assert provider.apply(gone).complete
+    assert {r.name for r in primary_records(domain)} == {f"h{i}.{domain}" for i in range(24)}
 
 
 def test_update_changes_values_and_ttl_in_place(
@@ -323,13 +367,38 @@ def test_cloudflare_unknown_zone_is_named(cf_base_url: str, cf_token: str) -> No
 # --- RFC 2136 only -----------------------------------------------------------------------------------
 
 
-def test_rfc2136_wrong_tsig_secret_names_server_and_key(lab_dns: Any, label: str) -> None:
+def test_rfc2136_reads_are_signed_and_fail_with_the_wrong_secret(
+    lab_dns: Any, label: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The primary refuses unsigned transfers (tests/lab/test_dns.py); the provider's are signed, so its
+    listing comes from the AXFR, not from the query fallback; a wrong secret fails the read itself."""
+    provider = make_rfc2136(label)
+    rec = Record(f"mail.{label}.{ZONE}", "A", 60, ("192.0.2.1",))
+    provider.apply(plan_for(provider, [rec])[0])
+    caplog.set_level("INFO", logger="mailu_flows.dns.rfc2136")
+    listed = provider.list_records()  # no names: only a transfer can list the record
+    assert rec in {p.record for p in listed if p.owned}
+    assert len(listed) > 1 and not [r for r in caplog.records if "querying known names" in r.message]
+
     bad = Rfc2136Provider(ZONE, DNS_PRIMARY, TSIG_KEY_NAME, "d3Jvbmcgc2VjcmV0IGtleQ==", owner=label)
-    plan, _ = plan_for(bad, [Record(f"mail.{label}.{ZONE}", "A", 60, ("192.0.2.1",))])  # reads are unsigned
+    wrong = rf"{DNS_PRIMARY}:53 rejected the signature of TSIG key '{TSIG_KEY_NAME}'"
+    with pytest.raises(DnsAuthError, match=wrong + r" \(query _mailu-flows-owner\.inlock\.test TXT"):
+        plan_for(bad, [rec])
+    with pytest.raises(DnsAuthError, match=wrong + r" \(AXFR in zone inlock\.test\)"):
+        bad._rrsets((), set())
+    unknown = Rfc2136Provider(ZONE, DNS_PRIMARY, "no-such-key", read_tsig_secret(), owner=label)
+    with pytest.raises(DnsAuthError, match=f"{DNS_PRIMARY}:53 does not know TSIG key 'no-such-key'"):
+        unknown.list_records()
+
+
+def test_rfc2136_wrong_tsig_secret_names_server_and_key(lab_dns: Any, label: str) -> None:
+    plan, _ = plan_for(make_rfc2136(label), [Record(f"mail.{label}.{ZONE}", "A", 60, ("192.0.2.1",))])
+    bad = Rfc2136Provider(ZONE, DNS_PRIMARY, TSIG_KEY_NAME, "d3Jvbmcgc2VjcmV0IGtleQ==", owner=label)
     with pytest.raises(
         DnsAuthError, match=rf"{DNS_PRIMARY}:53 rejected the signature of TSIG key '{TSIG_KEY_NAME}'"
-    ):
+    ) as err:
         bad.apply(plan)
+    assert err.value.result is not None and not err.value.result.complete
     unknown = Rfc2136Provider(ZONE, DNS_PRIMARY, "no-such-key", read_tsig_secret(), owner=label)
     with pytest.raises(DnsAuthError, match=f"{DNS_PRIMARY}:53 does not know TSIG key 'no-such-key'") as err:
         unknown.apply(plan)
@@ -337,13 +406,100 @@ def test_rfc2136_wrong_tsig_secret_names_server_and_key(lab_dns: Any, label: str
     assert primary_records(f"{label}.{ZONE}") == set()
 
 
+class TsigMangler(socketserver.ThreadingTCPServer):
+    """A DNS-over-TCP relay on loopback in front of the Knot primary that mangles the answers to one
+    query type: `strip` removes their TSIG, `tamper` flips a header bit under it (RA), as a spoofer or
+    a middlebox would. Requests pass unchanged."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, mode: str, qtype: str) -> None:
+        self.mode, self.qtype, self.mangled = mode, dns.rdatatype.from_text(qtype), 0
+        super().__init__(("127.0.0.1", 0), _ManglerHandler)
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+    def mangle(self, wire: bytes) -> bytes:
+        self.mangled += 1
+        if self.mode == "tamper":
+            return wire[:3] + bytes([wire[3] ^ 0x80]) + wire[4:]
+        msg = dns.message.from_wire(wire, keyring=False, one_rr_per_rrset=True)
+        msg.tsig = None
+        return msg.to_wire()
+
+
+def _read_msg(sock: socket.socket) -> bytes | None:
+    head = sock.recv(2, socket.MSG_WAITALL)
+    if len(head) < 2:
+        return None
+    (length,) = struct.unpack("!H", head)
+    return sock.recv(length, socket.MSG_WAITALL)
+
+
+class _ManglerHandler(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        server = self.server
+        assert isinstance(server, TsigMangler)
+        client: socket.socket = self.request
+        client.settimeout(10)
+        request = _read_msg(client)
+        if request is None:
+            return
+        qtype = dns.message.from_wire(request, keyring=False).question[0].rdtype
+        with socket.create_connection((DNS_PRIMARY, DNS_PORT), timeout=10) as upstream:
+            upstream.sendall(struct.pack("!H", len(request)) + request)
+            try:
+                while (answer := _read_msg(upstream)) is not None:
+                    if qtype == server.qtype:
+                        answer = server.mangle(answer)
+                    client.sendall(struct.pack("!H", len(answer)) + answer)
+            except OSError:
+                return  # the client hung up (it refused the answer)
+
+
+@pytest.mark.parametrize(
+    ("mode", "qtype", "what", "refusal"),
+    [
+        ("strip", "AXFR", "AXFR in zone inlock.test", "is not signed with TSIG key"),
+        ("strip", "TXT", "query _mailu-flows-owner.inlock.test TXT in zone inlock.test", "is not signed"),
+        ("tamper", "AXFR", "AXFR in zone inlock.test", "does not verify with TSIG key"),
+        ("tamper", "TXT", "query _mailu-flows-owner.inlock.test TXT", "does not verify with TSIG key"),
+    ],
+)
+def test_rfc2136_unsigned_or_altered_answers_are_refused(
+    lab_dns: Any, label: str, mode: str, qtype: str, what: str, refusal: str
+) -> None:
+    """Knot's real answers with their TSIG removed or broken on the way: the provider plans from none
+    of them (no fallback to another read) and names the server and the key."""
+    relay = TsigMangler(mode, qtype)
+    thread = threading.Thread(target=relay.serve_forever, daemon=True)
+    thread.start()
+    try:
+        provider = Rfc2136Provider(
+            ZONE, "127.0.0.1", TSIG_KEY_NAME, read_tsig_secret(), port=relay.port, owner=label
+        )
+        with pytest.raises(DnsAuthError) as err:
+            provider.list_records(names=[f"mail.{label}.{ZONE}"])
+        msg = str(err.value)
+        assert f"nameserver 127.0.0.1:{relay.port} ({what}" in msg, msg
+        assert refusal in msg and f"'{TSIG_KEY_NAME}'" in msg and "refused" in msg, msg
+        assert relay.mangled >= 1
+    finally:
+        relay.shutdown()
+        relay.server_close()
+        thread.join(5)
+    # the same reads straight from the primary work: the refusal came from the mangling alone
+    make_rfc2136(label).list_records(names=[f"mail.{label}.{ZONE}"])
+
+
 def test_rfc2136_ownership_record_lists_our_slots(lab_dns: Any, label: str) -> None:
     provider = make_rfc2136(label)
     want = desired_records(lab_config(label))
     provider.apply(plan_for(provider, want)[0])
-    own = dns.zone.from_xfr(
-        dns.query.xfr(DNS_PRIMARY, ZONE, port=DNS_PORT, relativize=False), relativize=False
-    )
+    own = primary_zone()
     rds = own.get_rdataset(f"{OWNERSHIP_LABEL}.{ZONE}.", "TXT")
     assert rds is not None
     (ours,) = [[s.decode() for s in rd.strings] for rd in rds if rd.strings[0] == f"owner={label}".encode()]
