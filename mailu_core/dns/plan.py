@@ -212,6 +212,12 @@ class Plan:
     def render_markdown(self, width: int = 60) -> str:
         """A markdown table of the changes (and the conflicts below it), for an artifact or a log."""
         lines = [f"**DNS plan** — {self.summary()}", ""]
+        touched = len(self.updates) + len(self.deletes)
+        lines += [
+            f"Records mailu-flows owns in the zone: {self.owned_count}; this plan updates or deletes "
+            f"{touched} of them (the change threshold counts these).",
+            "",
+        ]
         if self.changes:
             lines += ["| # | action | name | type | TTL | old | new |", "|---|---|---|---|---|---|---|"]
             for i, c in enumerate(self.changes, 1):

@@ -50,6 +50,7 @@ def test_update_and_delete_show_old_and_new() -> None:
     assert upd.old == old_a and upd.new is not None and upd.new.values == ("203.0.113.10",)
     md = p.render_markdown()
     assert "192.0.2.99" in md and "203.0.113.10" in md and "proxied=true" in md and "delete" in md
+    assert "mailu-flows owns in the zone: 7; this plan updates or deletes 2 of them" in md
 
 
 def test_proxied_alone_is_a_change() -> None:
