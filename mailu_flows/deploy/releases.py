@@ -14,6 +14,7 @@ deploy or rollback under the stack's lock (adopt_legacy_records).
 
 from __future__ import annotations
 
+import base64
 import json
 import shlex
 from collections.abc import Callable
@@ -60,10 +61,29 @@ def list_releases(host: RemoteHost, paths: StackPaths) -> list[Release]:
     return _read_releases(host, [paths.releases_dir])
 
 
+class UnreadableRelease(RemoteError):
+    """A release record on the host is not a release (garbage bytes, cut short): named, never guessed
+    around, so that a deploy or rollback does not pick the wrong previous release."""
+
+
 def _read_releases(host: RemoteHost, dirs: list[str]) -> list[Release]:
+    """Every record under `dirs`, each line `<path> <base64 of its bytes>`: a damaged record is told
+    apart from the others and named, whatever bytes it holds."""
     loop = " ".join(f"{shlex.quote(d)}/*/release.json" for d in dirs)
-    out = host.run(f'for f in {loop}; do [ -f "$f" ] && cat "$f" && echo; done; true').text()
-    releases = [Release(**json.loads(line)) for line in out.splitlines() if line.strip()]
+    script = f'for f in {loop}; do [ -f "$f" ] && printf "%s " "$f" && base64 -w0 < "$f" && echo; done; true'
+    releases = []
+    for line in host.run(script).text().splitlines():
+        if not line.strip():
+            continue
+        path, _, encoded = line.rpartition(" ")
+        try:
+            releases.append(Release(**json.loads(base64.b64decode(encoded))))
+        except (ValueError, TypeError) as exc:
+            raise UnreadableRelease(
+                f"release record {path} on {host.label} is unreadable ({type(exc).__name__}); nothing "
+                f"was changed. Move it aside (mv {shlex.quote(path)} {shlex.quote(path + '.unreadable')}) "
+                "or put it back from a backup, then run again"
+            ) from None
     return sorted(releases, key=lambda r: r.id)
 
 
