@@ -9,6 +9,8 @@ copies volumes while a deploy or a restore changes them.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from prefect import flow
 from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
@@ -16,6 +18,7 @@ from pydantic import BaseModel, Field
 
 from mailu_core.backup import ArchiveEntry
 from mailu_core.config import StackConfig
+from mailu_core.fields import ComposeService, WaitSeconds
 from mailu_flows import redact
 from mailu_flows.remote import HostLock
 from tasks.backup import apply_retention, backup_volumes, default_destination
@@ -37,7 +40,12 @@ class BackupReport(BaseModel):
 
 @flow(name="backup")
 def backup(
-    config: StackConfig, pause_services: list[str] | None = None, lock_wait_s: float = 600
+    config: StackConfig,
+    pause_services: Annotated[
+        list[ComposeService] | None,
+        Field(max_length=32, description="Compose services to pause while their volumes are read"),
+    ] = None,
+    lock_wait_s: Annotated[WaitSeconds, Field(description="How long to wait for the host lock")] = 600,
 ) -> BackupReport:
     """Back up every configured volume of the stack, encrypted, then apply retention."""
     redact.install()

@@ -9,12 +9,15 @@ the DKIM key, and a restore drill into scratch volumes (a rotating sample within
 from __future__ import annotations
 
 import time
+from typing import Annotated
 
 from prefect import flow
 from prefect.artifacts import create_table_artifact
+from pydantic import Field
 
 from mailu_core.backup import VerificationRecord
 from mailu_core.config import StackConfig
+from mailu_core.fields import WaitSeconds
 from mailu_core.render.monitoring import BACKUP_VERIFIED_METRIC, textfile_metric
 from mailu_flows import redact
 from mailu_flows.remote import RemoteHost
@@ -43,7 +46,11 @@ class BackupVerificationFailed(RuntimeError):
 
 @flow(name="backup-verify")
 def backup_verify(
-    config: StackConfig, time_budget_s: float | None = 1800.0, drill: bool = True
+    config: StackConfig,
+    time_budget_s: Annotated[
+        WaitSeconds | None, Field(description="Time the restore drill may take (sets its sample)")
+    ] = 1800.0,
+    drill: bool = True,
 ) -> VerificationRecord:
     """Verify the newest backup; fail if any check fails."""
     redact.install()

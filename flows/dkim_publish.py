@@ -18,6 +18,7 @@ from pydantic import Field
 from flows.dns_wait import dns_propagation_wait
 from mailu_core.config import StackConfig
 from mailu_core.dns import Record, dkim_public_key_der, dkim_txt_value
+from mailu_core.fields import IPAny
 from mailu_flows import redact
 from mailu_flows.dns.dkim import DkimKey, ensure_key
 from mailu_flows.dns.propagation import check_propagation, nameservers_for
@@ -124,7 +125,8 @@ def dkim_publish(
         Field(ge=0, le=7200, description="Propagation deadline; default dns.propagation_timeout_s"),
     ] = None,
     bootstrap_resolver: Annotated[
-        str | None, Field(description="Resolver used to find the zone's NS set; default the system resolver")
+        IPAny | None,
+        Field(description="Resolver address used to find the zone's NS set; default the system resolver"),
     ] = None,
     lock_wait_s: Annotated[int, Field(ge=0, le=3600, description="How long to wait for the host lock")] = 60,
 ) -> dict[str, Any]:

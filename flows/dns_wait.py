@@ -16,6 +16,7 @@ from pydantic import Field
 
 from mailu_core.config import StackConfig
 from mailu_core.dns import PropagationTable, PropagationTimeout, Record, Status, mx_a_warnings
+from mailu_core.fields import DkimSelector, DkimTxtValue, IPAny
 from mailu_flows import redact
 from mailu_flows.dns.propagation import nameservers_for, reverse_dns_warnings, wait_for_propagation
 from tasks.dns import desired_for, dkim_txt_for, torn_down_since, without_mail_routing
@@ -84,11 +85,12 @@ def dns_propagation_wait(
         Field(gt=0, le=600, description="First pause between checks (grows 1.5x); default from config"),
     ] = None,
     bootstrap_resolver: Annotated[
-        str | None, Field(description="Resolver used to find the zone's NS set; default the system resolver")
+        IPAny | None,
+        Field(description="Resolver address used to find the zone's NS set; default the system resolver"),
     ] = None,
     dkim_txt: Annotated[
-        dict[str, str] | None,
-        Field(description="DKIM TXT by selector; default: derived from the keys on the host"),
+        dict[DkimSelector, DkimTxtValue] | None,
+        Field(max_length=32, description="DKIM TXT by selector; default: derived from the keys on the host"),
     ] = None,
     check_reverse_dns: bool = True,
     mail_routing: Annotated[

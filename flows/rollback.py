@@ -12,6 +12,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from pydantic import Field
 
 from mailu_core.config import StackConfig
+from mailu_core.fields import BackupId, ConfirmText, ReleaseId
 from mailu_flows import redact
 from mailu_flows.dns.provider import Provider
 from mailu_flows.remote import HostLock
@@ -34,17 +35,17 @@ def rollback(
         ),
     ],
     confirm: Annotated[
-        str, Field(description="Type the mail hostname (mailu.hostnames[0]) to confirm the rollback")
+        ConfirmText, Field(description="Type the mail hostname (mailu.hostnames[0]) to confirm the rollback")
     ],
     restore_backup: Annotated[
-        str | None,
+        BackupId | None,
         Field(
             description="Backup id: restore the volumes from it (after a safety backup of the current "
             "volumes, with the stack stopped)"
         ),
     ] = None,
     release: Annotated[
-        str | None,
+        ReleaseId | None,
         Field(
             description="previous-release only: the release id to go back to (default: the last good "
             "release before the current one)"

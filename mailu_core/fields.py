@@ -52,6 +52,13 @@ def has_control(value: str) -> bool:
     return any(ord(c) < 0x20 or ord(c) == 0x7F for c in value)
 
 
+def schema_pattern(pattern: str) -> str:
+    """`pattern` as the JSON schema carries it: the Prefect server checks it with Python's `re.search`,
+    where `$` also matches before a final newline ("mail.example.com\n" would pass); the lookahead
+    refuses any newline, and `^` first keeps the search linear (a valid ECMA-262 pattern too)."""
+    return rf"^(?![^\n]*\n)(?:{pattern})"
+
+
 @dataclass(frozen=True)
 class Checked:
     """Annotated marker: a regex that lands in the JSON schema plus a Python check with a clear message.
@@ -75,7 +82,7 @@ class Checked:
         self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
     ) -> JsonSchemaValue:
         json_schema = handler(schema)
-        json_schema["pattern"] = self.pattern
+        json_schema["pattern"] = schema_pattern(self.pattern)
         return json_schema
 
     def check(self, value: str) -> str:
@@ -276,7 +283,7 @@ class _PinnedImage:
         self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
     ) -> JsonSchemaValue:
         json_schema = handler(schema)
-        json_schema["pattern"] = IMAGE_PATTERN
+        json_schema["pattern"] = schema_pattern(IMAGE_PATTERN)
         return json_schema
 
 
@@ -408,7 +415,11 @@ HttpUrl = Annotated[
         extra=_url_port,
     ),
 ]
-HostPort = Annotated[str, StringConstraints(max_length=260, pattern=r"^[A-Za-z0-9.-]+:[0-9]{1,5}$")]
+HostPort = Annotated[
+    str,
+    StringConstraints(max_length=260),
+    Checked(r"^[A-Za-z0-9.-]+:[0-9]{1,5}$", "host:port, e.g. 127.0.0.1:9115"),
+]
 MailtoUri = Annotated[
     str,
     StringConstraints(max_length=320),

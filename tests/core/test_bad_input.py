@@ -218,3 +218,222 @@ def test_hostile_value_is_refused_quickly_naming_the_field(path: str, value: Any
     assert f"  {field}: " in str(error)  # the message names the field by its dotted path
     # The report stays readable: a 100k-character value is shortened, not repeated in full.
     assert len(str(error)) < 2_000, f"{len(str(error))} characters of error"
+
+
+# --- flow parameters -----------------------------------------------------------------------------
+#
+# A run validates its parameters with `Flow.validate_parameters` before the flow function starts (so
+# before anything reaches a host); the Prefect server checks the same JSON schema when it creates a
+# run from a deployment. Every parameter of every flow is attacked here, through both.
+
+LONG = 10_000
+
+# The parameters a flow needs besides `config` (the rest have defaults).
+FLOW_REQUIRED: dict[str, dict[str, Any]] = {"rollback": {"mode": "teardown", "confirm": "mail.inlock.ai"}}
+
+# (flow name, parameter, hostile value, where the error must point: the parameter or a place in it)
+FLOW_CASES: list[tuple[str, str, Any, str]] = [
+    # --- deploy ---
+    ("deploy", "config", {"mailu": {"timezone": "a" + "_" * LONG + "!"}}, "config.mailu.timezone"),
+    ("deploy", "dry_run", "false; rm -rf /", "dry_run"),
+    ("deploy", "lock_wait_s", -1, "lock_wait_s"),
+    ("deploy", "lock_wait_s", 10**30, "lock_wait_s"),
+    ("deploy", "lock_wait_s", "60`id`", "lock_wait_s"),
+    ("deploy", "publish_dns", "yes\nno", "publish_dns"),
+    # --- dns-propagation-wait ---
+    (
+        "dns-propagation-wait", "config", {"traefik": {"mgmt_address": ":" * LONG + "!"}},
+        "config.traefik.mgmt_address",
+    ),
+    ("dns-propagation-wait", "deadline_s", -5, "deadline_s"),
+    ("dns-propagation-wait", "deadline_s", 10**12, "deadline_s"),
+    ("dns-propagation-wait", "interval_s", float("nan"), "interval_s"),
+    ("dns-propagation-wait", "interval_s", -0.5, "interval_s"),
+    ("dns-propagation-wait", "bootstrap_resolver", "1.1.1.1; curl evil.example", "bootstrap_resolver"),
+    ("dns-propagation-wait", "bootstrap_resolver", "a:" + ":" * LONG + "!", "bootstrap_resolver"),
+    ("dns-propagation-wait", "bootstrap_resolver", f"dns.go{CYRILLIC_A}gle", "bootstrap_resolver"),
+    ("dns-propagation-wait", "dkim_txt", {"dkim": "v=DKIM1; p=MIIB\nevil IN TXT x"}, "dkim_txt.dkim"),
+    ("dns-propagation-wait", "dkim_txt", {"dkim": "v=DKIM1; p=" + "A" * LONG}, "dkim_txt.dkim"),
+    ("dns-propagation-wait", "dkim_txt", {"dkim": "v=DKIM1; k=rsa; p=$(id)"}, "dkim_txt.dkim"),
+    ("dns-propagation-wait", "dkim_txt", {"../dkim": "v=DKIM1; p=MIIB"}, "dkim_txt"),
+    ("dns-propagation-wait", "dkim_txt", {f"s{i}": "v=DKIM1; p=MIIB" for i in range(100)}, "dkim_txt"),
+    ("dns-propagation-wait", "check_reverse_dns", "true && id", "check_reverse_dns"),
+    ("dns-propagation-wait", "mail_routing", "on;off", "mail_routing"),
+    # --- dkim-publish ---
+    ("dkim-publish", "config", {"dns": {"dkim": {"selector": "dkim;id"}}}, "config.dns.dkim.selector"),
+    ("dkim-publish", "rotate", "1 || true", "rotate"),
+    ("dkim-publish", "wait", ["true"], "wait"),
+    ("dkim-publish", "force", "yes please", "force"),
+    ("dkim-publish", "deadline_s", 7201, "deadline_s"),
+    ("dkim-publish", "bootstrap_resolver", "127.0.0.1\n", "bootstrap_resolver"),
+    ("dkim-publish", "bootstrap_resolver", "../../etc/resolv.conf", "bootstrap_resolver"),
+    ("dkim-publish", "lock_wait_s", -60, "lock_wait_s"),
+    # --- backup ---
+    ("backup", "config", {"backup": {"destination_dir": "/srv/../../etc"}}, "config.backup.destination_dir"),
+    ("backup", "pause_services", ["imap; docker rm -f $(docker ps -q)"], "pause_services.0"),
+    ("backup", "pause_services", ["imap", "../../smtp"], "pause_services.1"),
+    ("backup", "pause_services", ["x" * LONG], "pause_services.0"),
+    ("backup", "pause_services", [f"im{CYRILLIC_A}p"], "pause_services.0"),
+    ("backup", "pause_services", [f"svc{i}" for i in range(1000)], "pause_services"),
+    ("backup", "lock_wait_s", -1.0, "lock_wait_s"),
+    ("backup", "lock_wait_s", float("inf"), "lock_wait_s"),
+    ("backup", "lock_wait_s", 1e300, "lock_wait_s"),
+    ("backup", "lock_wait_s", "600; id", "lock_wait_s"),
+    # --- backup-verify ---
+    ("backup-verify", "config", {"name": "inlock-ai$(id)"}, "config.name"),
+    ("backup-verify", "time_budget_s", -1800.0, "time_budget_s"),
+    ("backup-verify", "time_budget_s", float("nan"), "time_budget_s"),
+    ("backup-verify", "time_budget_s", 10**9, "time_budget_s"),
+    ("backup-verify", "drill", "no\nyes", "drill"),
+    # --- rollback ---
+    ("rollback", "config", {"host": {"stack_root": "/" + "a" * LONG}}, "config.host.stack_root"),
+    ("rollback", "mode", "teardown; rm -rf /", "mode"),
+    ("rollback", "confirm", "mail.inlock.ai; rm -rf /", "confirm"),
+    ("rollback", "confirm", "mail.inlock.ai\n", "confirm"),
+    ("rollback", "confirm", f"m{CYRILLIC_A}il.inlock.ai", "confirm"),
+    ("rollback", "confirm", "m" * LONG, "confirm"),
+    ("rollback", "restore_backup", "../../etc/passwd", "restore_backup"),
+    ("rollback", "restore_backup", "inlock-ai-20250101T020000Z; rm -rf /", "restore_backup"),
+    ("rollback", "restore_backup", "inlock-ai-20251399T999999Z", "restore_backup"),  # no such time
+    ("rollback", "restore_backup", "a-" * (LONG // 2), "restore_backup"),
+    ("rollback", "release", "../../releases/x", "release"),
+    ("rollback", "release", "20250101T020000123456Z\n", "release"),
+    ("rollback", "release", "1" * LONG, "release"),
+    ("rollback", "lock_wait_s", 3601, "lock_wait_s"),
+]  # fmt: skip
+
+
+def _dkim_txt() -> str:
+    """The TXT value of a fresh 4096-bit key, made the way dkim-publish makes it for the subflow."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from mailu_core.dns import dkim_txt_value
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=4096).public_key()
+    return dkim_txt_value(
+        key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+
+
+# Values that must keep working: what the flows themselves produce, and what an operator types.
+FLOW_VALID: list[tuple[str, str, Any]] = [
+    ("rollback", "confirm", "mail.inlock.ai"),
+    ("rollback", "confirm", "MAIL.inlock.ai."),  # DNS case and a trailing dot: the flow accepts them
+    ("rollback", "confirm", ""),  # refused by the flow itself, with the hostname to type
+    ("rollback", "confirm", "yes"),
+    ("rollback", "restore_backup", "inlock-ai-20250101T020000Z"),
+    ("rollback", "restore_backup", "inlock-ai-20250101T020000Z-safety"),
+    ("rollback", "release", "20250101T020000123456Z"),
+    ("rollback", "lock_wait_s", 0),
+    ("dns-propagation-wait", "bootstrap_resolver", "192.0.2.53"),
+    ("dkim-publish", "bootstrap_resolver", "2001:db8::53"),
+    ("dns-propagation-wait", "dkim_txt", {"dkim": _dkim_txt()}),  # as dkim-publish passes it
+    ("dns-propagation-wait", "dkim_txt", {"dkim2024": "k=rsa; t=y:s; h=sha256; p=MIIB"}),  # v= is optional
+    ("dns-propagation-wait", "interval_s", 0.3),
+    ("backup", "pause_services", ["imap", "smtp", "admin"]),
+    ("backup", "lock_wait_s", 600),
+    ("backup-verify", "time_budget_s", None),
+    ("backup-verify", "time_budget_s", 60),
+]  # fmt: skip
+
+
+def _flows() -> dict[str, Any]:
+    from flows.backup import backup
+    from flows.backup_verify import backup_verify
+    from flows.deploy import deploy
+    from flows.dkim_publish import dkim_publish
+    from flows.dns_wait import dns_propagation_wait
+    from flows.rollback import rollback
+
+    return {f.name: f for f in (deploy, dns_propagation_wait, dkim_publish, backup, backup_verify, rollback)}
+
+
+def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in changes.items():
+        out[key] = _merge(base[key], value) if isinstance(value, dict) and key in base else value
+    return out
+
+
+def _parameters(flow_name: str, parameter: str, value: Any) -> dict[str, Any]:
+    params: dict[str, Any] = {"config": _example(), **FLOW_REQUIRED.get(flow_name, {})}
+    params[parameter] = _merge(params["config"], value) if parameter == "config" else value
+    return params
+
+
+def _flow_case_id(case: tuple[str, str, Any, str]) -> str:
+    shown = repr(case[2])
+    return f"{case[0]}:{case[1]}={shown[:30]}{'...' if len(shown) > 30 else ''}"
+
+
+def test_the_flow_table_covers_every_parameter_of_every_flow() -> None:
+    import inspect
+
+    flows = _flows()
+    assert set(flows) == {
+        "deploy", "dns-propagation-wait", "dkim-publish", "backup", "backup-verify", "rollback"
+    }  # fmt: skip
+    every = {(name, p) for name, f in flows.items() for p in inspect.signature(f.fn).parameters}
+    covered = {(flow, parameter) for flow, parameter, _, _ in FLOW_CASES}
+    assert every - covered == set(), "parameters without a hostile case"
+    assert covered <= every
+
+
+@pytest.mark.parametrize(("flow_name", "parameter", "value"), FLOW_VALID)
+def test_valid_flow_parameters_still_pass(flow_name: str, parameter: str, value: Any) -> None:
+    validated = _flows()[flow_name].validate_parameters(_parameters(flow_name, parameter, value))
+    assert validated[parameter] == value
+
+
+@pytest.mark.parametrize(
+    ("flow_name", "parameter", "value", "where"), FLOW_CASES, ids=[_flow_case_id(c) for c in FLOW_CASES]
+)
+def test_hostile_flow_parameter_is_refused_quickly_naming_it(
+    flow_name: str, parameter: str, value: Any, where: str
+) -> None:
+    from prefect.exceptions import ParameterTypeError
+
+    flow = _flows()[flow_name]
+    params = _parameters(flow_name, parameter, value)
+    started = time.perf_counter()
+    with cpu_limit(5), pytest.raises(ParameterTypeError) as caught:
+        flow.validate_parameters(params)
+    elapsed = time.perf_counter() - started
+    assert elapsed < 1.0, f"{flow_name} {parameter}: took {elapsed:.2f} s"
+    problems = str(caught.value).splitlines()[1:]  # " - <loc>: <message>", one per bad parameter
+    named = [line.removeprefix(" - ").split(":", 1)[0] for line in problems]
+    assert named and all(loc.startswith(parameter) for loc in named), f"{flow_name}: {caught.value}"
+    assert any(loc == where or loc.startswith(where + ".") for loc in named), f"no error at {where}: {named}"
+
+
+# What only the run's own validation catches (the server's JSON-schema check cannot express it).
+SERVER_MISSES = {
+    ("dns-propagation-wait", "interval_s", "nan"),  # JSON has no NaN; a NaN compares false with every bound
+    ("backup-verify", "time_budget_s", "nan"),
+    ("rollback", "restore_backup", "'inlock-ai-20251399T999999Z'"),  # the shape of a time, but no time
+    ("dns-propagation-wait", "dkim_txt", "{'../dkim': 'v=DKIM1; p=MIIB'}"),  # keys: patternProperties only
+}
+
+
+@pytest.mark.parametrize(
+    ("flow_name", "parameter", "value", "where"),
+    [c for c in FLOW_CASES if (c[0], c[1], repr(c[2])) not in SERVER_MISSES],
+    ids=[_flow_case_id(c) for c in FLOW_CASES if (c[0], c[1], repr(c[2])) not in SERVER_MISSES],
+)
+def test_prefect_server_refuses_hostile_flow_parameter_quickly(
+    flow_name: str, parameter: str, value: Any, where: str
+) -> None:
+    """The check the server runs on every run it creates from a deployment (enforce_parameter_schema)."""
+    from prefect.utilities.callables import parameter_schema
+    from prefect.utilities.schema_tools.validation import ValidationError as PrefectValidationError
+    from prefect.utilities.schema_tools.validation import validate
+
+    schema = parameter_schema(_flows()[flow_name].fn).model_dump_for_openapi()
+    params = _parameters(flow_name, parameter, value)
+    started = time.perf_counter()
+    with cpu_limit(5), pytest.raises(PrefectValidationError) as caught:
+        validate(params, schema, raise_on_error=True)
+    elapsed = time.perf_counter() - started
+    assert elapsed < 1.0, f"{flow_name} {parameter}: took {elapsed:.2f} s"
+    assert f"'{parameter}" in str(caught.value) or f"'{where}" in str(caught.value), str(caught.value)[:300]

@@ -24,7 +24,7 @@ from mailu_core.config import (
     parse_stack_config,
     stack_config_from_mapping,
 )
-from mailu_core.fields import IMAGE_PATTERN
+from mailu_core.fields import IMAGE_PATTERN, schema_pattern
 from mailu_flows.cli import main
 from tests.core.test_bad_input import CpuLimitExceeded, cpu_limit
 
@@ -430,7 +430,7 @@ def schema() -> dict[str, Any]:
 
 def test_schema_carries_patterns_enums_and_ranges(schema: dict[str, Any]) -> None:
     defs = schema["$defs"]
-    assert defs["Images"]["properties"]["front"]["pattern"] == IMAGE_PATTERN
+    assert defs["Images"]["properties"]["front"]["pattern"] == schema_pattern(IMAGE_PATTERN)
     assert defs["MailuSettings"]["properties"]["webmail"]["enum"] == ["roundcube", "snappymail", "none"]
     assert defs["MailEntryPoint"]["properties"]["port"]["enum"] == [25, 465, 587, 143, 993]
     assert defs["Dns"]["properties"]["ttl"]["minimum"] == 60
