@@ -29,9 +29,11 @@ from blocks.gpg import GpgBackupPrivateKey, GpgBackupPublicKey
 from flows.backup import backup
 from flows.backup_verify import backup_verify
 from lab.endpoints import lab_dir
-from mailu_core.backup import MANIFEST_NAME, Manifest
+from mailu_core.backup import MANIFEST_NAME, SIGNATURE_NAME, Manifest, backup_id_for, sign_manifest
 from mailu_core.config import StackConfig, load_stack_config
-from mailu_flows.backup import BackupError, LocalDirectory, RestoreRefused, restore_backup, run_backup
+from mailu_flows.backup import BackupError, LocalDirectory, RestoreRefused, prune, restore_backup, run_backup
+from mailu_flows.backup.gpg import encrypt_stream, encryption_keyring
+from mailu_flows.backup.stream import TarInspector
 from mailu_flows.remote import RemoteHost
 from tasks.backup import load_private_key, load_public_key, load_signing_key
 
@@ -267,14 +269,159 @@ def test_wrong_key_fails(setup: Setup, tmp_path: Path) -> None:
     assert f"decrypt FAILED: {setup.backup_dir(dest) / mail.file}" in message
 
 
+def _resign(directory: Path, manifest: Manifest, key: bytes, **changes: Any) -> Path:
+    """Rewrite a backup as the backup flow would have made it with `changes` (signed with `key`),
+    under the directory its (possibly new) id names; returns that directory."""
+    updated = manifest.model_copy(update=changes)
+    target = directory.parent / updated.backup_id
+    if target != directory:
+        directory.rename(target)
+    data = updated.model_dump_json(indent=2).encode()
+    (target / MANIFEST_NAME).write_bytes(data)
+    (target / SIGNATURE_NAME).write_bytes(sign_manifest(key, data))
+    return target
+
+
 def test_stale_newest_backup_fails(setup: Setup, tmp_path: Path) -> None:
     dest = setup.copy_good(tmp_path)
-    path = setup.backup_dir(dest) / MANIFEST_NAME
-    manifest = Manifest.model_validate_json(path.read_bytes())
-    old = datetime.now(UTC) - timedelta(hours=setup.config.backup.verify_max_age_hours + 4)
-    path.write_text(manifest.model_copy(update={"created": old}).model_dump_json())
+    manifest = setup.store(dest).read_manifest(setup.good)
+    old = (datetime.now(UTC) - timedelta(hours=setup.config.backup.verify_max_age_hours + 4)).replace(
+        microsecond=0
+    )
+    directory = _resign(
+        setup.backup_dir(dest), manifest, load_signing_key(setup.config),
+        backup_id=backup_id_for(setup.config.name, old), created=old, finished=old + timedelta(seconds=9),
+    )  # fmt: skip
     message = _verify_failure(setup.config_with(dest))
-    assert f"age FAILED: {path}: newest backup created" in message
+    assert f"age FAILED: {directory / MANIFEST_NAME}: newest backup created" in message
+
+
+# --- forgeries: write access to the destination and the public key are not enough ----------------
+
+
+def _forge_mail_archive(setup: Setup, dest: Path, files: dict[str, bytes]) -> Manifest:
+    """Replace the mail archive of the copied good backup with the forger's files, encrypted to the
+    real public key, and fix every hash and count in the manifest: all a forger without the signing
+    key can do. Returns the forged manifest (not signed; the old signature stays in place)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(f"./{name}")
+            info.size, info.uid, info.gid, info.mode, info.mtime = len(data), 8, 12, 0o640, 1_700_000_000
+            archive.addfile(info, io.BytesIO(data))
+    plain = buf.getvalue()
+    inspector = TarInspector()
+    inspector.feed(plain)
+    listing = inspector.close().listing
+    directory = setup.backup_dir(dest)
+    manifest = setup.store(dest).read_manifest(setup.good)
+    mail = manifest.archive(setup.names["mail"])
+    assert mail is not None
+    with (
+        encryption_keyring(load_public_key(setup.config)) as keyring,
+        open(directory / mail.file, "wb") as sink,
+    ):
+        stats = encrypt_stream(keyring, io.BytesIO(plain), sink)
+    forged_entry = mail.model_copy(
+        update={
+            "plain_bytes": len(plain), "entries": listing.entries, "file_count": listing.file_count,
+            "listing_sha256": listing.hexdigest(), "cipher_bytes": stats.bytes, "cipher_sha256": stats.sha256,
+        }
+    )  # fmt: skip
+    archives = [forged_entry if a.name == mail.name else a for a in manifest.archives]
+    forged = manifest.model_copy(update={"archives": archives})
+    (directory / MANIFEST_NAME).write_bytes(forged.model_dump_json(indent=2).encode())
+    return forged
+
+
+def test_a_backup_forged_with_the_public_key_is_refused_by_verify_and_restore(
+    setup: Setup, lab: dict[str, Any], tmp_path: Path
+) -> None:
+    dest = setup.copy_good(tmp_path)
+    forged = _forge_mail_archive(setup, dest, {"u/cur/marker.eml": b"the forger's mail"})
+    manifest_path = setup.backup_dir(dest) / MANIFEST_NAME
+
+    message = _verify_failure(setup.config_with(dest))
+    assert f"signature FAILED: {manifest_path}" in message and "changed after signing" in message
+    assert "decrypt" not in message  # nothing of it was decrypted
+    (setup.backup_dir(dest) / SIGNATURE_NAME).unlink()
+    assert "the backup is not signed" in _verify_failure(setup.config_with(dest))
+
+    mail = setup.names["mail"]
+    before = _read(setup.image, mail, "u/cur/marker.eml")
+    config = setup.config_with(dest)
+    with _host(lab) as host, pytest.raises(RestoreRefused, match="signature FAILED"):
+        restore_backup(
+            host, config, setup.store(dest), *_keys(config), setup.good, holder="forgery", volumes=[mail]
+        )
+    assert _read(setup.image, mail, "u/cur/marker.eml") == before
+    assert setup.store(dest).list_backups() == [setup.good]  # no safety backup was even started
+
+    # The forgery is complete in every other respect: signed with the block's key, it would pass.
+    # So the signature is what stops it.
+    _resign(setup.backup_dir(dest), forged, load_signing_key(config))
+    record = backup_verify(config=config)
+    assert record.ok and record.backup_id == setup.good
+
+
+def test_restore_writes_only_into_volumes_the_config_declares(setup: Setup, lab: dict[str, Any]) -> None:
+    config = setup.config
+    for hostile in ("/", "/etc", setup.names["webmail"]):  # a host path; a real volume not in backup.volumes
+        with _host(lab) as host, pytest.raises(RestoreRefused, match=r"not in backup\.volumes"):
+            restore_backup(
+                host, config, setup.store(), *_keys(config), setup.good, holder="hostile", volumes=[hostile]
+            )
+    assert setup.store().list_backups()[0] == setup.good
+
+
+def test_a_future_dated_backup_is_flagged_and_never_taken_as_the_newest(setup: Setup, tmp_path: Path) -> None:
+    dest = setup.copy_good(tmp_path)
+    shutil.copytree(setup.backup_dir(dest), setup.backup_dir(dest).with_name("copy"))
+    later = (datetime.now(UTC) + timedelta(days=400)).replace(microsecond=0)
+    manifest = setup.store(dest).read_manifest(setup.good)
+    future = _resign(
+        setup.backup_dir(dest).with_name("copy"), manifest, load_signing_key(setup.config),
+        backup_id=backup_id_for(setup.config.name, later), created=later, finished=later,
+    )  # fmt: skip
+    message = _verify_failure(setup.config_with(dest))
+    assert f"future-dated FAILED: {future}" in message
+    assert "age FAILED" not in message and "signature FAILED" not in message  # the real newest was verified
+    # Retention neither counts nor deletes it, and keeps the real backup.
+    plan = prune(setup.store(dest), setup.config_with(dest), load_signing_key(setup.config))
+    assert future.name in plan.ignored and setup.good in plan.keep and plan.delete == []
+
+
+# --- live copies ---------------------------------------------------------------------------------
+
+
+def test_a_file_written_during_a_live_copy_is_named_in_the_manifest_and_the_backup_completes(
+    setup: Setup, lab: dict[str, Any], tmp_path: Path
+) -> None:
+    busy = f"{setup.prefix}-busy"
+    writer = f"{setup.prefix}-writer"
+    dest = tmp_path / "dest"
+    try:
+        _fill(setup.image, busy, {"stats.ucl": os.urandom(30_000_000), "quiet.map": b"steady"})
+        subprocess.run(
+            ["docker", "run", "-d", "--rm", "--name", writer, "-v", f"{busy}:/v", "--entrypoint", "sh",
+             setup.image, "-c", "while :; do head -c 4096 /dev/urandom >> /v/stats.ucl; done"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        config = setup.config_with(dest)
+        warnings: list[str] = []
+        with _host(lab) as host:
+            outcome = run_backup(
+                host, config, setup.store(dest), load_public_key(config), load_signing_key(config),
+                volumes=[busy], include_stack_files=False, warn=warnings.append,
+            )  # fmt: skip
+        archive = outcome.manifest.archive(busy)
+        assert archive is not None and archive.changed_while_read == ["stats.ucl"]
+        assert any("stats.ucl" in note and "torn" in note for note in outcome.manifest.consistency)
+        assert any(w.startswith("WARNING") and busy in w for w in warnings)
+        assert setup.store(dest).list_backups() == [outcome.manifest.backup_id]
+    finally:
+        subprocess.run(["docker", "rm", "-f", writer], capture_output=True, check=False)
+        subprocess.run(["docker", "volume", "rm", "-f", busy], capture_output=True, check=False)
 
 
 def test_truncated_archive_fails(setup: Setup, tmp_path: Path) -> None:
