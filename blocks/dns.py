@@ -9,7 +9,7 @@ from typing import Literal
 from prefect.blocks.core import Block
 from pydantic import ConfigDict, Field, SecretStr, field_validator
 
-from mailu_core.fields import HttpUrl, IPAny
+from mailu_core.fields import SECRET_MAX, HttpUrl, IPAny
 
 CLOUDFLARE_API = "https://api.cloudflare.com/client/v4"
 
@@ -23,7 +23,9 @@ class CloudflareDns(Block):
     _block_type_slug = "mailu-cloudflare"
     _description = "Cloudflare API token for publishing a Mailu stack's DNS records."
 
-    api_token: SecretStr = Field(description="API token scoped to the zone (Zone.DNS:Edit and Zone:Read).")
+    api_token: SecretStr = Field(
+        max_length=SECRET_MAX, description="API token scoped to the zone (Zone.DNS:Edit and Zone:Read)."
+    )
     base_url: HttpUrl = Field(
         CLOUDFLARE_API, description="API base URL; change only to point at an emulator."
     )
@@ -70,13 +72,16 @@ class Rfc2136Dns(Block):
     server: IPAny = Field(description="Address of the primary nameserver that accepts updates.")
     port: int = Field(53, ge=1, le=65535, description="Its DNS port.")
     tsig_key_name: str = Field(
+        max_length=253,
         pattern=r"^[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)*\.?$",
         description="TSIG key name as configured on the server, e.g. mailu-ddns.",
     )
     tsig_algorithm: Literal["hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224", "hmac-sha1"] = Field(
         "hmac-sha256", description="TSIG algorithm."
     )
-    tsig_secret: SecretStr = Field(description="TSIG secret, base64 (as in the server's key file).")
+    tsig_secret: SecretStr = Field(
+        max_length=SECRET_MAX, description="TSIG secret, base64 (as in the server's key file)."
+    )
 
     @field_validator("tsig_secret")
     @classmethod

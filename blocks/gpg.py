@@ -11,9 +11,11 @@ import re
 from prefect.blocks.core import Block
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from mailu_core.fields import SECRET_MAX
 from mailu_core.openpgp import PRIVATE_ARMOR, PUBLIC_ARMOR, OpenPgpError, primary_fingerprint
 
 FINGERPRINT_PATTERN = r"^(?:[0-9A-F]{40}|[0-9A-F]{64})$"
+FINGERPRINT_MAX = 128  # 64 hex digits with gpg's spaces and a 0x, and room to spare
 
 
 def normalize_fingerprint(value: str) -> str:
@@ -45,7 +47,7 @@ class GpgBackupPublicKey(Block):
     _description = "Public key that Mailu volume backups are encrypted to."
 
     armored_public_key: str = Field(description="gpg --armor --export FINGERPRINT")
-    fingerprint: str = Field(description="Primary key fingerprint (40 hex).")
+    fingerprint: str = Field(max_length=FINGERPRINT_MAX, description="Primary key fingerprint (40 hex).")
 
     @field_validator("fingerprint")
     @classmethod
@@ -79,8 +81,13 @@ class GpgBackupPrivateKey(Block):
     _description = "Private key (and passphrase) that decrypts Mailu volume backups; for verify/restore only."
 
     armored_private_key: SecretStr = Field(description="gpg --armor --export-secret-keys FINGERPRINT")
-    passphrase: SecretStr = Field(default=SecretStr(""), description="Passphrase of the key; empty if none.")
-    fingerprint: str = Field(description="Primary key fingerprint (40 hex); must match the public key block.")
+    passphrase: SecretStr = Field(
+        default=SecretStr(""), max_length=SECRET_MAX, description="Passphrase of the key; empty if none."
+    )
+    fingerprint: str = Field(
+        max_length=FINGERPRINT_MAX,
+        description="Primary key fingerprint (40 hex); must match the public key block.",
+    )
 
     @field_validator("fingerprint")
     @classmethod

@@ -13,6 +13,8 @@ import string
 from prefect.blocks.core import Block
 from pydantic import ConfigDict, Field, SecretStr, field_validator
 
+from mailu_core.fields import SECRET_MAX
+
 # Mailu's setup draws SECRET_KEY from A-Z0-9 (16 chars) and API_TOKEN from the same (32 chars).
 _MAILU_ALPHABET = string.ascii_uppercase + string.digits
 _PASSWORD_ALPHABET = string.ascii_letters + string.digits + "-_.+="
@@ -37,16 +39,21 @@ class MailuSecrets(Block):
 
     secret_key: SecretStr = Field(
         default=SecretStr(""),
+        max_length=SECRET_MAX,
         description="SECRET_KEY (16+ chars). Changing it logs everyone out. Empty: generate.",
     )
     admin_password: SecretStr = Field(
-        default=SecretStr(""), description="Password of the postmaster admin account. Empty: generate."
+        default=SecretStr(""),
+        max_length=SECRET_MAX,
+        description="Password of the postmaster admin account. Empty: generate.",
     )
     db_password: SecretStr = Field(
-        default=SecretStr(""), description="DB_PW for PostgreSQL. Empty: generate."
+        default=SecretStr(""), max_length=SECRET_MAX, description="DB_PW for PostgreSQL. Empty: generate."
     )
     api_token: SecretStr = Field(
-        default=SecretStr(""), description="API_TOKEN for Mailu's REST API (4+ chars). Empty: generate."
+        default=SecretStr(""),
+        max_length=SECRET_MAX,
+        description="API_TOKEN for Mailu's REST API (4+ chars). Empty: generate.",
     )
 
     @field_validator("secret_key")

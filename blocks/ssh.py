@@ -13,7 +13,7 @@ import re
 from prefect.blocks.core import Block
 from pydantic import ConfigDict, Field, SecretStr, field_validator
 
-from mailu_core.fields import HostAddress
+from mailu_core.fields import SECRET_MAX, HostAddress
 
 HOST_KEY_TYPES = (
     "ssh-ed25519",
@@ -69,9 +69,11 @@ class SshHost(Block):
     user: str = Field(
         pattern=r"^[a-z_][a-z0-9_.-]{0,31}$", description="Login user (must be allowed to run docker)."
     )
-    private_key: SecretStr = Field(description="Private key in OpenSSH or PEM format.")
+    private_key: SecretStr = Field(max_length=32_768, description="Private key in OpenSSH or PEM format.")
     private_key_passphrase: SecretStr = Field(
-        default=SecretStr(""), description="Passphrase of the private key; empty if it has none."
+        default=SecretStr(""),
+        max_length=SECRET_MAX,
+        description="Passphrase of the private key; empty if it has none.",
     )
     host_keys: list[str] = Field(
         min_length=1,

@@ -115,6 +115,7 @@ _URL_HOST = r"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])"
 HTTP_URL_PATTERN = rf"^https?://{_URL_HOST}(?::[0-9]{{1,5}})?(?:/[A-Za-z0-9._~%+=@:/-]*)?$"
 
 PATH_MAX = 1024
+SECRET_MAX = 1024  # the blocks' passwords, passphrases and tokens: a bound far above any real one
 URL_MAX = 2048
 IP_MAX = 45  # the longest IPv6 text form (with an embedded IPv4 address)
 
