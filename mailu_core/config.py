@@ -72,6 +72,7 @@ from mailu_core.fields import (
     TraefikName,
     UrlPath,
     invalid,
+    newline_safe_patterns,
 )
 from mailu_core.fields import has_control as _has_control
 from mailu_core.fields import shown as _short
@@ -144,7 +145,7 @@ def _unique_items() -> dict[str, Any]:
 class _Model(BaseModel):
     """Strict shape: unknown keys are errors and a loaded config is never mutated by a flow."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=newline_safe_patterns)
 
 
 # --- Mailu ---------------------------------------------------------------------------------------

@@ -59,6 +59,21 @@ def schema_pattern(pattern: str) -> str:
     return rf"^(?![^\n]*\n)(?:{pattern})"
 
 
+def newline_safe_patterns(schema: dict[str, Any]) -> None:
+    """`json_schema_extra` of a model: every other `pattern` in its schema (a `Field(pattern=...)`)
+    gets `schema_pattern`'s guard too; `Checked` types already carry it."""
+    guard = schema_pattern("")[: -len("(?:)")]
+    for key, value in schema.items():
+        if key == "pattern" and isinstance(value, str) and not value.startswith(guard):
+            schema[key] = schema_pattern(value)
+        elif isinstance(value, dict):
+            newline_safe_patterns(value)
+        elif isinstance(value, list):
+            for item in value:
+                if isinstance(item, dict):
+                    newline_safe_patterns(item)
+
+
 @dataclass(frozen=True)
 class Checked:
     """Annotated marker: a regex that lands in the JSON schema plus a Python check with a clear message.

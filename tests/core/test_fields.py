@@ -312,3 +312,45 @@ def test_block_refuses_a_10k_hostile_value_quickly_naming_the_field(
     assert elapsed < BOUND_S, f"{block_name}.{field} took {elapsed:.2f} s"
     assert {str(e["loc"][0]) for e in caught.value.errors()} == {field}
     assert value not in str(caught.value)  # a block may hold secrets: the value is never echoed
+
+
+def test_every_config_and_flow_pattern_refuses_newlines_on_the_server() -> None:
+    """`Field(pattern=...)` in the config models gets the same guard as the shared types."""
+    from prefect.utilities.callables import parameter_schema
+
+    from tests.core.test_bad_input import _flows
+
+    guard = fields.schema_pattern("")[: -len("(?:)")]
+    schemas: list[Any] = [config.StackConfig.model_json_schema()]
+    schemas += [parameter_schema(f.fn).model_dump_for_openapi() for f in _flows().values()]
+    patterns = set().union(*(_patterns(s) for s in schemas))
+    assert len(patterns) > 30
+    assert [p for p in patterns if not p.startswith(guard)] == []
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [
+        ("database", "name", "mailu\n"),
+        ("database", "host", "mailu-postgres\n"),
+        ("mailu", "full_text_search", "en\n"),
+        ("dns", "spf", "v=spf1 mx ~all\n"),
+        ("dns", "mta_sts_id", "2025\n"),
+        ("mailu", "timezone", "Etc/UTC\n"),
+    ],
+)
+def test_prefect_server_refuses_a_config_value_ending_in_a_newline(
+    section: str, key: str, value: str
+) -> None:
+    from prefect.utilities.callables import parameter_schema
+    from prefect.utilities.schema_tools.validation import ValidationError as PrefectValidationError
+    from prefect.utilities.schema_tools.validation import validate
+
+    from tests.core.test_bad_input import _example, _flows
+
+    schema = parameter_schema(_flows()["deploy"].fn).model_dump_for_openapi()
+    good = config.stack_config_from_mapping(_example()).model_dump(mode="json")
+    validate({"config": good}, schema, raise_on_error=True)
+    good[section][key] = value
+    with pytest.raises(PrefectValidationError, match=rf"config\.{section}\.{key}"):
+        validate({"config": good}, schema, raise_on_error=True)
