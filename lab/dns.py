@@ -459,11 +459,24 @@ def ensure_dns() -> DnsInfo:
             started = True
         _start(role)
     _sync_root()
+    _signing_keys_owner_only()
     # A restarted secondary serves its journal's older serial until NOTIFY/refresh: catch up now.
     behind = started and soa_serial(DNS_SECONDARY) != soa_serial(DNS_PRIMARY)
     if behind and refresh_secondary(wait=5.0) is None:
         _reset_secondary()
     return dns_info()
+
+
+def _signing_keys_owner_only() -> None:
+    """Knot writes its KASP keys (the zones' private signing keys) 0640 in 0770/0750 directories; the
+    lab's keys are root's alone (knotd runs as root). Once signed, they are never rolled: set once."""
+    for role in ("primary", "secondary"):
+        keys = _conf_path(role).parent / "db" / "keys"
+        if not keys.is_dir():
+            continue
+        for path in [keys, *keys.rglob("*")]:
+            if not path.is_symlink():
+                path.chmod(0o700 if path.is_dir() else 0o600)
 
 
 def served_sep_keys(zone: str, address: str | None = None, timeout: float = 1.0) -> list[Any]:
