@@ -115,7 +115,8 @@ def _redacted(value: Any, depth: int = 0) -> Any:
     """A copy of `value` with secrets masked when it is text (str, bytes, a list/tuple of them, or a
     dataclass holding them); `value` itself when nothing changed or it is something else."""
     if isinstance(value, str):
-        return redact(value)
+        cleaned = redact(value)
+        return value if cleaned == value else cleaned
     if isinstance(value, bytes):
         text = value.decode("utf-8", "surrogateescape")
         cleaned = redact(text)
