@@ -108,6 +108,9 @@ class RemoteHost:
         self._timeout = connect_timeout
         self._client: paramiko.SSHClient | None = None
         self._sftp: paramiko.SFTPClient | None = None
+        # Set by HostLock while held: every command then holds a shared flock on this file for as long as
+        # any of its processes live, so the next holder can wait for a dead run's commands (see HostLock).
+        self.fence: str | None = None
 
     def __repr__(self) -> str:
         return f"RemoteHost({self.user}@{self.address}:{self.port})"
@@ -214,6 +217,9 @@ class RemoteHost:
         if timeout is not None:
             limit = max(1, math.ceil(timeout))
             wire = f"exec timeout --kill-after=10 {limit} sh -c {shlex.quote(cmd)}"
+        if self.fence is not None:
+            inner = wire.removeprefix("exec ") if wire.startswith("exec ") else f"sh -c {shlex.quote(wire)}"
+            wire = f"exec flock -s {shlex.quote(self.fence)} {inner}"  # HostLock made the file (0600)
         channel = self.client.get_transport().open_session()  # type: ignore[union-attr]
         channel.settimeout(None if timeout is None else timeout + 40)
         channel.exec_command(wire)
@@ -331,6 +337,8 @@ class HostLock:
         self._channel: paramiko.Channel | None = None
 
     def acquire(self, wait_s: float = 0.0, poll_s: float = 1.0) -> None:
+        """Take the lock (waiting up to `wait_s`); it is held while this object lives and its connection
+        stays up, so keep a reference (`with HostLock(...)`, or assign it) until `release`."""
         import time
 
         deadline = time.monotonic() + wait_s
@@ -353,6 +361,7 @@ class HostLock:
                 first += data
             if first.strip() == b"LOCKED":
                 self._channel = channel
+                self._wait_for_earlier_commands()
                 return
             rc = channel.recv_exit_status()
             channel.close()
@@ -367,7 +376,33 @@ class HostLock:
                 )
             time.sleep(poll_s)
 
+    # The longest a dead run's command can outlive it: its deadline (compose up allows 900 s) plus the
+    # 10 s between TERM and KILL. Every command run under the lock has a deadline, so this is bounded.
+    FENCE_WAIT_S = 960
+
+    @property
+    def fence(self) -> str:
+        return f"{self.path}.commands"
+
+    def _wait_for_earlier_commands(self) -> None:
+        """The lock frees itself when its holder's connection dies, but that run's last command may still
+        be running on the host (sshd does not stop it). Each command holds a shared flock on the fence
+        for as long as it lives; take it exclusively once, so no command of an earlier holder overlaps
+        ours, then let our commands hold it shared."""
+        self.host.fence = None
+        take = f"umask 077; exec flock -x -w {self.FENCE_WAIT_S} {shlex.quote(self.fence)} true"
+        result = self.host.run(take, check=False, timeout=self.FENCE_WAIT_S + 30)
+        if result.returncode != 0:
+            self.release()
+            raise HostBusy(
+                f"{self.host.label}: a command of an earlier run still runs after {self.FENCE_WAIT_S} s "
+                f"(it holds {self.fence}); find it with `fuser -v {self.fence}`"
+            )
+        self.host.fence = self.fence
+
     def release(self) -> None:
+        if self._channel is not None and self.host.fence == self.fence:  # only the lock that set it
+            self.host.fence = None
         if self._channel is not None:
             self._channel.shutdown_write()
             self._channel.recv_exit_status()

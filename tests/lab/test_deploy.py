@@ -193,7 +193,8 @@ def test_a_killed_deploy_does_not_keep_the_host_lock(first_deploy: dict[str, Any
         "from mailu_flows.remote import HostLock\n"
         f"cfg = load_stack_config({str(Path(ep.lab_dir()) / 'stack.yaml')!r})\n"
         "h = connect_host(cfg)\n"
-        "HostLock(h, cfg.paths.lock_file, 'deploy (killed)').acquire()\n"
+        "lock = HostLock(h, cfg.paths.lock_file, 'deploy (killed)')\n"
+        "lock.acquire()\n"
         "print('locked', flush=True)\n"
         "time.sleep(600)\n"
     )

@@ -85,7 +85,8 @@ def test_host_lock_is_exclusive_and_frees_itself_when_the_holder_dies(lab: dict[
                 "from mailu_flows.remote import RemoteHost, HostLock\n"
                 f"h = RemoteHost({ssh['host']!r}, {ssh['port']}, {ssh['user']!r}, "
                 f"pathlib.Path({ssh['private_key_file']!r}).read_text(), {_pinned(lab)!r}).connect()\n"
-                f"HostLock(h, {path!r}, 'killed run').acquire()\n"
+                f"lock = HostLock(h, {path!r}, 'killed run')\n"
+                "lock.acquire()\n"
                 "print('held', flush=True)\n"
                 "time.sleep(600)\n"
             ),
@@ -125,3 +126,55 @@ def test_a_command_past_its_deadline_is_stopped_on_the_host(lab: dict[str, Any])
         assert host.run("echo still usable", timeout=5).text().strip() == "still usable"
     left = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout.split()
     assert left == [], f"{marker} still runs on the host"
+
+
+def test_the_lock_is_not_handed_on_while_a_dead_holders_command_still_runs(lab: dict[str, Any]) -> None:
+    """A run killed mid-command frees the lock (its connection ends), but sshd leaves the command
+    running; the next holder waits for it instead of overlapping it."""
+    import subprocess
+    import sys
+    import time
+
+    from mailu_flows.remote import HostLock
+
+    path = f"{lab['stack_root']}/.test-fence-lock"
+    marker = Path(f"{lab['stack_root']}/.test-fence-marker")
+    marker.unlink(missing_ok=True)
+    ssh = lab["ssh"]
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import pathlib, threading\n"
+                "from mailu_flows.remote import RemoteHost, HostLock\n"
+                f"h = RemoteHost({ssh['host']!r}, {ssh['port']}, {ssh['user']!r}, "
+                f"pathlib.Path({ssh['private_key_file']!r}).read_text(), {_pinned(lab)!r}).connect()\n"
+                f"lock = HostLock(h, {path!r}, 'killed run')\n"
+                "lock.acquire()\n"
+                "print('held', flush=True)\n"
+                f"h.run('sleep 6; touch {marker}', timeout=60)\n"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == b"held"
+        time.sleep(1)  # the command is running on the host
+        holder.kill()
+        holder.wait()
+        with _host(lab) as next_run:
+            started = time.monotonic()
+            lock = HostLock(next_run, path, "next run")
+            lock.acquire(wait_s=30, poll_s=0.2)
+            waited = time.monotonic() - started
+            assert marker.exists(), "the lock was handed on while the dead run's command still ran"
+            assert waited > 2
+            # our own commands hold the fence shared, and a second fence taker must wait for them
+            assert next_run.fence == lock.fence
+            assert next_run.run(["true"]).ok
+            lock.release()
+            assert next_run.fence is None
+    finally:
+        holder.kill()
+        marker.unlink(missing_ok=True)
