@@ -308,6 +308,11 @@ class RemoteHost:
                 fh.chmod(mode)
                 fh.set_pipelined(True)
                 fh.write(data)
+            # paramiko drops the error of a pipelined write (a full disk): a short temp file must never
+            # be renamed over the live one
+            landed = self.sftp.stat(tmp).st_size
+            if landed != len(data):
+                raise OSError(f"only {landed} of {len(data)} bytes landed (is the disk full?)")
             self.sftp.posix_rename(tmp, path)
         except OSError as exc:
             with contextlib.suppress(OSError):
@@ -364,9 +369,14 @@ class HostLock:
                 self._wait_for_earlier_commands()
                 return
             rc = channel.recv_exit_status()
+            err = channel.recv_stderr(2048) if channel.recv_stderr_ready() else b""
+            why = err.decode(errors="replace").strip()
             channel.close()
             if rc != self.BUSY_EXIT:
-                raise RemoteError(f"cannot take the host lock {self.path} on {self.host.label} (exit {rc})")
+                raise RemoteError(
+                    f"cannot take the host lock {self.path} on {self.host.label} (exit {rc}"
+                    + (f": {why[-300:]})" if why else ")")
+                )
             if time.monotonic() >= deadline:
                 current = self.host.read_file(info)
                 who = current.decode(errors="replace") if current else "another run"
