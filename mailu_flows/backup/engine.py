@@ -385,14 +385,15 @@ def _pg_dump_source(host: RemoteHost, config: StackConfig) -> Source | None:
         # TODO(issue 5): dump a shared PostgreSQL server (needs a client container on the internal
         # network and the password from the mailu-secrets block).
         return None
-    container = _compose_container(host, config, db.host)
+    from mailu_flows.backup.postgres import PG_SERVICE, dump_command
+
+    container = _compose_container(host, config, PG_SERVICE)  # the service; db.host is its network alias
     if container is None:
         raise BackupError(
-            f"the database is a managed postgresql but no running {db.host!r} container was found "
+            f"the database is a managed postgresql but no running {PG_SERVICE!r} container was found "
             f"in compose project {config.mailu.compose_project!r}"
         )
-    command = shlex.join(["docker", "exec", container, "pg_dump", "-U", db.user, "-d", db.name, "-Fc"])
-    return Source(PG_DUMP, "pg-dump", command)
+    return Source(PG_DUMP, "pg-dump", dump_command(container, config))
 
 
 def _pause(host: RemoteHost, config: StackConfig, services: Sequence[str], log: Log) -> list[str]:

@@ -4,8 +4,9 @@ Order, each step a precondition of the next: take the host lock; verify the chos
 signature, id and stack first, then sha256, decryption, tar read-through, listings) and refuse it if
 anything fails; refuse while a running container uses a target volume (the stack must be stopped);
 take a safety backup of the current volumes; then empty each volume and extract the archive into it,
-comparing every file's hash with the archive. The database dump and the stack files are not
-restored here (see the report/TODO).
+comparing every file's hash with the archive. A managed PostgreSQL's volume is rebuilt from the
+backup's `pg_dump` instead (backup/postgres.py). The stack files are not restored here: a rollback
+to a release puts them back.
 
 The volumes restored into come from the stack config (`backup.volumes`), never from the manifest:
 a backup can only be restored into volumes this stack declares, mounted by name (`type=volume`).
@@ -17,13 +18,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from blocks.gpg import GpgBackupPrivateKey, GpgBackupPublicKey
-from mailu_core.backup import CheckResult
+from mailu_core.backup import PG_DUMP, CheckResult
 from mailu_core.config import StackConfig
 from mailu_flows.backup.destination import Destination
 from mailu_flows.backup.engine import helper_image, missing_volumes, run_backup
 from mailu_flows.backup.gpg import decryption_keyring
+from mailu_flows.backup.postgres import db_password_file, empty_volume
 from mailu_flows.backup.signing import BackupNotAuthentic, authentic_manifest
-from mailu_flows.backup.verify import read_archive, verify_backup
+from mailu_flows.backup.verify import drill_pg_dump, read_archive, verify_backup
 from mailu_flows.remote import HostLock, RemoteHost
 
 
@@ -119,14 +121,27 @@ def restore_backup(
             log(f"safety backup {safety_id} of {', '.join(present)}")
         result = RestoreResult(backup_id, safety_id, targets)
         image = helper_image(config)
+        dump = manifest.archive(PG_DUMP)
+        db = config.database
         with decryption_keyring(private_key) as keyring:
             for volume in targets:
                 archive = manifest.archive(volume)
                 assert archive is not None
-                read = read_archive(
-                    host, keyring, destination, backup_id, archive, restore_into=volume, image=image,
-                    drill_check="restore",
-                )  # fmt: skip
+                if volume == config.volumes.postgres and dump is not None and db.flavor == "postgresql":
+                    # the dump is consistent; the live copy of a running server's files is not
+                    empty_volume(host, config, volume)
+                    read = drill_pg_dump(
+                        host, config, keyring, destination, backup_id, dump, volume,
+                        password_file=db_password_file(config), check="restore",
+                    )  # fmt: skip
+                    log(f"{volume}: rebuilt from the database dump (pg_dump), not from its live file copy")
+                else:
+                    if volume == config.volumes.postgres:
+                        log(f"WARNING {volume}: no database dump in the backup; restoring its live file copy")
+                    read = read_archive(
+                        host, keyring, destination, backup_id, archive, restore_into=volume, image=image,
+                        drill_check="restore",
+                    )  # fmt: skip
                 result.checks += read.rows
                 bad = [row.message() for row in read.rows if not row.ok]
                 if bad:

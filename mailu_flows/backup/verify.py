@@ -113,9 +113,11 @@ def read_archive(
     image: str = "",
     capture: tuple[str, ...] = (),
     drill_check: str = "restore-drill",
+    pg_restore: str | None = None,
 ) -> ArchiveReadResult:
     """Decrypt one archive, read its tar to the end and compare with the manifest; with
-    `restore_into`, also extract it into that volume on the host and compare file hashes."""
+    `restore_into`, also extract it into that volume on the host and compare file hashes. A
+    database dump is fed to the `pg_restore` command, when given (see backup/postgres.py)."""
     label = destination.label(backup_id, archive.file)
     rows: list[CheckResult] = []
     is_tar = archive.kind != "pg-dump"
@@ -125,6 +127,8 @@ def read_archive(
     feeder = None
     if restore_into is not None and host is not None and is_tar:
         feeder = StreamIn(host, restore_command(restore_into, image, f"mailu-restore-{uuid.uuid4().hex[:8]}"))
+    elif pg_restore is not None and host is not None and not is_tar:
+        feeder = StreamIn(host, pg_restore)
     feed_error: list[str] = []
     size = 0
 
@@ -199,16 +203,19 @@ def read_archive(
                 + ("present" if bytes(head).startswith(b"PGDMP") else "MISSING"),
             )
         )
-    if feeder is not None and restore_into is not None and host is not None:
+    if feeder is not None and host is not None:
         result = feeder.finish()
         if feed_error or result.returncode != 0 or decrypt_error is not None:
-            tar_failed = f"tar exited {result.returncode}: {result.stderr}"
-            why = decrypt_error or (feed_error[0] if feed_error else tar_failed)
+            program = "tar" if is_tar else "pg_restore"
+            failed = f"{program} exited {result.returncode}: {result.stderr[-1500:]}"
+            why = decrypt_error or (feed_error[0] if feed_error else failed)
             rows.append(CheckResult(check=drill_check, file=label, ok=False, detail=f"restore failed: {why}"))
-        else:
+        elif restore_into is not None:
             rows.append(
                 compare_volume_hashes(host, restore_into, image, report.file_hashes, label, drill_check)
             )
+        else:
+            rows.append(CheckResult(check=drill_check, file=label, ok=True, detail="pg_restore completed"))
     return ArchiveReadResult(rows, report)
 
 
@@ -223,6 +230,42 @@ def _dkim_row(
     if dns_check is not None:  # hook: compare with the public half published in DNS
         rows.append(dns_check(name, head))
     return rows
+
+
+def drill_pg_dump(
+    host: RemoteHost,
+    config: StackConfig,
+    keyring: Keyring,
+    destination: Destination,
+    backup_id: str,
+    archive: ArchiveEntry,
+    volume: str,
+    *,
+    password_file: str | None = None,
+    check: str = "restore-drill",
+) -> ArchiveReadResult:
+    """Restore a database dump into a throwaway PostgreSQL on `volume` and count its tables (the drill,
+    or with the stack's `password_file` and volume, the restore itself)."""
+    from mailu_flows.backup.postgres import count_tables, restore_command, throwaway_server
+
+    label = destination.label(backup_id, archive.file)
+    try:
+        with throwaway_server(host, config, volume, password_file=password_file) as container:
+            result = read_archive(
+                host, keyring, destination, backup_id, archive, drill_check=check,
+                pg_restore=restore_command(container, config),
+            )  # fmt: skip
+            if all(row.ok for row in result.rows):
+                tables = count_tables(host, config, container)
+                result.rows[-1] = CheckResult(
+                    check=check, file=label, ok=tables > 0,
+                    detail=f"pg_restore into a fresh PostgreSQL gave {tables} table(s)"
+                    + ("" if tables else ": the dump holds no tables"),
+                )  # fmt: skip
+            return result
+    except (RuntimeError, ValueError) as exc:  # the server did not start; a RemoteError is a RuntimeError
+        row = CheckResult(check=check, file=label, ok=False, detail=f"restore failed: {exc}")
+        return ArchiveReadResult([row], TarReport())
 
 
 def _scratch_volume(host: RemoteHost) -> str:
@@ -322,13 +365,18 @@ def verify_backup(
                 label = destination.label(backup_id, archive.file)
                 dkim_name = f"./{config.mailu.domain}.{config.dns.dkim.selector}.key"
                 capture = (dkim_name,) if archive.name == dkim_volume else ()
-                drilled = drill and host is not None and archive.kind != "pg-dump"
+                drilled = drill and host is not None
                 scratch = _scratch_volume(host) if drilled and host is not None else None
                 try:
-                    result = read_archive(
-                        host, keyring, destination, backup_id, archive,
-                        restore_into=scratch, image=image, capture=capture,
-                    )  # fmt: skip
+                    if archive.kind == "pg-dump" and scratch is not None and host is not None:
+                        result = drill_pg_dump(
+                            host, config, keyring, destination, backup_id, archive, scratch
+                        )
+                    else:
+                        result = read_archive(
+                            host, keyring, destination, backup_id, archive,
+                            restore_into=scratch, image=image, capture=capture,
+                        )  # fmt: skip
                 finally:
                     if scratch is not None and host is not None:
                         host.run(["docker", "volume", "rm", "-f", scratch], check=False)

@@ -1,0 +1,128 @@
+"""PostgreSQL from its dump: the consistent copy a restore uses and the drill proves.
+
+A live copy of a running PostgreSQL's files is not a consistent database (the server writes while
+tar reads), so the backup also takes `pg_dump -Fc` inside the stack's postgres container, and:
+- restore rebuilds the postgres volume from that dump: empty the volume, start a throwaway server of
+  the stack's pinned image on it (it initialises the owner role and database with the stack's DB
+  password file, as the stack's own container would), `pg_restore` the dump, stop the server;
+- the verify drill does the same on a scratch volume with a throwaway password, then counts tables.
+
+The throwaway servers run with `--network none`. Passwords never reach a command line: the stack's
+is a mounted file, the drill's is drawn on the host into the `docker run` environment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shlex
+import time
+import uuid
+from collections.abc import Iterator
+
+from mailu_core.config import StackConfig
+from mailu_core.render.env import POSTGRES_DATA_DIR
+from mailu_core.render.secrets import secret_file_specs
+from mailu_flows.backup.engine import helper_run, volume_mount
+from mailu_flows.remote import RemoteHost
+
+PG_SERVICE = "postgres"  # the compose service of a managed PostgreSQL (render/compose.py)
+READY_TIMEOUT_S = 120
+PASSWORD_FILE_IN_CONTAINER = "/run/secrets/mailu-db-password"
+
+# Inside the container: the password from the file the server was given, if any (an image whose local
+# connections are trusted needs none), then the client; the password is in the environment only.
+_WITH_PASSWORD = (
+    'if [ -n "${POSTGRES_PASSWORD_FILE:-}" ]; then PGPASSWORD="$(cat "$POSTGRES_PASSWORD_FILE")"; '
+    'elif [ -n "${POSTGRES_PASSWORD:-}" ]; then PGPASSWORD="$POSTGRES_PASSWORD"; fi; '
+    "export PGPASSWORD; "
+)
+
+
+def client_command(container: str, program: str, args: list[str], *, stdin: bool = False) -> str:
+    """`docker exec` of a PostgreSQL client in `container`, authenticated from the server's password file."""
+    script = _WITH_PASSWORD + 'exec "$@"'
+    return shlex.join(
+        ["docker", "exec", *(["-i"] if stdin else []), container, "sh", "-c", script, program, program, *args]
+    )
+
+
+def dump_command(container: str, config: StackConfig) -> str:
+    db = config.database
+    return client_command(container, "pg_dump", ["-U", db.user, "-d", db.name, "-Fc"])
+
+
+def restore_command(container: str, config: StackConfig) -> str:
+    """pg_restore of a custom-format dump from stdin, stopping at the first error."""
+    db = config.database
+    args = ["-U", db.user, "-d", db.name, "--no-owner", "--exit-on-error", "--single-transaction"]
+    return client_command(container, "pg_restore", args, stdin=True)
+
+
+def table_count_command(container: str, config: StackConfig) -> str:
+    db = config.database
+    sql = "select count(*) from pg_tables where schemaname = 'public'"
+    return client_command(container, "psql", ["-U", db.user, "-d", db.name, "-tAc", sql])
+
+
+def db_password_file(config: StackConfig) -> str:
+    """The stack's DB password file on the host (what its postgres container reads)."""
+    spec = next((s for s in secret_file_specs(config) if s.block_field == "db_password"), None)
+    if spec is None:
+        raise ValueError("the stack has no DB password file (database.flavor is not postgresql)")
+    return spec.host_path
+
+
+def empty_volume(host: RemoteHost, config: StackConfig, volume: str) -> None:
+    from mailu_flows.backup.engine import helper_image
+
+    name = f"mailu-restore-{uuid.uuid4().hex[:8]}"
+    mount = volume_mount(volume, "/v", read_only=False)
+    host.run(helper_run(helper_image(config), name, [mount], "sh", ["-c", "find /v -mindepth 1 -delete"]))
+
+
+@contextlib.contextmanager
+def throwaway_server(
+    host: RemoteHost, config: StackConfig, volume: str, *, password_file: str | None
+) -> Iterator[str]:
+    """A PostgreSQL of the stack's image on `volume`, ready for clients; stopped and removed afterwards.
+
+    `password_file`: the host file holding the owner's password (a restore into the stack's volume);
+    None: a random password drawn on the host (the drill's scratch volume)."""
+    db = config.database
+    image = config.images.postgres
+    if image is None:
+        raise ValueError("images.postgres is not set: a database dump needs the PostgreSQL image to restore")
+    name = f"mailu-restore-pg-{uuid.uuid4().hex[:8]}"
+    run = ["docker", "run", "-d", "--name", name, "--network", "none", "--log-driver", "none",
+           "--mount", volume_mount(volume, POSTGRES_DATA_DIR, read_only=False),
+           "-e", f"POSTGRES_USER={db.user}", "-e", f"POSTGRES_DB={db.name}",
+           "-e", f"PGDATA={POSTGRES_DATA_DIR}"]  # fmt: skip
+    if password_file is not None:
+        secret = f"type=bind,source={password_file},target={PASSWORD_FILE_IN_CONTAINER},readonly"
+        run += ["--mount", secret, "-e", f"POSTGRES_PASSWORD_FILE={PASSWORD_FILE_IN_CONTAINER}"]
+        command = shlex.join([*run, image])
+    else:
+        run += ["-e", "POSTGRES_PASSWORD"]  # the value comes from the environment set just before
+        draw = "POSTGRES_PASSWORD=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \\n'); export POSTGRES_PASSWORD; "
+        command = draw + shlex.join([*run, image])
+    try:
+        host.run(command, timeout=120)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        ready = client_command(name, "pg_isready", ["-q", "-h", "127.0.0.1", "-U", db.user, "-d", db.name])
+        while not host.run(ready, check=False, timeout=30).ok:
+            inspect = ["docker", "inspect", "-f", "{{.State.Running}}", name]
+            state = host.run(inspect, check=False).text().strip()
+            if state != "true" or time.monotonic() > deadline:
+                # its log is not kept (--log-driver none: pg_restore errors may quote rows)
+                why = "it exited" if state != "true" else f"not ready after {READY_TIMEOUT_S} s"
+                raise RuntimeError(f"the throwaway PostgreSQL of {image} failed: {why}")
+            time.sleep(0.5)
+        yield name
+    finally:
+        host.run(["docker", "stop", "-t", "60", name], check=False, timeout=120)  # clean: a checkpoint
+        host.run(["docker", "rm", "-f", name], check=False)
+
+
+def count_tables(host: RemoteHost, config: StackConfig, container: str) -> int:
+    return int(host.run(table_count_command(container, config), timeout=120).text().strip() or "0")
+
