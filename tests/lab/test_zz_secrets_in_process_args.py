@@ -11,6 +11,7 @@ also checks the logs, states and files these runs left.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -94,6 +95,7 @@ def sampled(
     canary = f"sc-canary-{os.urandom(8).hex()}"
     forms = {label: sorted(set(encoded_forms(v).values())) for label, v in secrets.items()}
     forms["canary"] = [canary]
+    before = set(glob.glob("/tmp/mfg-*"))  # left by another run (a killed one keeps its homedir)
     sampler = Sampler(forms, tmp_path_factory.mktemp("argv"))
     data = cfg.model_dump(mode="json")
     data["backup"]["destination_dir"] = str(backup_dir)
@@ -110,6 +112,7 @@ def sampled(
     for name, state in states.items():
         assert state.is_completed(), f"{name}: {state.message}"
     seen["canary"] = canary
+    seen["preexisting"] = sorted(before)
     return seen
 
 
@@ -148,7 +151,9 @@ def test_temporary_files_of_the_flows_are_private(sampled: dict[str, Any]) -> No
     """The GnuPG homedirs of backup and verify (the private key and passphrase pass through them):
     directories 0700, files holding a secret or a key 0600; none is left behind."""
     temp: dict[str, dict[str, Any]] = sampled["temp"]
-    assert any(p.startswith("/tmp/mfg-") for p in temp), "no GnuPG homedir seen during backup/verify"
+    homedirs = [p for p in temp if p.startswith("/tmp/mfg-") and p.count("/") == 2]
+    new = [p for p in homedirs if p not in sampled["preexisting"]]
+    assert new, "no GnuPG homedir seen during backup/verify"
     wide = [
         f"{path} {entry['mode']}"
         for path, entry in temp.items()
@@ -160,7 +165,8 @@ def test_temporary_files_of_the_flows_are_private(sampled: dict[str, Any]) -> No
         )
     ]
     assert not wide, f"temporary files wider than their owner: {wide}"
-    assert not [p for p in temp if p.count("/") == 2 and os.path.exists(p)], "temporary homedirs left"
+    left = [p for p in temp if p.count("/") == 2 and os.path.exists(p) and p not in sampled["preexisting"]]
+    assert not left, f"temporary homedirs left by these runs: {left}"
 
 
 def test_the_backup_destination_is_private(sampled: dict[str, Any], backup_dir: Path) -> None:

@@ -327,3 +327,10 @@ def test_the_backup_destination_is_private(cfg: StackConfig) -> None:
         if (p.is_dir() and _mode(p) != 0o700) or (p.is_file() and _mode(p) & 0o077)
     ]
     assert not wide, f"backup files wider than 0600 / directories wider than 0700: {wide}"
+
+
+def test_no_private_key_is_left_in_a_temporary_gnupg_homedir() -> None:
+    """Backup verification and restore import the private key into a throwaway homedir under /tmp,
+    removed when they end; one whose process was killed stays, with the key. None may hold one."""
+    left = [str(p) for p in Path("/tmp").glob("mfg-*/private-keys-v1.d/*") if p.is_file()]
+    assert not left, f"private keys left in temporary GnuPG homedirs: {left}"
