@@ -867,6 +867,10 @@ class BlockNames(_Model):
     gpg_private_key: BlockName = Field(
         description="mailu-gpg-private-key block: used only by verify/restore."
     )
+    backup_signing_key: BlockName = Field(
+        description="mailu-backup-signing-key block: signs backup manifests; verify, restore and retention "
+        "trust only backups signed with it."
+    )
     mailu_secrets: BlockName = Field(
         description="mailu-secrets block: secret key, admin/DB passwords, API token."
     )
@@ -886,10 +890,6 @@ class BlockNames(_Model):
 
 
 # --- the whole stack -----------------------------------------------------------------------------
-    backup_signing_key: BlockName = Field(
-        description="mailu-backup-signing-key block: signs backup manifests; verify, restore and retention "
-        "trust only backups signed with it."
-    )
 
 
 class StackConfig(_Model):
