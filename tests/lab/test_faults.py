@@ -810,6 +810,10 @@ def test_a_full_stack_root_fails_naming_the_write_and_keeps_the_previous_file(
         compose.write_bytes(previous)
         shutil.chown(compose.parent, user.pw_uid, user.pw_gid)
         shutil.chown(compose, user.pw_uid, user.pw_gid)
+        certs = own.host.certs_dir  # the mail flavor reads its certificates from the stack root
+        assert certs is not None
+        shutil.copytree(Path(cfg.host.resolve(certs)), root / certs)
+        subprocess.run(["chown", "-R", f"{user.pw_uid}:{user.pw_gid}", str(root / certs)], check=True)
         filler = root / "filler"
         subprocess.run(["sh", "-c", f"head -c 2000000 /dev/zero > {filler}"], check=False)  # stops when full
         state = _flow("deploy", config=own, publish_dns=False, lock_wait_s=600)
@@ -823,6 +827,12 @@ def test_a_full_stack_root_fails_naming_the_write_and_keeps_the_previous_file(
         assert compose.read_bytes() != previous
     finally:
         try:
+            # The lab's deploy compares images and states, not which compose file the containers came
+            # from (see the report): stop the own stack's containers so that it recreates the lab's.
+            own_compose = root / own.host.compose_file
+            if own_compose.exists():
+                argv = ["docker", "compose", "-p", own.mailu.compose_project, "-f", str(own_compose), "stop"]
+                subprocess.run(argv, capture_output=True, check=False)
             assert _ok(_flow("deploy", config=cfg, publish_dns=False))["failed_checks"] == []
         finally:
             subprocess.run(["umount", "-l", str(root)], check=False)
