@@ -413,29 +413,25 @@ def _unpause(host: RemoteHost, containers: Sequence[str]) -> None:
 
 
 def clean_host_leftovers(host: RemoteHost, config: StackConfig) -> list[str]:
-    """Undo what a backup, verify or restore run killed midway leaves on the host (its `finally` never
-    ran): stack containers it paused, its helper containers, decrypted restore-drill volumes.
-    Called with the host lock held, so no live run owns any of them."""
+    """Undo what a backup or restore of this stack killed midway left on the host (its `finally` never
+    ran): stack containers it paused, and throwaway PostgreSQL servers of a restore. Called with the
+    stack's host lock held, so no live backup or restore of this stack owns any of them. (Helper
+    containers end by themselves: their SSH channel is gone, so their pipes are.)"""
+    from mailu_flows.backup.postgres import ROLE_LABEL, STACK_LABEL
+
     found: list[str] = []
     project = f"label=com.docker.compose.project={config.mailu.compose_project}"
     paused = host.run(["docker", "ps", "-q", "--filter", project, "--filter", "status=paused"]).text().split()
     for container in paused:
         host.run(["docker", "unpause", container], check=False)
         found.append(f"paused container {container}")
-    helpers = (
-        host.run(["docker", "ps", "-aq", "--filter", "name=^mailu-(backup|verify|restore)-"]).text().split()
-    )
-    if helpers:
-        host.run(["docker", "rm", "-f", *helpers], check=False)
-        found += [f"helper container {c}" for c in helpers]
-    scratch = (
-        host.run(["docker", "volume", "ls", "-q", "--filter", "label=mailu-flows.scratch=restore-drill"])
-        .text()
-        .split()
-    )
-    for volume in scratch:
-        host.run(["docker", "volume", "rm", "-f", volume], check=False)
-        found.append(f"restore-drill volume {volume}")
+    servers = host.run(
+        ["docker", "ps", "-aq", "--filter", f"label={STACK_LABEL}={config.name}", "--filter",
+         f"label={ROLE_LABEL}=restore"]
+    ).text().split()  # fmt: skip
+    for container in servers:
+        host.run(["docker", "rm", "-f", container], check=False)
+        found.append(f"throwaway PostgreSQL {container}")
     return found
 
 

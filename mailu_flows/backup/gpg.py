@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import gnupg
@@ -38,19 +39,48 @@ class Keyring:
     passphrase: str | None = None
 
 
+HOMEDIR_PREFIX = "mfg-"
+_OWNER = "owner.pid"
+
+
+def _remove_homedir(home: str) -> None:
+    subprocess.run(["gpgconf", "--homedir", home, "--kill", "all"], check=False, capture_output=True)
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def remove_stale_homedirs(tmp: str = "/tmp") -> list[str]:
+    """Homedirs of runs killed outright (their `finally` never ran): a verify's holds the imported
+    private key, and its gpg-agent lives on. Each homedir names its process; remove those whose
+    process is gone (only ours: same user)."""
+    removed = []
+    for entry in Path(tmp).glob(f"{HOMEDIR_PREFIX}*"):
+        try:
+            if entry.is_symlink() or not entry.is_dir() or entry.stat().st_uid != os.getuid():
+                continue
+            pid = int((entry / _OWNER).read_text().strip() or "0")
+        except (OSError, ValueError):
+            continue  # being created right now, or not ours to judge
+        if pid > 0 and not Path(f"/proc/{pid}").exists():
+            _remove_homedir(str(entry))
+            removed.append(str(entry))
+    return removed
+
+
 @contextlib.contextmanager
 def _homedir() -> Iterator[gnupg.GPG]:
-    home = tempfile.mkdtemp(prefix="mfg-", dir="/tmp")
+    remove_stale_homedirs()
+    home = tempfile.mkdtemp(prefix=HOMEDIR_PREFIX, dir="/tmp")
     try:
         os.chmod(home, 0o700)
+        with open(os.path.join(home, _OWNER), "w") as fh:
+            fh.write(str(os.getpid()))
         with open(os.path.join(home, "gpg-agent.conf"), "w") as fh:
             fh.write("default-cache-ttl 0\nmax-cache-ttl 0\nallow-loopback-pinentry\n")
         gpg = gnupg.GPG(gnupghome=home)
         gpg.buffer_size = CHUNK
         yield gpg
     finally:
-        subprocess.run(["gpgconf", "--homedir", home, "--kill", "all"], check=False, capture_output=True)
-        shutil.rmtree(home, ignore_errors=True)
+        _remove_homedir(home)
 
 
 def _import(gpg: gnupg.GPG, armored: str, fingerprint: str, what: str, passphrase: str | None) -> None:

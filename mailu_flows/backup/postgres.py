@@ -25,6 +25,8 @@ from mailu_core.render.secrets import secret_file_specs
 from mailu_flows.backup.engine import helper_run, volume_mount
 from mailu_flows.remote import RemoteHost
 
+STACK_LABEL = "mailu-flows.stack"  # on throwaway servers and drill volumes: whose, so cleanup stays per stack
+ROLE_LABEL = "mailu-flows.role"  # drill (verify, no lock) or restore (under the host lock)
 PG_SERVICE = "postgres"  # the compose service of a managed PostgreSQL (render/compose.py)
 READY_TIMEOUT_S = 120
 PASSWORD_FILE_IN_CONTAINER = "/run/secrets/mailu-db-password"
@@ -89,11 +91,13 @@ def throwaway_server(
     `password_file`: the host file holding the owner's password (a restore into the stack's volume);
     None: a random password drawn on the host (the drill's scratch volume)."""
     db = config.database
+    role = "drill" if password_file is None else "restore"
     image = config.images.postgres
     if image is None:
         raise ValueError("images.postgres is not set: a database dump needs the PostgreSQL image to restore")
     name = f"mailu-restore-pg-{uuid.uuid4().hex[:8]}"
     run = ["docker", "run", "-d", "--name", name, "--network", "none", "--log-driver", "none",
+           "--label", f"{STACK_LABEL}={config.name}", "--label", f"{ROLE_LABEL}={role}",
            "--mount", volume_mount(volume, POSTGRES_DATA_DIR, read_only=False),
            "-e", f"POSTGRES_USER={db.user}", "-e", f"POSTGRES_DB={db.name}",
            "-e", f"PGDATA={POSTGRES_DATA_DIR}"]  # fmt: skip

@@ -21,7 +21,7 @@ from blocks.gpg import GpgBackupPrivateKey, GpgBackupPublicKey
 from mailu_core.backup import PG_DUMP, CheckResult
 from mailu_core.config import StackConfig
 from mailu_flows.backup.destination import Destination
-from mailu_flows.backup.engine import helper_image, missing_volumes, run_backup
+from mailu_flows.backup.engine import clean_host_leftovers, helper_image, missing_volumes, run_backup
 from mailu_flows.backup.gpg import decryption_keyring
 from mailu_flows.backup.postgres import db_password_file, empty_volume
 from mailu_flows.backup.signing import BackupNotAuthentic, authentic_manifest
@@ -107,6 +107,8 @@ def restore_backup(
         unknown = [v for v in targets if manifest.archive(v) is None]
         if unknown:
             raise RestoreRefused(f"backup {backup_id} has no archive of {', '.join(unknown)}")
+        for leftover in clean_host_leftovers(host, config):
+            log(f"WARNING a run that died left {leftover}; cleaned up")
         busy = volumes_in_use(host, targets)
         if busy:
             listed = "; ".join(f"{v} is used by {', '.join(c)}" for v, c in busy.items())

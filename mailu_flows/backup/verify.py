@@ -268,10 +268,33 @@ def drill_pg_dump(
         return ArchiveReadResult([row], TarReport())
 
 
-def _scratch_volume(host: RemoteHost) -> str:
+def _scratch_volume(host: RemoteHost, stack: str) -> str:
+    from mailu_flows.backup.postgres import STACK_LABEL
+
     name = f"mailu-drill-{uuid.uuid4().hex[:10]}"
-    host.run(["docker", "volume", "create", "--label", "mailu-flows.scratch=restore-drill", name])
+    labels = ["--label", "mailu-flows.scratch=restore-drill", "--label", f"{STACK_LABEL}={stack}"]
+    host.run(["docker", "volume", "create", *labels, name])
     return name
+
+
+def clean_drill_leftovers(host: RemoteHost, config: StackConfig) -> list[str]:
+    """What a verify of this stack killed midway left (its `finally` never ran): decrypted scratch
+    volumes and throwaway PostgreSQL servers. Verify runs of one stack do not overlap (one deployment),
+    and nothing else makes these."""
+    from mailu_flows.backup.postgres import ROLE_LABEL, STACK_LABEL
+
+    stack = f"label={STACK_LABEL}={config.name}"
+    found: list[str] = []
+    servers = host.run(["docker", "ps", "-aq", "--filter", stack, "--filter", f"label={ROLE_LABEL}=drill"])
+    for container in servers.text().split():
+        host.run(["docker", "rm", "-f", container], check=False)
+        found.append(f"throwaway PostgreSQL {container}")
+    scratch = "label=mailu-flows.scratch=restore-drill"
+    volumes = host.run(["docker", "volume", "ls", "-q", "--filter", scratch, "--filter", stack])
+    for volume in volumes.text().split():
+        host.run(["docker", "volume", "rm", "-f", volume], check=False)
+        found.append(f"restore-drill volume {volume}")
+    return found
 
 
 def verify_backup(
@@ -356,6 +379,9 @@ def verify_backup(
         )
     )
     image = helper_image(config)
+    if drill and host is not None:
+        for leftover in clean_drill_leftovers(host, config):
+            log(f"WARNING a verify run that died left {leftover}; removed")
     started, read_bytes = time.monotonic(), 0
     try:
         with decryption_keyring(private_key) as keyring:
@@ -366,7 +392,7 @@ def verify_backup(
                 dkim_name = f"./{config.mailu.domain}.{config.dns.dkim.selector}.key"
                 capture = (dkim_name,) if archive.name == dkim_volume else ()
                 drilled = drill and host is not None
-                scratch = _scratch_volume(host) if drilled and host is not None else None
+                scratch = _scratch_volume(host, config.name) if drilled and host is not None else None
                 try:
                     if archive.kind == "pg-dump" and scratch is not None and host is not None:
                         result = drill_pg_dump(

@@ -566,3 +566,57 @@ def test_restore_refuses_a_running_stack_and_a_corrupt_backup(
         )  # fmt: skip
     assert _read(setup.image, admin, "main.db") == before
     assert setup.store(dest).list_backups() == [setup.good]  # no safety backup for a refused restore
+
+
+# --- what a killed run leaves behind -------------------------------------------------------------
+
+
+def _docker(*args: str) -> str:
+    return subprocess.run(["docker", *args], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def test_the_next_run_undoes_what_killed_runs_left_and_only_for_its_own_stack(
+    setup: Setup, tmp_path: Path
+) -> None:
+    """A backup killed while services were paused, a restore killed with its throwaway PostgreSQL
+    running, a verify killed with a decrypted drill volume: the next backup (under the host lock)
+    and the next verify undo them, and touch nothing of another stack."""
+    project = f"{setup.prefix}-proj"
+    config = setup.config_with(tmp_path / "dest", mailu__compose_project=project)
+    stack = f"label=mailu-flows.stack={config.name}"
+    names = {k: f"{setup.prefix}-{k}" for k in ("paused", "restore-pg", "drill-pg", "drill-vol", "other-vol")}
+    sleeper = ["--entrypoint", "sleep", setup.image, "300"]
+    try:
+        _docker(
+            "run",
+            "-d",
+            "--name",
+            names["paused"],
+            "--label",
+            f"com.docker.compose.project={project}",
+            *sleeper,
+        )
+        _docker("pause", names["paused"])
+        for role in ("restore", "drill"):
+            _docker("run", "-d", "--name", names[f"{role}-pg"], "--label", f"mailu-flows.stack={config.name}",
+                    "--label", f"mailu-flows.role={role}", *sleeper)  # fmt: skip
+        _docker("volume", "create", "--label", "mailu-flows.scratch=restore-drill", "--label",
+                f"mailu-flows.stack={config.name}", names["drill-vol"])  # fmt: skip
+        _docker("volume", "create", "--label", "mailu-flows.scratch=restore-drill", "--label",
+                "mailu-flows.stack=another-stack", names["other-vol"])  # fmt: skip
+
+        backup(config=config)
+        assert _docker("inspect", "-f", "{{.State.Status}}", names["paused"]) == "running"
+        running = _docker("ps", "-a", "--format", "{{.Names}}", "--filter", stack)
+        assert names["restore-pg"] not in running and names["drill-pg"] in running  # a verify may own it
+
+        record = backup_verify(config=config)
+        assert record.ok
+        assert names["drill-pg"] not in _docker("ps", "-a", "--format", "{{.Names}}", "--filter", stack)
+        volumes = _docker("volume", "ls", "-q", "--filter", "label=mailu-flows.scratch=restore-drill")
+        assert names["drill-vol"] not in volumes and names["other-vol"] in volumes
+    finally:
+        for container in (names["paused"], names["restore-pg"], names["drill-pg"]):
+            subprocess.run(["docker", "rm", "-f", container], capture_output=True, check=False)
+        for volume in (names["drill-vol"], names["other-vol"]):
+            subprocess.run(["docker", "volume", "rm", "-f", volume], capture_output=True, check=False)
