@@ -209,9 +209,13 @@ class Deployer:
                 plan.secret_files.append(spec.name)
         plan.services_to_recreate = self.services_reading_changed_secrets(plan, state)
         running = state.by_service()
+        compose_file = str(self.cfg.host.resolve(self.cfg.host.compose_file))
         for service, image in self.wanted_services().items():
             c = running.get(service)
-            if c is None or c.state != "running" or c.image != image:
+            # a container of this project made from another compose file (another stack root reusing
+            # the project name) runs someone else's config, whatever its image
+            foreign = c is not None and bool(c.config_files) and compose_file not in c.config_files.split(",")
+            if c is None or c.state != "running" or c.image != image or foreign:
                 plan.services_not_running.append(service)
         return plan
 

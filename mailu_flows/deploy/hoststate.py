@@ -36,6 +36,7 @@ class Container:
     health: str | None
     config_hash: str
     exit_code: int
+    config_files: str = ""  # the compose file(s) it was created from (compose's label)
 
 
 @dataclass
@@ -136,6 +137,7 @@ def read_host_state(
                 health=health,
                 config_hash=labels.get("com.docker.compose.config-hash", ""),
                 exit_code=int(item["State"].get("ExitCode", 0)),
+                config_files=labels.get("com.docker.compose.project.config_files", ""),
             )
         )
     state.networks = set(sections.get("networks", "").split())
