@@ -344,9 +344,7 @@ class Deployer:
             if not bad:
                 return
             if time.monotonic() > deadline:
-                raise DeployError(
-                    "services not healthy: " + "; ".join(f"{c.name}: {c.detail}" for c in bad)
-                )
+                raise DeployError("services not healthy: " + "; ".join(f"{c.name}: {c.detail}" for c in bad))
             time.sleep(2)
 
     def relaxed_container_checks(self, state: HostState) -> list[Check]:
@@ -541,7 +539,17 @@ def run_deploy(
     except Exception as exc:
         reason = _failure_reason(deployer, exc)
         log(f"deploy failed ({reason}); returning to the previous good release")
-        back = _return_to(deployer, previous, release, created)
+        try:
+            back = _return_to(deployer, previous, release, created)
+        except Exception as undo:  # the reason the deploy failed must not be replaced by the undo's
+            why = (
+                f"{command_label(undo.result.command)}: {undo.last_line()}"
+                if isinstance(undo, CommandFailed)
+                else str(undo)
+            )
+            raise DeployError(
+                f"deploy failed: {reason}; returning to the previous good release ALSO failed: {why[-500:]}"
+            ) from None
         if monitoring_changed(cfg, [c.path for c in plan.files]):
             reload_quietly(host, cfg, log)
         raise DeployError(f"deploy failed: {reason}; {back}") from None
