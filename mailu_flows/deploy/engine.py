@@ -41,7 +41,7 @@ from mailu_flows.deploy.releases import (
     save_release,
     start_release,
 )
-from mailu_flows.remote import CommandFailed, RemoteHost
+from mailu_flows.remote import TMP_SUFFIX, CommandFailed, RemoteHost
 
 Log = Callable[[str], None]
 
@@ -245,6 +245,9 @@ class Deployer:
             cmds.append("mkdir -p " + " ".join(shlex.quote(d) for d in sorted(dirs)))
         if secret_dirs:
             cmds.append("mkdir -p -m 700 " + " ".join(shlex.quote(d) for d in sorted(secret_dirs)))
+        # temp files of uploads cut by a dead connection (write_file's fixed names), for every file we own
+        ours_now = [self.abs(r) for r in self.rendered.files] + [x.host_path for x in self.rendered.secrets]
+        cmds.append("rm -f " + " ".join(shlex.quote(f"{path}{TMP_SUFFIX}") for path in sorted(ours_now)))
         if cmds:
             self.host.run(" && ".join(cmds))
         created: list[str] = []
