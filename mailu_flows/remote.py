@@ -201,12 +201,15 @@ class RemoteHost:
         stdin: bytes | None = None,
         check: bool = True,
         timeout: float | None = 600,
+        max_output: int = 64 << 20,
     ) -> CommandResult:
         """Run a command (a list is shell-quoted); `stdin` is how secrets reach it.
 
         `timeout` is enforced twice: on the host, coreutils `timeout` stops the command's whole process
         group (TERM, then KILL 10 s later), so a wedged `docker` does not outlive the run or its host lock;
-        here, a host that stops answering is given up 30 s after that. Either raises CommandTimedOut."""
+        here, a host that stops answering is given up 30 s after that. Either raises CommandTimedOut.
+        Output is held in memory, so a command that prints more than `max_output` bytes (stdout and
+        stderr together) is stopped: a hostile or broken host cannot exhaust the runner's memory."""
         import math
         import time
 
@@ -237,6 +240,11 @@ class RemoteHost:
                 out += channel.recv(1 << 16)
             elif channel.recv_stderr_ready():
                 err += channel.recv_stderr(1 << 16)
+            if len(out) + len(err) > max_output:
+                channel.close()  # the host side gets SIGPIPE on its next write; `timeout` ends the rest
+                raise RemoteError(
+                    f"on {self.label}: `{cmd[:200]}` printed more than {max_output} bytes; stopped"
+                )
             elif channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
                 break
             else:

@@ -166,6 +166,35 @@ def test_an_image_that_cannot_start_returns_to_the_previous_release(
     assert ok.result()["summary"] == "no changes"
 
 
+def test_a_file_a_failed_deploy_replaced_comes_back_with_its_content_and_mode(
+    first_deploy: dict[str, Any], cfg: StackConfig
+) -> None:
+    """An operator's own file where the new config puts one of ours: the deploy keeps a copy before it
+    writes, and when the deploy fails, the file comes back as it was, private mode included."""
+    import os
+    import shutil
+
+    data = cfg.model_dump(mode="json")
+    data["host"]["traefik_dynamic_file"] = "mailu-operator.yml"
+    data["images"]["imap"] = str(_images()["traefik"])  # cannot start: the deploy fails
+    changed = StackConfig.model_validate(data)
+    theirs = Path(cfg.host.resolve(cfg.host.traefik_dynamic_dir)) / "mailu-operator.yml"
+    content = "# the operator's own Traefik file, not for everyone's eyes\n"
+    theirs.write_text(content)
+    theirs.chmod(0o640)
+    shutil.chown(theirs, ep.SSH_USER, ep.SSH_USER)
+    try:
+        state = _deploy(changed)
+        assert state.is_failed()
+        assert "healthy again" in str(state.message) + _exception_text(state)
+        assert theirs.read_text() == content
+        assert oct(os.stat(theirs).st_mode & 0o777) == "0o640"
+    finally:
+        theirs.unlink(missing_ok=True)
+    ok = _deploy(cfg)
+    assert ok.is_completed(), ok.message
+
+
 @pytest.mark.parametrize("what", ["network", "middleware"])
 def test_preflight_failure_writes_nothing(first_deploy: dict[str, Any], cfg: StackConfig, what: str) -> None:
     data = cfg.model_dump(mode="json")

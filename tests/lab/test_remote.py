@@ -178,3 +178,12 @@ def test_the_lock_is_not_handed_on_while_a_dead_holders_command_still_runs(lab: 
     finally:
         holder.kill()
         marker.unlink(missing_ok=True)
+
+
+def test_a_command_printing_without_end_is_stopped_at_the_output_cap(lab: dict[str, Any]) -> None:
+    from mailu_flows.remote import RemoteError
+
+    with _host(lab) as host:
+        with pytest.raises(RemoteError, match="printed more than 1000000 bytes; stopped"):
+            host.run("yes mailu", max_output=1_000_000, timeout=60)
+        assert host.run(["echo", "still usable"]).text() == "still usable\n"
