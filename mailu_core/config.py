@@ -397,6 +397,13 @@ class HostLayout(_Model):
         "/home/comzis/apps", description="Absolute directory holding the stacks."
     )
     compose_file: StackPath = Field("compose/mailu.yml", description="The Mailu compose file.")
+    max_command_s: int | None = Field(
+        None,
+        ge=10,
+        le=7200,
+        description="Ceiling on every remote command's deadline, in seconds (a wedged Docker daemon fails "
+        "the run within it). Default: each command's own deadline (600 s; compose up 900 s).",
+    )
     traefik_dynamic_dir: StackPath = Field(
         "traefik/dynamic", description="Traefik's file-provider directory."
     )

@@ -20,5 +20,6 @@ def connect_host(config: StackConfig) -> RemoteHost:
         block.private_key.get_secret_value(),
         block.host_keys,
         key_passphrase=block.private_key_passphrase.get_secret_value() or None,
+        max_command_s=config.host.max_command_s,
     )
     return host.connect()

@@ -86,6 +86,8 @@ CASES: list[tuple[str, Any, str]] = [
     ("host.stack_root", "/home/comzis/../../etc", "host.stack_root"),
     ("host.stack_root", "/" + "a" * HUGE, "host.stack_root"),
     ("host.compose_file", "compose/$(id).yml", "host.compose_file"),
+    ("host.max_command_s", 1, "host.max_command_s"),  # a deadline no command can meet
+    ("host.max_command_s", 10**12, "host.max_command_s"),
     ("host.secrets_dir", "secrets\x00", "host.secrets_dir"),
     ("host.traefik_dynamic_file", "mailu.yml; rm -rf /", "host.traefik_dynamic_file"),
     ("host.certs_dir", "../../etc/ssl", "host.certs_dir"),
