@@ -18,6 +18,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from mailu_core import config, fields
 from tests.core.test_bad_input import cpu_limit
+from tests.core.test_config import _all_patterns
 
 N = 10_000
 BOUND_S = 0.5
@@ -68,17 +69,7 @@ def _timed(check: Any, *args: Any) -> float:
 
 
 def _patterns(node: Any) -> set[str]:
-    found: set[str] = set()
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "pattern" and isinstance(value, str):
-                found.add(value)
-            else:
-                found |= _patterns(value)
-    elif isinstance(node, list):
-        for item in node:
-            found |= _patterns(item)
-    return found
+    return _all_patterns(node)
 
 
 def _every_schema_pattern() -> list[str]:

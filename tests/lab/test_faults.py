@@ -58,6 +58,7 @@ import pytest
 from lab import endpoints as ep
 from mailu_core.config import StackConfig, load_stack_config
 from mailu_flows.remote import TMP_SUFFIX, HostLock, RemoteHost
+from tests.lab.fixtures.deploying import exception_text
 
 pytestmark = pytest.mark.lab
 
@@ -82,11 +83,7 @@ def _flow(name: str, **kw: Any) -> Any:
 
 
 def _text(state: Any) -> str:
-    try:
-        state.result()
-    except Exception as exc:
-        return f"{type(exc).__name__}: {exc}"
-    return str(state.message)
+    return exception_text(state)
 
 
 def _ok(state: Any) -> Any:

@@ -58,8 +58,6 @@ def test_secret_file_is_written_atomically_with_mode_0600(lab: dict[str, Any]) -
 
 
 def test_host_lock_is_exclusive_and_frees_itself_when_the_holder_dies(lab: dict[str, Any]) -> None:
-    import subprocess
-    import sys
 
     from mailu_flows.remote import HostBusy, HostLock
 
@@ -75,24 +73,7 @@ def test_host_lock_is_exclusive_and_frees_itself_when_the_holder_dies(lab: dict[
         second.close()
 
     # A process that takes the lock and is then killed (no clean release) must not leave it held.
-    ssh = lab["ssh"]
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            (
-                "import sys, time, pathlib\n"
-                "from mailu_flows.remote import RemoteHost, HostLock\n"
-                f"h = RemoteHost({ssh['host']!r}, {ssh['port']}, {ssh['user']!r}, "
-                f"pathlib.Path({ssh['private_key_file']!r}).read_text(), {_pinned(lab)!r}).connect()\n"
-                f"lock = HostLock(h, {path!r}, 'killed run')\n"
-                "lock.acquire()\n"
-                "print('held', flush=True)\n"
-                "time.sleep(600)\n"
-            ),
-        ],
-        stdout=subprocess.PIPE,
-    )
+    holder = _lock_holder(lab, path, "import time; time.sleep(600)")
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == b"held"
         with _host(lab) as third:
@@ -103,6 +84,26 @@ def test_host_lock_is_exclusive_and_frees_itself_when_the_holder_dies(lab: dict[
             HostLock(third, path, "third run").acquire(wait_s=10, poll_s=0.2)
     finally:
         holder.kill()
+
+
+def _lock_holder(lab: dict[str, Any], path: str, then: str) -> Any:
+    """Another process that takes the host lock at `path` as 'killed run', prints 'held', then runs
+    `then` (Python, with the connection as `h`): the test kills it."""
+    import subprocess
+    import sys
+
+    ssh = lab["ssh"]
+    script = (
+        "import pathlib\n"
+        "from mailu_flows.remote import RemoteHost, HostLock\n"
+        f"h = RemoteHost({ssh['host']!r}, {ssh['port']}, {ssh['user']!r}, "
+        f"pathlib.Path({ssh['private_key_file']!r}).read_text(), {_pinned(lab)!r}).connect()\n"
+        f"lock = HostLock(h, {path!r}, 'killed run')\n"
+        "lock.acquire()\n"
+        "print('held', flush=True)\n"
+        f"{then}\n"
+    )
+    return subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
 
 
 def _pinned(lab: dict[str, Any]) -> str:
@@ -131,8 +132,6 @@ def test_a_command_past_its_deadline_is_stopped_on_the_host(lab: dict[str, Any])
 def test_the_lock_is_not_handed_on_while_a_dead_holders_command_still_runs(lab: dict[str, Any]) -> None:
     """A run killed mid-command frees the lock (its connection ends), but sshd leaves the command
     running; the next holder waits for it instead of overlapping it."""
-    import subprocess
-    import sys
     import time
 
     from mailu_flows.remote import HostLock
@@ -140,24 +139,7 @@ def test_the_lock_is_not_handed_on_while_a_dead_holders_command_still_runs(lab: 
     path = f"{lab['stack_root']}/.test-fence-lock"
     marker = Path(f"{lab['stack_root']}/.test-fence-marker")
     marker.unlink(missing_ok=True)
-    ssh = lab["ssh"]
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            (
-                "import pathlib, threading\n"
-                "from mailu_flows.remote import RemoteHost, HostLock\n"
-                f"h = RemoteHost({ssh['host']!r}, {ssh['port']}, {ssh['user']!r}, "
-                f"pathlib.Path({ssh['private_key_file']!r}).read_text(), {_pinned(lab)!r}).connect()\n"
-                f"lock = HostLock(h, {path!r}, 'killed run')\n"
-                "lock.acquire()\n"
-                "print('held', flush=True)\n"
-                f"h.run('sleep 6; touch {marker}', timeout=60)\n"
-            ),
-        ],
-        stdout=subprocess.PIPE,
-    )
+    holder = _lock_holder(lab, path, f"h.run('sleep 6; touch {marker}', timeout=60)")
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == b"held"
         time.sleep(1)  # the command is running on the host
