@@ -34,6 +34,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import PurePosixPath
 
 from blocks.gpg import GpgBackupPublicKey
 from mailu_core.backup import (
@@ -114,23 +115,47 @@ def volume_source(volume: str, image: str, name: str) -> Source:
     return Source(volume, "volume", command)
 
 
+OUTSIDE_ROOT = "host-root"  # archive prefix of files the config places outside host.stack_root
+
+
 def stack_files_source(config: StackConfig, image: str, name: str) -> Source:
-    """The rendered compose/env files, Traefik's Mailu file and the secrets directory (those present)."""
+    """The rendered compose/env files, Traefik's Mailu file, the monitoring files, the secrets and
+    certificates directories (those present on the host).
+
+    Paths under the stack root are archived relative to it (`compose/mailu.yml`). A path the config
+    makes absolute elsewhere (Traefik's directory in /etc/traefik, secrets in /etc/mailu) is archived
+    as `host-root/<its absolute path>`: its directory is mounted read-only at that place in the helper,
+    so it is never silently left out."""
     from mailu_core.render import render_stack
 
     layout = config.host
-    # every file the deploy writes (compose, per-service env files, Traefik's Mailu file, monitoring
-    # files), plus the secrets directory and the certificates directory when the config names one
-    paths = [*sorted(render_stack(config).files), layout.secrets_dir]
+    root = PurePosixPath(layout.stack_root)
+    files = [layout.resolve(rel) for rel in sorted(render_stack(config).files)]
+    dirs = [layout.resolve(layout.secrets_dir)]
     if layout.certs_dir is not None:
-        paths.append(layout.certs_dir)
+        dirs.append(layout.resolve(layout.certs_dir))
+    inside: list[str] = []
+    outside: list[str] = []
+    mounts = [f"type=bind,source={root},target=/s,readonly"]
+    mounted: set[PurePosixPath] = set()
+    for path, is_dir in [*((f, False) for f in files), *((d, True) for d in dirs)]:
+        if path.is_relative_to(root):
+            inside.append(str(path.relative_to(root)))
+            continue
+        directory = path if is_dir else path.parent
+        if directory not in mounted:
+            mounted.add(directory)
+            mounts.append(f"type=bind,source={directory},target=/{OUTSIDE_ROOT}{directory},readonly")
+        outside.append(f"{OUTSIDE_ROOT}{path}")
+    # keep the paths that exist: relative to /s first; after `--`, relative to / (tar's `-C /`)
     script = (
-        'cd /s && for p in "$@"; do [ -e "$p" ] && set -- "$@" "$p"; shift; done; '
+        'cd /s && base= && for p in "$@"; do '
+        'if [ "$p" = -- ]; then base=/; set -- "$@" -C /; elif [ -e "$base$p" ]; then set -- "$@" "$p"; fi; '
+        "shift; done; "
         'exec tar --numeric-owner -cf - -T /dev/null "$@"'
     )
-    # the stack root is the one host directory we mean to mount (a bind mount, from the config)
-    bind = f"type=bind,source={layout.stack_root},target=/s,readonly"
-    command = helper_run(image, name, [bind], "sh", ["-c", script, "stack-files", *paths])
+    args = [*inside, *(["--", *outside] if outside else [])]
+    command = helper_run(image, name, mounts, "sh", ["-c", script, "stack-files", *args])
     return Source(STACK_FILES, "stack-files", command)
 
 

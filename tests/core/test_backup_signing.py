@@ -294,3 +294,32 @@ def test_retention_of_a_large_destination_is_quick(tmp_path: Path) -> None:
     plan = prune(LocalDirectory(tmp_path, "mini"), config, KEY, now=NOW)
     assert len(plan.delete) == 298 and time.perf_counter() - started < 10
     assert os.listdir(tmp_path / "mini")
+
+
+def test_stack_files_outside_the_stack_root_are_mounted_and_archived_under_host_root(tmp_path: Path) -> None:
+    """Absolute Traefik, secrets and certificate paths used to be silently left out of the backup."""
+    import shlex
+
+    from mailu_flows.backup.engine import OUTSIDE_ROOT, stack_files_source
+
+    data = copy.deepcopy(MINIMAL)
+    data["host"] = {
+        "stack_root": "/srv/apps",
+        "secrets_dir": "/etc/mailu/secrets",
+        "traefik_dynamic_dir": "/etc/traefik/dynamic",
+        "certs_dir": "certs",
+    }
+    config = StackConfig.model_validate(data)
+    words = shlex.split(stack_files_source(config, "img", "mailu-backup-x").command)
+    mounts = [words[i + 1] for i, w in enumerate(words) if w == "--mount"]
+    assert mounts[0] == "type=bind,source=/srv/apps,target=/s,readonly"
+    assert (
+        f"type=bind,source=/etc/traefik/dynamic,target=/{OUTSIDE_ROOT}/etc/traefik/dynamic,readonly" in mounts
+    )
+    assert f"type=bind,source=/etc/mailu/secrets,target=/{OUTSIDE_ROOT}/etc/mailu/secrets,readonly" in mounts
+    args = words[words.index("stack-files") + 1 :]
+    assert "compose/mailu.yml" in args and "certs" in args
+    outside = args[args.index("--") + 1 :]
+    assert f"{OUTSIDE_ROOT}/etc/traefik/dynamic/mailu.yml" in outside
+    assert f"{OUTSIDE_ROOT}/etc/mailu/secrets" in outside
+    assert not any(a.startswith("/") for a in args)  # tar never sees an absolute member name

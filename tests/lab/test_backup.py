@@ -620,3 +620,38 @@ def test_the_next_run_undoes_what_killed_runs_left_and_only_for_its_own_stack(
             subprocess.run(["docker", "rm", "-f", container], capture_output=True, check=False)
         for volume in (names["drill-vol"], names["other-vol"]):
             subprocess.run(["docker", "volume", "rm", "-f", volume], capture_output=True, check=False)
+
+
+def test_stack_files_outside_the_stack_root_are_in_the_backup(
+    setup: Setup, lab: dict[str, Any], tmp_path: Path
+) -> None:
+    """A certificates directory the config places outside the stack root (absolute) used to be left out
+    of the stack-files archive without a word; it is archived under host-root/<its path>."""
+    from mailu_flows.backup.engine import OUTSIDE_ROOT
+    from mailu_flows.backup.gpg import decryption_keyring
+    from mailu_flows.backup.verify import read_archive
+
+    certs = Path(tempfile.mkdtemp(prefix="mlt-bk-certs-"))
+    try:
+        (certs / "cert.pem").write_bytes(b"-----BEGIN CERTIFICATE-----\noutside the root\n")
+        certs.chmod(0o755)
+        config = setup.config_with(tmp_path / "dest", host__certs_dir=str(certs))
+        with _host(lab) as host:
+            public, _, signing = _keys(config)
+            outcome = run_backup(
+                host, config, setup.store(tmp_path / "dest"), public, signing, volumes=[setup.names["dkim"]]
+            )
+        archive = outcome.manifest.archive("stack-files")
+        assert archive is not None
+        inside = f"./{config.host.compose_file}"
+        outside = f"{OUTSIDE_ROOT}{certs}/cert.pem"
+        with decryption_keyring(load_private_key(config)) as keyring:
+            read = read_archive(
+                None, keyring, setup.store(tmp_path / "dest"), outcome.manifest.backup_id, archive,
+                capture=(inside, outside),
+            )  # fmt: skip
+        assert all(row.ok for row in read.rows), [r.message() for r in read.rows if not r.ok]
+        assert read.report.captured[outside].startswith(b"-----BEGIN CERTIFICATE-----\noutside the root")
+        assert b"services:" in read.report.captured[config.host.compose_file]
+    finally:
+        shutil.rmtree(certs, ignore_errors=True)
