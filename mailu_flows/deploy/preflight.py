@@ -105,7 +105,8 @@ def preflight_checks(cfg: StackConfig, state: HostState) -> list[Check]:
     if raw is not None:
         middlewares = raw.get("middlewares") or {}
         for mw in cfg.traefik.middlewares.model_dump().values():
-            present = any(name.split("@")[0] == mw for name in middlewares)
+            # `name@provider` in the config names exactly that one; a bare name, any provider's
+            present = any(name == mw or ("@" not in mw and name.split("@")[0] == mw) for name in middlewares)
             add(
                 Check(
                     f"middleware {mw}",

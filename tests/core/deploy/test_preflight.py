@@ -90,3 +90,24 @@ def test_traefik_api_unreachable(cfg: StackConfig) -> None:
     state.traefik_entrypoints = None
     (failed,) = blocking_failures(preflight_checks(cfg, state))
     assert failed.name == "traefik api" and "api" in failed.detail
+
+
+@pytest.mark.parametrize(
+    ("configured", "in_traefik", "ok"),
+    [
+        ("secure-headers@docker", "secure-headers@docker", True),  # as setup.md tells operators to write it
+        ("secure-headers", "secure-headers@docker", True),
+        ("secure-headers@file", "secure-headers@docker", False),  # another provider's is another object
+    ],
+)
+def test_middleware_names_with_a_provider_suffix(configured: str, in_traefik: str, ok: bool) -> None:
+    data = load_stack_config(EXAMPLE).model_dump(mode="json")
+    data["traefik"]["middlewares"]["secure_headers"] = configured
+    cfg = StackConfig.model_validate(data)
+    state = healthy_state(cfg)
+    assert state.traefik_rawdata is not None
+    middlewares = state.traefik_rawdata["middlewares"]
+    middlewares.pop(f"{configured}@file", None)
+    middlewares[in_traefik] = {}
+    failed = [c.name for c in blocking_failures(preflight_checks(cfg, state))]
+    assert failed == ([] if ok else [f"middleware {configured}"])
