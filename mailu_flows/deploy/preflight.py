@@ -72,8 +72,9 @@ def preflight_checks(cfg: StackConfig, state: HostState) -> list[Check]:
             + (
                 ""
                 if compose_ok
-                else "; need Compose v2 >= 2.20 as a docker CLI plugin "
-                "(apt-get install docker-compose-plugin)"
+                else "; need Compose v2 >= 2.20 as a docker CLI plugin: Docker's apt repository "
+                "(docker-compose-plugin; Debian bookworm's own archive has none), or a docker-compose v2 "
+                "binary in /usr/local/lib/docker/cli-plugins/"
             ),
         )
     )

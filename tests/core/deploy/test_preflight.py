@@ -80,8 +80,11 @@ def test_old_compose_and_full_disk(cfg: StackConfig) -> None:
     state = healthy_state(cfg)
     state.compose_version = "1.29.2"
     state.disk_free_kb = 100 * 1024
-    names = {f.name for f in blocking_failures(preflight_checks(cfg, state))}
-    assert names == {"docker compose v2", "disk space"}
+    failed = {f.name: f.detail for f in blocking_failures(preflight_checks(cfg, state))}
+    assert set(failed) == {"docker compose v2", "disk space"}
+    # the advice works on Debian bookworm, whose own archive has no docker-compose-plugin (issue 15)
+    assert "apt-get install docker-compose-plugin" not in failed["docker compose v2"]
+    assert "/usr/local/lib/docker/cli-plugins/" in failed["docker compose v2"]
 
 
 def test_traefik_api_unreachable(cfg: StackConfig) -> None:
