@@ -54,6 +54,9 @@ class HostState:
     traefik_rawdata: dict[str, Any] | None = None
     traefik_entrypoints: list[dict[str, Any]] | None = None
     local_images: set[str] = field(default_factory=set)  # digest refs present on the host
+    # service -> the config hash compose gives it from this stack's compose file; read only for
+    # containers made from another compose file (another stack root reusing the project name)
+    expected_hashes: dict[str, str] = field(default_factory=dict)
 
     def by_service(self) -> dict[str, Container]:
         return {c.service: c for c in self.containers}

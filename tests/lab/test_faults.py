@@ -484,7 +484,9 @@ def test_a_deploy_during_a_backup_is_refused_naming_the_backup_then_waits_for_it
         assert "is busy: backup flow run" in _text(busy), _text(busy)
         assert proc.poll() is None  # the refused deploy did not disturb the backup
         waited = _flow("deploy", config=cfg, publish_dns=False, lock_wait_s=300)
-        assert proc.poll() is not None  # it took the lock only after the backup released it
+        # it could take the lock only after the backup released it, i.e. after the backup was committed
+        # (the backup process itself lives on a little: retention, artifacts)
+        assert _dest(volumes.config(backup_dest)).list_backups()
         assert _ok(waited)["failed_checks"] == []
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 0 and "COMPLETED" in out, out + err[-2000:]
