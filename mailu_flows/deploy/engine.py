@@ -20,7 +20,7 @@ from pathlib import PurePosixPath
 from mailu_core.config import StackConfig
 from mailu_core.render import RenderedStack, render_stack
 from mailu_flows.deploy.certificates import certificate_present, plan_note, uses_acme, waiting_check
-from mailu_flows.deploy.hoststate import Container, HostState, read_host_state
+from mailu_flows.deploy.hoststate import HostState, read_host_state
 from mailu_flows.deploy.monitoring import (
     monitoring_changed,
     prometheus_checks,
@@ -153,27 +153,13 @@ class Deployer:
 
     def read_state(self) -> HostState:
         paths = [self.abs(p) for p in self.rendered.files] + [s.host_path for s in self.rendered.secrets]
-        state = read_host_state(
+        return read_host_state(
             self.host,
             paths,
             self.cfg.mailu.compose_project,
             str(self.cfg.traefik.api_url),
             images=self.cfg.images.model_dump(exclude_none=True).values(),
         )
-        made_elsewhere = sorted(c.service for c in state.containers if self.made_from_another_file(c))
-        if made_elsewhere and self.abs(self.cfg.host.compose_file) in state.files:
-            # compose keeps a container whose service config is the same in both files: ask it
-            args = [*compose_args(self.cfg), "config", f"--hash={','.join(made_elsewhere)}"]
-            out = self.host.run(shlex.join(args), check=False).text()
-            state.expected_hashes = dict(
-                line.split()[:2] for line in out.splitlines() if len(line.split()) >= 2
-            )
-        return state
-
-    def made_from_another_file(self, container: Container) -> bool:
-        """A container of this project that compose created from another compose file."""
-        ours = self.abs(self.cfg.host.compose_file)
-        return bool(container.config_files) and ours not in container.config_files.split(",")
 
     def wanted_services(self) -> dict[str, str]:
         """service -> pinned image, for the services the rendered compose runs."""
@@ -225,14 +211,7 @@ class Deployer:
         running = state.by_service()
         for service, image in self.wanted_services().items():
             c = running.get(service)
-            # a container made from another compose file (another stack root reusing the project name)
-            # runs that file's config, unless compose gives ours the same hash
-            foreign = (
-                c is not None
-                and self.made_from_another_file(c)
-                and state.expected_hashes.get(service) != c.config_hash
-            )
-            if c is None or c.state != "running" or c.image != image or foreign:
+            if c is None or c.state != "running" or c.image != image:
                 plan.services_not_running.append(service)
         return plan
 

@@ -36,7 +36,6 @@ class Container:
     health: str | None
     config_hash: str
     exit_code: int
-    config_files: str = ""  # the compose file(s) it was created from (compose's label)
 
 
 @dataclass
@@ -54,9 +53,6 @@ class HostState:
     traefik_rawdata: dict[str, Any] | None = None
     traefik_entrypoints: list[dict[str, Any]] | None = None
     local_images: set[str] = field(default_factory=set)  # digest refs present on the host
-    # service -> the config hash compose gives it from this stack's compose file; read only for
-    # containers made from another compose file (another stack root reusing the project name)
-    expected_hashes: dict[str, str] = field(default_factory=dict)
 
     def by_service(self) -> dict[str, Container]:
         return {c.service: c for c in self.containers}
@@ -140,7 +136,6 @@ def read_host_state(
                 health=health,
                 config_hash=labels.get("com.docker.compose.config-hash", ""),
                 exit_code=int(item["State"].get("ExitCode", 0)),
-                config_files=labels.get("com.docker.compose.project.config_files", ""),
             )
         )
     state.networks = set(sections.get("networks", "").split())
