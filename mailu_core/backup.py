@@ -16,6 +16,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from mailu_core.fields import BackupId, DockerName, StackName
+
 __all__ = [
     "FUTURE_SKEW",
     "MANIFEST_NAME",
@@ -89,18 +91,16 @@ class _Model(BaseModel):
 
 
 # A manifest is read from a directory anyone with write access to the destination can change: every
-# name in it is held to the shape we write, so no value can become a path, an option or a host mount.
-ArchiveName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")]
+# name in it is held to the shape we write (the config's own field types), so no value can become a
+# path, an option or a host mount.
 Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
-BackupId = Annotated[str, StringConstraints(max_length=120, pattern=_ID_RE.pattern)]
-StackId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")]
 RelPath = Annotated[str, StringConstraints(max_length=4096, pattern=r"^[^\x00-\x1f]*$")]
 
 
 class ArchiveEntry(_Model):
     """One encrypted archive of a backup and what its plaintext must look like when read back."""
 
-    name: ArchiveName = Field(description="Volume name, `stack-files` or `postgres-dump`.")
+    name: DockerName = Field(description="Volume name, `stack-files` or `postgres-dump`.")
     kind: ArchiveKind
     file: str = Field(description="Ciphertext file name inside the backup.")
     plain_bytes: int = Field(ge=0, description="Bytes of the plaintext stream (the tar).")
@@ -136,7 +136,7 @@ class Manifest(_Model):
 
     format: Literal[1] = 1
     backup_id: BackupId
-    stack: StackId
+    stack: StackName
     tag: Annotated[str, StringConstraints(pattern=r"^[a-z0-9]{1,32}$")] | None = None
     created: datetime
     finished: datetime

@@ -316,11 +316,12 @@ BlockName = Annotated[
         "a Prefect block document name (lowercase letters, digits and dashes), e.g. inlock-ssh",
     ),
 ]
+DOCKER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 DockerName = Annotated[
     str,
     StringConstraints(max_length=128),
     Checked(
-        r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$",
+        DOCKER_NAME_PATTERN,
         "a Docker object name (letters, digits, '_', '.', '-'; starting with a letter or digit)",
     ),
 ]
@@ -373,10 +374,11 @@ DkimSelector = Annotated[
     StringConstraints(max_length=63),
     Checked(rf"^{_LABEL}$", "a DKIM selector (one lowercase DNS label), e.g. dkim or dkim2025"),
 ]
+STACK_NAME_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
 StackName = Annotated[
     str,
     StringConstraints(max_length=63),
-    Checked(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$", "a short name (lowercase letters, digits, '-')"),
+    Checked(STACK_NAME_PATTERN, "a short name (lowercase letters, digits, '-')"),
 ]
 
 # --- paths and URLs ------------------------------------------------------------------------------

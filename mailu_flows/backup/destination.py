@@ -33,10 +33,11 @@ from mailu_core.backup import (
     VerificationRecord,
     parse_backup_id,
 )
+from mailu_core.fields import STACK_NAME_PATTERN
 
 PARTIAL_PREFIX = ".partial-"
 _MEMBER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,200}$")
-_STACK_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_STACK_RE = re.compile(STACK_NAME_PATTERN)
 
 
 class UnsafeName(ValueError):

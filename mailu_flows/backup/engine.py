@@ -51,6 +51,7 @@ from mailu_core.backup import (
     sign_manifest,
 )
 from mailu_core.config import StackConfig
+from mailu_core.fields import DOCKER_NAME_PATTERN
 from mailu_flows.backup.destination import Destination, Staging
 from mailu_flows.backup.gpg import CipherStats, Keyring, encrypt_stream, encryption_keyring
 from mailu_flows.backup.signing import BackupNotAuthentic, authentic_manifest
@@ -86,7 +87,7 @@ def helper_image(config: StackConfig) -> str:
     return config.images.redis
 
 
-_VOLUME_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_VOLUME_NAME = re.compile(DOCKER_NAME_PATTERN)
 
 
 def volume_mount(volume: str, target: str, *, read_only: bool) -> str:
