@@ -24,6 +24,33 @@ import paramiko
 TMP_SUFFIX = ".mailu-flows-tmp"  # write_file's temp file beside its target
 
 
+def command_label(command: str) -> str:
+    """A short name for a failed command: `compose <subcommand> [service]`, `docker run (<entrypoint>)`
+    or the program, never its arguments (an `exec` carries a whole script, and arguments may carry
+    values nobody should read)."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        words = command.split()
+    if words[:2] == ["docker", "run"] and "--entrypoint" in words:  # a helper: named by what it runs
+        return f"docker run ({words[words.index('--entrypoint') + 1]})"
+    if "compose" not in words:
+        return PurePosixPath(words[0]).name if words else "command"
+    rest = words[words.index("compose") + 1 :]
+    while rest and rest[0].startswith("-"):  # global options (`-p name`, `-f file`) before the subcommand
+        rest = rest[2:] if rest[0] in ("-p", "-f", "--project-name", "--file", "--env-file") else rest[1:]
+    if not rest:
+        return "compose"
+    sub, args = rest[0], rest[1:]
+    if sub in ("exec", "run"):
+        valued = {"-u", "--user", "-w", "--workdir", "-e", "--env", "--index", "--entrypoint", "--name", "-v"}
+        i = 0
+        while i < len(args) and args[i].startswith("-"):
+            i += 2 if args[i] in valued else 1
+        return f"compose {sub} {args[i]}" if i < len(args) else f"compose {sub}"
+    return f"compose {sub}"
+
+
 class RemoteError(RuntimeError):
     """A command or file operation on the managed host failed; the message names it."""
 

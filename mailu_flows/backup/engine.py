@@ -56,7 +56,7 @@ from mailu_flows.backup.destination import Destination, Staging
 from mailu_flows.backup.gpg import CipherStats, Keyring, encrypt_stream, encryption_keyring
 from mailu_flows.backup.signing import BackupNotAuthentic, authentic_manifest
 from mailu_flows.backup.stream import CHUNK, TarInspector, stream_out
-from mailu_flows.remote import RemoteHost
+from mailu_flows.remote import RemoteHost, command_label
 
 Log = Callable[[str], None]
 
@@ -231,7 +231,7 @@ def archive_source(host: RemoteHost, keyring: Keyring, staging: Staging, source:
         changed = changed_while_read(result.stderr)
     if result.returncode != 0 and not changed:
         why = "the SSH connection was lost" if result.returncode == -1 else f"exited {result.returncode}"
-        raise BackupError(f"{source.name}: `{helper_label(result.command)}` {why}: {result.stderr[-1500:]}")
+        raise BackupError(f"{source.name}: `{command_label(result.command)}` {why}: {result.stderr[-1500:]}")
     if isinstance(outcome.get("error"), BaseException):
         raise BackupError(f"{source.name}: encryption failed: {outcome['error']}")
     stats = outcome.get("stats")
@@ -273,15 +273,6 @@ def changed_while_read(stderr: str) -> list[str]:
     if not lines or not all(found):
         return []
     return sorted({m["path"] for m in found if m is not None})
-
-
-def helper_label(command: str) -> str:
-    """What a helper command is, without its script or mounts: `docker run <image> (<entrypoint>)`."""
-    parts = shlex.split(command)
-    if "--entrypoint" in parts:
-        i = parts.index("--entrypoint")
-        return f"docker run {parts[i + 2] if i + 2 < len(parts) else ''} ({parts[i + 1]})"
-    return " ".join(parts[:3])
 
 
 def _new_backup_id(destination: Destination, stack: str, tag: str | None) -> tuple[str, datetime]:

@@ -41,7 +41,7 @@ from mailu_flows.deploy.releases import (
     save_release,
     start_release,
 )
-from mailu_flows.remote import TMP_SUFFIX, CommandFailed, RemoteHost
+from mailu_flows.remote import TMP_SUFFIX, CommandFailed, RemoteHost, command_label
 
 Log = Callable[[str], None]
 
@@ -660,28 +660,6 @@ def scratch_config(cfg: StackConfig, tmp: str) -> StackConfig:
     return type(cfg).model_validate(data)
 
 
-def command_label(command: str) -> str:
-    """A short name for a failed command: `compose <subcommand> [service]` or the program, never its
-    arguments (an `exec` carries a whole script, and arguments may carry values nobody should read)."""
-    try:
-        words = shlex.split(command)
-    except ValueError:
-        words = command.split()
-    if "compose" not in words:
-        return PurePosixPath(words[0]).name if words else "command"
-    rest = words[words.index("compose") + 1 :]
-    while rest and rest[0].startswith("-"):  # global options (`-p name`, `-f file`) before the subcommand
-        rest = rest[2:] if rest[0] in ("-p", "-f", "--project-name", "--file", "--env-file") else rest[1:]
-    if not rest:
-        return "compose"
-    sub, args = rest[0], rest[1:]
-    if sub in ("exec", "run"):
-        valued = {"-u", "--user", "-w", "--workdir", "-e", "--env", "--index", "--entrypoint", "--name", "-v"}
-        i = 0
-        while i < len(args) and args[i].startswith("-"):
-            i += 2 if args[i] in valued else 1
-        return f"compose {sub} {args[i]}" if i < len(args) else f"compose {sub}"
-    return f"compose {sub}"
 
 
 def _restore_replaced(deployer: Deployer, release: Release, rels: list[str]) -> None:

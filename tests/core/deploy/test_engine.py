@@ -6,7 +6,7 @@ import shlex
 
 import pytest
 
-from mailu_flows.deploy.engine import command_label
+from mailu_flows.remote import command_label
 
 BASE = ["docker", "compose", "-p", "mailu", "-f", "/srv/mailu/compose/mailu.yml"]
 
@@ -29,6 +29,8 @@ def test_other_commands_are_named_by_their_program() -> None:
     assert command_label("/usr/bin/rm -f /srv/mailu/secrets/x") == "rm"
     assert command_label("") == "command"
     assert command_label("echo 'unbalanced") == "echo"
+    helper = "docker run --rm --mount type=volume,source=v,target=/v --entrypoint tar img -cf -"
+    assert command_label(helper) == "docker run (tar)"  # a backup helper, without its mounts or script
 
 
 def test_a_dry_run_renders_every_file_inside_its_scratch_directory() -> None:
@@ -59,4 +61,3 @@ def test_a_dry_run_renders_every_file_inside_its_scratch_directory() -> None:
     live_certs = str(live.host.resolve(str(live.host.certs_dir)))
     assert str(scratch.host.resolve(str(scratch.host.certs_dir))) == live_certs
     assert all(not s.host_path.startswith("/etc/mailu") for s in rendered.secrets)
-
