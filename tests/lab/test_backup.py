@@ -632,10 +632,18 @@ def test_stack_files_outside_the_stack_root_are_in_the_backup(
     from mailu_flows.backup.verify import read_archive
 
     certs = Path(tempfile.mkdtemp(prefix="mlt-bk-certs-"))
+    # a stack root of its own: the lab's may hold no deployed compose file at this point of the run
+    root = Path(tempfile.mkdtemp(prefix="mlt-bk-root-", dir=Path(setup.base.host.stack_root).parent))
     try:
         (certs / "cert.pem").write_bytes(b"-----BEGIN CERTIFICATE-----\noutside the root\n")
         certs.chmod(0o755)
-        config = setup.config_with(tmp_path / "dest", host__certs_dir=str(certs))
+        compose = root / setup.base.host.compose_file
+        compose.parent.mkdir(parents=True)
+        compose.write_text("services: {}\n")
+        owner = Path(setup.base.host.stack_root).stat()
+        for path in (root, compose.parent, compose):
+            os.chown(path, owner.st_uid, owner.st_gid)
+        config = setup.config_with(tmp_path / "dest", host__certs_dir=str(certs), host__stack_root=str(root))
         with _host(lab) as host:
             public, _, signing = _keys(config)
             outcome = run_backup(
@@ -655,3 +663,4 @@ def test_stack_files_outside_the_stack_root_are_in_the_backup(
         assert b"services:" in read.report.captured[config.host.compose_file]
     finally:
         shutil.rmtree(certs, ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)
