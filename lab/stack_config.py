@@ -15,10 +15,9 @@ from lab import endpoints
 from lab.blackbox import BLACKBOX_PORT
 from lab.endpoints import LAB_COMPOSE_PROJECT
 from mailu_core.config import StackConfig, stack_config_from_mapping
+from mailu_core.services import SERVICES
 
-LAB_SERVICES = (
-    "resolver", "front", "admin", "imap", "smtp", "antispam", "webmail", "redis", "postgres",
-)  # fmt: skip
+LAB_SERVICES = tuple(spec.name for spec in SERVICES)  # every service the stack can run
 
 
 def lab_stack_config(

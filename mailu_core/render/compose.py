@@ -33,10 +33,10 @@ import ipaddress
 from typing import Any
 
 from mailu_core.config import StackConfig
-from mailu_core.render.env import POSTGRES_DATA_DIR, services_of
 from mailu_core.render.monitoring import rspamd_address
 from mailu_core.render.secrets import SecretFileSpec, secret_file_specs
 from mailu_core.render.yamlout import dump_yaml, indent
+from mailu_core.services import service_spec, services_of
 
 __all__ = [
     "HARDENING",
@@ -52,108 +52,10 @@ __all__ = [
 HARDENING: dict[str, Any] = {"security_opt": ["no-new-privileges:true"], "cap_drop": ["ALL"]}
 LOGGING: dict[str, Any] = {"driver": "json-file", "options": {"max-size": "10m", "max-file": "5"}}
 
-# Capabilities each daemon needs on top of `cap_drop: ALL`. Mailu's images start as root, render
-# their config, chown their volumes and drop to service users; every master process (nginx,
-# dovecot, postfix, rspamd, php-fpm) signals workers running as another user.
-_CAPS: dict[str, tuple[str, ...]] = {
-    "resolver": ("CHOWN", "DAC_OVERRIDE", "FOWNER", "NET_BIND_SERVICE", "SETGID", "SETUID", "SYS_CHROOT"),
-    "front": (
-        "CHOWN", "DAC_OVERRIDE", "FOWNER", "KILL", "NET_BIND_SERVICE", "SETGID", "SETUID", "SYS_CHROOT",
-    ),
-    "admin": ("CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID"),
-    "imap": (
-        "CHOWN", "DAC_OVERRIDE", "FOWNER", "KILL", "NET_BIND_SERVICE", "SETGID", "SETUID", "SYS_CHROOT",
-    ),
-    "smtp": (
-        "CHOWN", "DAC_OVERRIDE", "FOWNER", "KILL", "NET_BIND_SERVICE", "SETGID", "SETUID", "SYS_CHROOT",
-    ),
-    "antispam": ("CHOWN", "DAC_OVERRIDE", "FOWNER", "KILL", "SETGID", "SETUID"),
-    "webmail": ("CHOWN", "DAC_OVERRIDE", "FOWNER", "KILL", "NET_BIND_SERVICE", "SETGID", "SETUID"),
-    "redis": ("CHOWN", "SETGID", "SETUID"),
-    "postgres": ("CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID"),
-}  # fmt: skip
-
-# Why each service deviates from the seed's patterns (read_only + tmpfs, `user: "1000:1000"`).
-_WHY: dict[str, tuple[str, ...]] = {
-    "resolver": (
-        "resolver: Mailu's unbound starts as root (binds 53, renders its config) and drops to `unbound`;",
-        "not read_only: start.py renders /etc/unbound/unbound.conf and unbound keeps its trust anchor there.",
-    ),
-    "front": (
-        "front: root start (binds 25/80/465/587/143/993, chowns /certs, certbot), nginx and dovecot",
-        "drop to their users; not read_only: start.py renders /etc/nginx and /etc/dovecot each start.",
-    ),
-    "admin": (
-        "admin: root start chowns /data and /dkim, then drops to `mailu`; read_only with tmpfs /tmp and",
-        "/run (gunicorn and pid files); no `user:` (the chown needs root).",
-    ),
-    "imap": (
-        "imap: dovecot master runs as root (login chroot, mail uid switch); not read_only: start.py",
-        "renders /etc/dovecot each start.",
-    ),
-    "smtp": (
-        "smtp: postfix master runs as root (chroot, uid switch, queue ownership); not read_only:",
-        "start.py renders /etc/postfix and runs postmap each start.",
-    ),
-    "antispam": (
-        "antispam: rspamd starts as root and drops to its user; not read_only: start.py renders",
-        "/etc/rspamd/local.d each start.",
-    ),
-    "webmail": (
-        "webmail: nginx and php-fpm start as root and drop to www-data; not read_only: start.py",
-        "renders nginx/PHP/Roundcube config each start.",
-    ),
-    "redis": (
-        "redis: the entrypoint chowns /data as root, then drops to `redis`; read_only with tmpfs /tmp.",
-    ),
-    "postgres": (
-        "postgres: the entrypoint chowns PGDATA as root, then drops to `postgres`; read_only with tmpfs",
-        "/tmp and the socket dir.",
-    ),
-}
-
-_READ_ONLY_TMPFS: dict[str, tuple[str, ...]] = {
-    "admin": ("/tmp:mode=1777", "/run:mode=755"),
-    "redis": ("/tmp:mode=1777",),
-    "postgres": ("/tmp:mode=1777", "/var/run/postgresql:mode=1777"),
-}
-
-# Mailu's own checks (image HEALTHCHECKs, notes §1.4), written so that they pass on Mailu's Alpine
-# images and on the lab's Debian builds of them alike. `$$` is compose's escape for a literal `$`.
-_POSTFIX_MASTER = "m=/usr/libexec/postfix/master; [ -x $$m ] || m=/usr/lib/postfix/sbin/master; ! $$m -t"
-_HEALTH: dict[str, tuple[str, str]] = {
-    "resolver": ("dig @127.0.0.1 || exit 1", "30s"),
-    # Mailu's front image checks `kill -0 $(cat /run/dovecot/master.pid)`, but front's config.py, run again
-    # by certbot's post-hook and by certwatcher on each certificate change, deletes /run/*.pid while the
-    # daemons keep running, and that check then fails for good (lab/images/mailu/front/NOTES.md (d)).
-    # Checking Dovecot by process name survives reloads; `killall` is there for config.py itself.
-    "front": ("curl -m3 -skfLo /dev/null http://127.0.0.1:10204/health && killall -0 dovecot", "60s"),
-    "admin": ("curl -m3 -skfLo /dev/null http://localhost:8080/ping", "60s"),
-    "imap": ("kill -0 $$(cat /run/dovecot/master.pid)", "30s"),
-    "smtp": (_POSTFIX_MASTER, "30s"),
-    "antispam": ("curl -m3 -skfLo /dev/null http://localhost:11334/", "350s"),
-    "webmail": ("curl -m3 -f -L http://localhost/ping || exit 1", "30s"),
-    "redis": ("redis-cli ping | grep -q PONG", "10s"),
-    "postgres": ('pg_isready -q -h 127.0.0.1 -U "$${POSTGRES_USER}" -d "$${POSTGRES_DB}"', "30s"),
-}
-
-# Mailu's mount points (notes §1.1), mapped to the config's volume fields.
-_MOUNTS: dict[str, tuple[tuple[str, str], ...]] = {
-    "resolver": (),
-    "front": (("certs", "/certs"),),
-    "admin": (("admin", "/data"), ("dkim", "/dkim")),
-    "imap": (("mail", "/mail"),),
-    "smtp": (("mailqueue", "/queue"),),
-    "antispam": (("rspamd", "/var/lib/rspamd"),),
-    "webmail": (("webmail", "/data"),),
-    "redis": (("redis", "/data"),),
-    "postgres": (("postgres", POSTGRES_DATA_DIR),),
-}
-
 
 def service_capabilities(service: str) -> tuple[str, ...]:
     """The capabilities added back for `service` after `cap_drop: ALL`."""
-    return _CAPS[service]
+    return service_spec(service).capabilities
 
 
 def front_alias(cfg: StackConfig) -> str:
@@ -178,10 +80,6 @@ def _shared_db(cfg: StackConfig) -> bool:
 def resolver_address(cfg: StackConfig) -> str:
     """Mailu's resolver address: subnet[-2] of the mail network, as Mailu's setup computes it."""
     return str(ipaddress.ip_network(cfg.networks.mail_subnet)[-2])
-
-
-# Services that resolve through Mailu's resolver (Mailu's template: every Mailu image but webmail).
-_USES_RESOLVER = ("front", "admin", "imap", "smtp", "antispam")
 
 
 def _networks_of(cfg: StackConfig, service: str) -> dict[str, Any]:
@@ -211,14 +109,7 @@ def _networks_of(cfg: StackConfig, service: str) -> dict[str, Any]:
 
 def _depends_on(cfg: StackConfig, service: str) -> dict[str, Any]:
     started = {"condition": "service_started"}
-    deps: dict[str, dict[str, str]] = {
-        "front": {"resolver": started},
-        "admin": {"redis": started, "resolver": started},
-        "imap": {"front": started, "resolver": started},
-        "smtp": {"front": started, "resolver": started},
-        "antispam": {"front": started, "redis": started, "resolver": started},
-        "webmail": {"front": started},
-    }.get(service, {})
+    deps: dict[str, dict[str, str]] = {name: started for name in service_spec(service).depends_on}
     if service == "admin" and "postgres" in services_of(cfg):
         deps = {**deps, "postgres": {"condition": "service_healthy"}}
     return deps
@@ -238,32 +129,31 @@ def _mount(cfg: StackConfig, field: str, target: str) -> str:
 def _service(
     cfg: StackConfig, service: str, env_files: dict[str, str], secrets: list[SecretFileSpec]
 ) -> dict[str, Any]:
-    image = getattr(cfg.images, service)
-    body: dict[str, Any] = {"image": image, "restart": "unless-stopped"}
-    if service == "antispam":
-        body["hostname"] = "antispam"
-    body["cap_add"] = list(_CAPS[service])
-    if service in _READ_ONLY_TMPFS:
+    spec = service_spec(service)
+    body: dict[str, Any] = {"image": getattr(cfg.images, spec.image_field), "restart": "unless-stopped"}
+    if spec.hostname is not None:
+        body["hostname"] = spec.hostname
+    body["cap_add"] = list(spec.capabilities)
+    if spec.read_only:
         body["read_only"] = True
-        body["tmpfs"] = list(_READ_ONLY_TMPFS[service])
+        body["tmpfs"] = list(spec.tmpfs)
     body["env_file"] = [env_files[service]]
     body["networks"] = _networks_of(cfg, service)
-    if service in _USES_RESOLVER:
+    if spec.uses_resolver:
         body["dns"] = [resolver_address(cfg)]
-    body["volumes"] = [_mount(cfg, field, target) for field, target in _MOUNTS[service]]
-    mounted = [spec.name for spec in secrets if service in spec.services]
+    body["volumes"] = [_mount(cfg, m.volume, m.target) for m in spec.mounts]
+    mounted = [secret.name for secret in secrets if service in secret.services]
     if mounted:
         body["secrets"] = mounted
     deps = _depends_on(cfg, service)
     if deps:
         body["depends_on"] = deps
-    test, start_period = _HEALTH[service]
     body["healthcheck"] = {
-        "test": ["CMD-SHELL", test],
+        "test": ["CMD-SHELL", spec.healthcheck],
         "interval": "30s",
         "timeout": "10s",
         "retries": 3,
-        "start_period": start_period,
+        "start_period": spec.start_period,
     }
     return body
 
@@ -290,7 +180,12 @@ def _networks(cfg: StackConfig, services: list[str]) -> dict[str, Any]:
 
 def _volumes(cfg: StackConfig, services: list[str]) -> dict[str, Any]:
     names = sorted(
-        {getattr(cfg.volumes, field) for s in services for field, _ in _MOUNTS[s] if not _bind(cfg, field)}
+        {
+            getattr(cfg.volumes, m.volume)
+            for s in services
+            for m in service_spec(s).mounts
+            if not _bind(cfg, m.volume)
+        }
     )
     return {name: {"name": name, "external": False} for name in names}
 
@@ -317,7 +212,7 @@ def render_compose(
         "services:",
     ]
     for service in services:
-        out += [f"  # {line}" for line in _WHY[service]]
+        out += [f"  # {line}" for line in service_spec(service).why]
         out.append(f"  {service}:")
         out.append("    <<: *hardening")
         out.append("    logging: *default-logging")

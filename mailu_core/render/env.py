@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from mailu_core.config import StackConfig
 from mailu_core.render.secrets import SecretFileSpec, secret_file_specs
+from mailu_core.services import MAILU_SERVICES, POSTGRES_DATA_DIR, service_spec, services_of
 
 __all__ = [
     "MAILU_SERVICES",
@@ -26,9 +27,9 @@ __all__ = [
     "render_env_file",
     "service_env",
     "services_of",
+    "settings_read_by",
 ]
 
-MAILU_SERVICES: tuple[str, ...] = ("resolver", "front", "admin", "imap", "smtp", "antispam", "webmail")
 _M = MAILU_SERVICES
 
 
@@ -85,7 +86,11 @@ SETTINGS: tuple[Setting, ...] = (
 # The `*_FILE` variables (SECRET_KEY_FILE: admin, webmail; API_TOKEN_FILE: admin; DB_PW_FILE: admin;
 # POSTGRES_PASSWORD_FILE: postgres) come from secrets.secret_file_specs, which names their readers.
 
-POSTGRES_DATA_DIR = "/var/lib/postgresql/data"
+
+def settings_read_by(service: str) -> tuple[str, ...]:
+    """The settings `service` reads (SETTINGS is keyed by setting; this is its view per service)."""
+    service_spec(service)  # a KeyError for a service the stack does not know
+    return tuple(s.name for s in SETTINGS if service in s.readers)
 
 
 def _cidr_of(address: str) -> str:
@@ -159,17 +164,6 @@ def all_settings(cfg: StackConfig) -> dict[str, str]:
             values["POSTGRES_DB"] = db.name
             values["PGDATA"] = POSTGRES_DATA_DIR
     return values
-
-
-def services_of(cfg: StackConfig) -> list[str]:
-    """The compose services this config runs, in a fixed order."""
-    services = ["resolver", "front", "admin", "imap", "smtp", "antispam"]
-    if cfg.mailu.webmail != "none":
-        services.append("webmail")
-    services.append("redis")
-    if cfg.database.flavor == "postgresql" and cfg.database.managed:
-        services.append("postgres")
-    return services
 
 
 def service_env(
