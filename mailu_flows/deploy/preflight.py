@@ -3,6 +3,7 @@ with the fix. Pure: it reads the host-state snapshot, never the host."""
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 from mailu_core.config import StackConfig
@@ -48,6 +49,27 @@ def external_networks(cfg: StackConfig) -> list[str]:
     return nets
 
 
+def mgmt_subnet(cfg: StackConfig) -> str:
+    """The /24 around Traefik's fixed address: the subnet the mgmt network must declare, so that Traefik
+    can hold that address (`ipv4_address` needs a network with a declared subnet)."""
+    return str(ipaddress.ip_network(f"{cfg.traefik.mgmt_address}/24", strict=False))
+
+
+def network_fix(cfg: StackConfig, net: str) -> str:
+    """What to run when an external network is missing: mgmt with its subnet, the others plain."""
+    if net == cfg.networks.mgmt:
+        create = f"docker network create --subnet {mgmt_subnet(cfg)} {net}"
+        return (
+            f"external network {net!r} is missing; create it with the subnet that holds "
+            f"traefik.mgmt_address {cfg.traefik.mgmt_address} ({create}), then attach Traefik to it with "
+            f"ipv4_address {cfg.traefik.mgmt_address}; or fix networks.mgmt in the config"
+        )
+    return (
+        f"external network {net!r} is missing; create it (docker network create {net}) "
+        "or fix networks in the config"
+    )
+
+
 def preflight_checks(cfg: StackConfig, state: HostState) -> list[Check]:
     checks: list[Check] = []
     add = checks.append
@@ -81,16 +103,7 @@ def preflight_checks(cfg: StackConfig, state: HostState) -> list[Check]:
 
     for net in external_networks(cfg):
         ok = net in state.networks
-        add(
-            Check(
-                f"network {net}",
-                ok,
-                "exists"
-                if ok
-                else f"external network {net!r} is missing; create it (docker network create {net}) "
-                "or fix networks in the config",
-            )
-        )
+        add(Check(f"network {net}", ok, "exists" if ok else network_fix(cfg, net)))
 
     raw = state.traefik_rawdata
     add(

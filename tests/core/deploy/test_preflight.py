@@ -45,11 +45,32 @@ def test_a_ready_host_passes(cfg: StackConfig) -> None:
     assert blocking_failures(checks) == [], [c for c in checks if not c.ok]
 
 
-def test_missing_external_network_names_the_fix(cfg: StackConfig) -> None:
+def test_missing_mgmt_network_is_created_with_the_subnet_that_holds_traefiks_address(
+    cfg: StackConfig,
+) -> None:
+    """Traefik keeps a fixed address on mgmt (Mailu trusts only it for PROXY headers); a network created
+    without --subnet cannot give one (issue 15: the fix text created it plain)."""
+    import ipaddress
+
     state = healthy_state(cfg)
     state.networks.discard(cfg.networks.mgmt)
     (failed,) = blocking_failures(preflight_checks(cfg, state))
-    assert f"docker network create {cfg.networks.mgmt}" in failed.detail
+    subnet = ipaddress.ip_network(failed.detail.split("--subnet ")[1].split()[0])
+    assert ipaddress.ip_address(cfg.traefik.mgmt_address) in subnet
+    assert f"docker network create --subnet {subnet} {cfg.networks.mgmt})" in failed.detail
+    assert f"ipv4_address {cfg.traefik.mgmt_address}" in failed.detail
+
+
+def test_missing_shared_database_network_names_the_fix(cfg: StackConfig) -> None:
+    from mailu_core.config import stack_config_from_mapping
+
+    data = cfg.model_dump(mode="json")
+    data["database"] |= {"flavor": "postgresql", "managed": False}
+    shared = stack_config_from_mapping(data, source="test")
+    state = healthy_state(shared)
+    state.networks.discard(shared.networks.internal)
+    (failed,) = blocking_failures(preflight_checks(shared, state))
+    assert f"(docker network create {shared.networks.internal})" in failed.detail
 
 
 def test_missing_middleware(cfg: StackConfig) -> None:
