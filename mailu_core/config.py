@@ -41,6 +41,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
+from mailu_core.accounts import Accounts
 from mailu_core.fields import (
     INVALID,
     AbsolutePath,
@@ -927,6 +928,10 @@ class StackConfig(_Model):
     backup: Backup
     monitoring: Monitoring = Field(default_factory=Monitoring)
     blocks: BlockNames
+    accounts: Accounts = Field(
+        default_factory=Accounts,
+        description="Domains, users, aliases and relays the accounts flow keeps in Mailu (see accounts.py).",
+    )
 
     @property
     def paths(self) -> StackPaths:
@@ -1054,6 +1059,8 @@ class StackConfig(_Model):
             problems.append(
                 ("backup.volumes", f"must include {self.volumes.admin!r}: it holds the SQLite database")
             )
+        admin = f"{m.postmaster}@{m.domain}"
+        problems += [(f"accounts.{w}", d) for w, d in self.accounts.problems(self.mail_domains, admin)]
         _fail(problems)
         return self
 

@@ -616,6 +616,30 @@ def full_example() -> dict[str, Any]:
         "monitoring.rspamd_address": "192.168.203.252",
         "monitoring.textfile_dir": "/var/lib/node_exporter/textfile",
         "monitoring.mail_volume_mountpoint": "/var/lib/docker",
+        "accounts": {
+            "domains": [
+                {
+                    "name": "team.inlock.ai",
+                    "alternatives": ["team2.inlock.ai"],
+                    "managers": ["bo@team.inlock.ai"],
+                    "max_quota": "2G",
+                    "comment": "team",
+                }
+            ],
+            "users": [
+                {
+                    "address": "bo@team.inlock.ai",
+                    "display_name": "Bo",
+                    "comment": "ops",
+                    "quota": "1G",
+                    "forward": {"to": ["bo@example.org"]},
+                    "reply": {"subject": "away", "body": ["back soon"]},
+                    "password_block": "bo-password",
+                }
+            ],
+            "aliases": [{"address": "ops@team.inlock.ai", "to": ["bo@team.inlock.ai"], "comment": "ops"}],
+            "relays": [{"name": "relay.inlock.ai", "smtp": "smtp.inlock.ai:25", "comment": "old"}],
+        },
     }.items():
         set_path(data, path, value)
     return data
