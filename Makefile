@@ -22,8 +22,11 @@ lint: bootstrap
 	$(BIN)/ruff check .
 	$(BIN)/mypy .
 
+# No lab, no daemon, no network: the tests that need Prefect's API start a throwaway server of their
+# own (tests/conftest.py); any other Prefect client is pointed at a port nothing listens on, so a unit
+# test that talks to a server without saying so fails instead of using the lab's.
 test-unit: bootstrap
-	$(BIN)/pytest -m "not lab" -q
+	PREFECT_API_URL=http://127.0.0.1:9/api $(BIN)/pytest -m "not lab" -q
 
 test: lint lab-up
 	$(BIN)/pytest -q

@@ -1,4 +1,4 @@
-"""The block tests run against the lab's real Prefect server (started if it is not up)."""
+"""The block tests run against a real, throwaway Prefect server (no lab needed)."""
 
 from __future__ import annotations
 
@@ -11,15 +11,9 @@ DATA = Path(__file__).parent / "data"
 
 
 @pytest.fixture(scope="session", autouse=True)
-def prefect_api() -> Iterator[None]:
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    from lab.endpoints import PREFECT_API_URL as LAB_API_URL
-    from lab.services import ensure_prefect
-
-    ensure_prefect()
-    with temporary_settings({PREFECT_API_URL: LAB_API_URL}):
-        yield
+def prefect_api(prefect_server: str) -> Iterator[str]:
+    """Blocks are saved to and loaded from a throwaway Prefect server (tests/conftest.py), not the lab's."""
+    yield prefect_server
 
 
 @pytest.fixture(scope="session")

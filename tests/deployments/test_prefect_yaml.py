@@ -18,30 +18,27 @@ REPO = Path(__file__).resolve().parents[2]
 PREFECT = str(Path(sys.executable).parent / "prefect")
 
 
-def test_prefect_deploy_all_registers_every_deployment(tmp_path: Path) -> None:
+def test_prefect_deploy_all_registers_every_deployment(tmp_path: Path, prefect_server: str) -> None:
     from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
 
     cfg = load_stack_config(REPO / "examples" / "inlock.ai.yaml")
     prefect_file = tmp_path / "prefect.yaml"
     prefect_file.write_text(yaml.safe_dump(prefect_yaml(cfg, work_pool="mailu-process"), sort_keys=False))
-    with prefect_test_harness(server_startup_timeout=90):
-        env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value()), "MAILU_FLOWS_DIR": str(REPO)}
-        pool = subprocess.run([PREFECT, "work-pool", "create", "mailu-process", "--type", "process"],
-                              env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
-        assert pool.returncode == 0, pool.stderr
-        deployed = subprocess.run(
-            [PREFECT, "--no-prompt", "deploy", "--all", "--prefect-file", str(prefect_file)],
-            env=env, capture_output=True, text=True, cwd=REPO, timeout=300,
-        )  # fmt: skip
-        assert deployed.returncode == 0, deployed.stdout[-2000:] + deployed.stderr[-2000:]
-        with get_client(sync_client=True) as client:
-            for spec in DEPLOYMENTS:
-                dep = client.read_deployment_by_name(f"{spec.flow_name}/{spec.name}")
-                assert dep.work_pool_name == "mailu-process"
-                assert [getattr(s.schedule, "cron", None) for s in dep.schedules] == (
-                    [spec.cron] if spec.cron else []
-                )
-                assert dep.enforce_parameter_schema
-                assert dep.parameters["config"]["mailu"]["domain"] == cfg.mailu.domain
+    env = {**os.environ, "PREFECT_API_URL": prefect_server, "MAILU_FLOWS_DIR": str(REPO)}
+    pool = subprocess.run([PREFECT, "work-pool", "create", "mailu-process", "--type", "process"],
+                          env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert pool.returncode == 0, pool.stderr
+    deployed = subprocess.run(
+        [PREFECT, "--no-prompt", "deploy", "--all", "--prefect-file", str(prefect_file)],
+        env=env, capture_output=True, text=True, cwd=REPO, timeout=300,
+    )  # fmt: skip
+    assert deployed.returncode == 0, deployed.stdout[-2000:] + deployed.stderr[-2000:]
+    with get_client(sync_client=True) as client:
+        for spec in DEPLOYMENTS:
+            dep = client.read_deployment_by_name(f"{spec.flow_name}/{spec.name}")
+            assert dep.work_pool_name == "mailu-process"
+            assert [getattr(s.schedule, "cron", None) for s in dep.schedules] == (
+                [spec.cron] if spec.cron else []
+            )
+            assert dep.enforce_parameter_schema
+            assert dep.parameters["config"]["mailu"]["domain"] == cfg.mailu.domain

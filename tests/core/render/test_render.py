@@ -603,7 +603,8 @@ def test_real_traefik_enables_every_mailu_object(tmp_path: Path, variant: str) -
     static = {
         "global": {"checkNewVersion": False, "sendAnonymousUsage": False},
         "entryPoints": {name: {"address": f"127.0.0.1:{port}"} for name, port in ports.items()},
-        "providers": {"file": {"directory": str(dynamic), "watch": False}},
+        # no 2 s throttle before the first configuration is applied (the default)
+        "providers": {"providersThrottleDuration": "0s", "file": {"directory": str(dynamic), "watch": False}},
         "api": {"insecure": True, "dashboard": False},
         "log": {"level": "ERROR"},
     }
