@@ -4,13 +4,21 @@ from blocks.backup import BackupSigningKey
 from blocks.dns import CloudflareDns, Rfc2136Dns
 from blocks.gpg import GpgBackupPrivateKey, GpgBackupPublicKey
 from blocks.mailu import MailuSecrets
-from blocks.registry import BLOCK_TYPES, KINDS, block_type_for, load_block, register_block_types
+from blocks.registry import (
+    BLOCK_TYPES,
+    KINDS,
+    BlockNotFound,
+    block_type_for,
+    load_block,
+    register_block_types,
+)
 from blocks.ssh import SshHost
 
 __all__ = [
     "BLOCK_TYPES",
     "KINDS",
     "BackupSigningKey",
+    "BlockNotFound",
     "CloudflareDns",
     "GpgBackupPrivateKey",
     "GpgBackupPublicKey",

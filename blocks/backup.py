@@ -14,6 +14,7 @@ import secrets
 from prefect.blocks.core import Block
 from pydantic import ConfigDict, Field, SecretStr, field_validator
 
+from blocks.meta import DOCS_URL, LOGO_URL
 from mailu_core.backup import signing_key_id
 
 MIN_KEY_LENGTH = 32
@@ -30,6 +31,16 @@ class BackupSigningKey(Block):
         "Secret that signs backup manifests (HMAC-SHA256); verify, restore and retention trust only "
         "backups signed with it. Generate with: head -c 32 /dev/urandom | base64"
     )
+    _logo_url = LOGO_URL
+    _documentation_url = DOCS_URL
+    _code_example = """
+    ```python
+    from blocks import BackupSigningKey
+
+    signing = BackupSigningKey.load("BLOCK_NAME")  # the stack config's blocks.backup_signing_key
+    print(signing.key_id)  # the key's public name, recorded beside each signature
+    ```
+    """
 
     key: SecretStr = Field(
         description="32+ printable characters without spaces, e.g. `head -c 32 /dev/urandom | base64`."

@@ -9,6 +9,7 @@ from typing import Literal
 from prefect.blocks.core import Block
 from pydantic import ConfigDict, Field, SecretStr, field_validator
 
+from blocks.meta import DOCS_URL, LOGO_URL
 from mailu_core.fields import SECRET_MAX, HttpUrl, IPAny
 
 CLOUDFLARE_API = "https://api.cloudflare.com/client/v4"
@@ -22,6 +23,16 @@ class CloudflareDns(Block):
     _block_type_name = "Mailu Cloudflare DNS"
     _block_type_slug = "mailu-cloudflare"
     _description = "Cloudflare API token for publishing a Mailu stack's DNS records."
+    _logo_url = LOGO_URL
+    _documentation_url = DOCS_URL
+    _code_example = """
+    ```python
+    from blocks import CloudflareDns
+
+    cloudflare = CloudflareDns.load("BLOCK_NAME")  # the stack config's blocks.dns_provider
+    print(cloudflare.base_url)  # the token stays in cloudflare.api_token (a SecretStr)
+    ```
+    """
 
     api_token: SecretStr = Field(
         max_length=SECRET_MAX, description="API token scoped to the zone (Zone.DNS:Edit and Zone:Read)."
@@ -68,6 +79,16 @@ class Rfc2136Dns(Block):
     _block_type_name = "Mailu RFC 2136 DNS"
     _block_type_slug = "mailu-rfc2136"
     _description = "Nameserver and TSIG key for RFC 2136 dynamic updates of a Mailu stack's records."
+    _logo_url = LOGO_URL
+    _documentation_url = DOCS_URL
+    _code_example = """
+    ```python
+    from blocks import Rfc2136Dns
+
+    ddns = Rfc2136Dns.load("BLOCK_NAME")  # the stack config's blocks.dns_provider
+    print(ddns.server, ddns.port, ddns.tsig_key_name, ddns.tsig_algorithm)
+    ```
+    """
 
     server: IPAny = Field(description="Address of the primary nameserver that accepts updates.")
     port: int = Field(53, ge=1, le=65535, description="Its DNS port.")

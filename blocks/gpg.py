@@ -11,6 +11,8 @@ import re
 from prefect.blocks.core import Block
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from blocks.meta import DOCS_URL, LOGO_URL
+from blocks.pasted import FlattenedKeyError, restore_armor
 from mailu_core.fields import SECRET_MAX
 from mailu_core.openpgp import PRIVATE_ARMOR, PUBLIC_ARMOR, OpenPgpError, primary_fingerprint
 
@@ -24,6 +26,14 @@ def normalize_fingerprint(value: str) -> str:
     if not re.fullmatch(FINGERPRINT_PATTERN, compact):
         raise ValueError(f"{value!r} is not a key fingerprint (40 hex digits, or 64 for v6 keys)")
     return compact
+
+
+def _restored(text: str) -> str:
+    """The armored key with its line breaks back if a single-line form field took them."""
+    try:
+        return restore_armor(text)
+    except FlattenedKeyError as exc:
+        raise ValueError(f"{exc}: paste the exported key again, or use `blocks create`") from None
 
 
 def _check_matches(armored: str, kind: str, fingerprint: str) -> None:
@@ -45,8 +55,20 @@ class GpgBackupPublicKey(Block):
     _block_type_name = "Mailu GPG Backup Public Key"
     _block_type_slug = "mailu-gpg-public-key"
     _description = "Public key that Mailu volume backups are encrypted to."
+    _logo_url = LOGO_URL
+    _documentation_url = DOCS_URL
+    _code_example = """
+    ```python
+    from blocks import GpgBackupPublicKey
 
-    armored_public_key: str = Field(description="gpg --armor --export FINGERPRINT")
+    public = GpgBackupPublicKey.load("BLOCK_NAME")  # the stack config's blocks.gpg_public_key
+    print(public.fingerprint)
+    ```
+    """
+
+    armored_public_key: str = Field(
+        description="gpg --armor --export FINGERPRINT (pasted in the UI, its line breaks are restored)"
+    )
     fingerprint: str = Field(max_length=FINGERPRINT_MAX, description="Primary key fingerprint (40 hex).")
 
     @field_validator("fingerprint")
@@ -57,13 +79,14 @@ class GpgBackupPublicKey(Block):
     @field_validator("armored_public_key")
     @classmethod
     def _armor_shape(cls, value: str) -> str:
+        value = _restored(value)
         if "PRIVATE KEY BLOCK" in value:
             raise ValueError(
                 "this is a PRIVATE key; this block holds only the public key (gpg --armor --export)"
             )
         if f"-----BEGIN {PUBLIC_ARMOR}-----" not in value:
             raise ValueError(f"expected an armored public key starting with '-----BEGIN {PUBLIC_ARMOR}-----'")
-        return value.strip() + "\n"
+        return value + "\n"
 
     @model_validator(mode="after")
     def _fingerprint_matches(self) -> GpgBackupPublicKey:
@@ -79,8 +102,21 @@ class GpgBackupPrivateKey(Block):
     _block_type_name = "Mailu GPG Backup Private Key"
     _block_type_slug = "mailu-gpg-private-key"
     _description = "Private key (and passphrase) that decrypts Mailu volume backups; for verify/restore only."
+    _logo_url = LOGO_URL
+    _documentation_url = DOCS_URL
+    _code_example = """
+    ```python
+    from blocks import GpgBackupPrivateKey
 
-    armored_private_key: SecretStr = Field(description="gpg --armor --export-secret-keys FINGERPRINT")
+    private = GpgBackupPrivateKey.load("BLOCK_NAME")  # the stack config's blocks.gpg_private_key
+    print(private.fingerprint)  # must match the public key block's
+    ```
+    """
+
+    armored_private_key: SecretStr = Field(
+        description="gpg --armor --export-secret-keys FINGERPRINT (pasted in the UI, its line breaks are "
+        "restored)"
+    )
     passphrase: SecretStr = Field(
         default=SecretStr(""), max_length=SECRET_MAX, description="Passphrase of the key; empty if none."
     )
@@ -97,7 +133,7 @@ class GpgBackupPrivateKey(Block):
     @field_validator("armored_private_key")
     @classmethod
     def _armor_shape(cls, value: SecretStr) -> SecretStr:
-        text = value.get_secret_value()
+        text = _restored(value.get_secret_value())
         if f"-----BEGIN {PUBLIC_ARMOR}-----" in text:
             raise ValueError(
                 "this is a PUBLIC key; export the private one with gpg --armor --export-secret-keys"
@@ -106,7 +142,7 @@ class GpgBackupPrivateKey(Block):
             raise ValueError(
                 f"expected an armored private key starting with '-----BEGIN {PRIVATE_ARMOR}-----'"
             )
-        return SecretStr(text.strip() + "\n")
+        return SecretStr(text + "\n")
 
     @model_validator(mode="after")
     def _fingerprint_matches(self) -> GpgBackupPrivateKey:

@@ -13,6 +13,7 @@ import string
 from prefect.blocks.core import Block
 from pydantic import ConfigDict, Field, SecretStr, field_validator
 
+from blocks.meta import DOCS_URL, LOGO_URL
 from mailu_core.fields import SECRET_MAX
 
 # Mailu's setup draws SECRET_KEY from A-Z0-9 (16 chars) and API_TOKEN from the same (32 chars).
@@ -36,6 +37,16 @@ class MailuSecrets(Block):
     _description = (
         "Mailu's secret key, admin password, DB password and API token; empty ones are generated once."
     )
+    _logo_url = LOGO_URL
+    _documentation_url = DOCS_URL
+    _code_example = """
+    ```python
+    from blocks import MailuSecrets
+
+    secrets = MailuSecrets.load("BLOCK_NAME")  # the stack config's blocks.mailu_secrets
+    print(secrets.missing())  # the fields the next deploy generates
+    ```
+    """
 
     secret_key: SecretStr = Field(
         default=SecretStr(""),

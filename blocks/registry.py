@@ -45,7 +45,10 @@ def block_type_for(kind: str) -> type[Block]:
 
 
 def register_block_types() -> list[str]:
-    """Register every block type and schema with the current Prefect API (idempotent); returns the slugs."""
+    """Register every block type and schema with the current Prefect API (idempotent); returns the slugs.
+
+    The same as Prefect's own `prefect block register -m blocks`; a Prefect server whose environment has
+    mailu-flows installed also registers them when it starts (the `prefect.collections` entry point)."""
     slugs = []
     for block_type in BLOCK_TYPES:
         block_type.register_type_and_schema()
@@ -53,9 +56,54 @@ def register_block_types() -> list[str]:
     return slugs
 
 
+LAB_API_URL = "http://127.0.0.1:4200/api"
+
+
+class BlockNotFound(ValueError):
+    """A block the config names is not on the Prefect server asked; the message says which server."""
+
+
+def prefect_server() -> str:
+    """Which Prefect server this process asks, in words (PREFECT_API_URL, or the ephemeral one)."""
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if url:
+        return f"the Prefect server at {url} (PREFECT_API_URL)"
+    return "a temporary Prefect server of this process (PREFECT_API_URL is not set)"
+
+
+def where_hint() -> str:
+    """How to point this shell at the server that holds the blocks."""
+    return (
+        "if it is on another Prefect server, point PREFECT_API_URL there "
+        f"(the lab's: `export PREFECT_API_URL={LAB_API_URL}`)"
+    )
+
+
 def load_block(block_type: type[B], name: str) -> B:
-    """`block_type.load(name)`, synchronously and typed (Block.load is typed `Self | Coroutine`)."""
-    block = block_type.load(name, _sync=True)  # type: ignore[call-arg]
+    """`block_type.load(name)`, synchronously and typed (Block.load is typed `Self | Coroutine`).
+
+    A missing block or an unreachable server raises BlockNotFound naming the server asked and how to
+    point at another: the usual cause is a shell that talks to another server than the one that
+    holds the blocks."""
+    import httpx
+
+    slug = block_type.get_block_type_slug()
+    try:
+        block = block_type.load(name, _sync=True)  # type: ignore[call-arg]
+    except httpx.HTTPError as exc:
+        raise BlockNotFound(
+            f"cannot load the {slug} block {name!r}: {prefect_server()} does not answer ({exc}); "
+            f"start it, or {where_hint()}"
+        ) from None
+    except ValueError as exc:
+        if "Unable to find block document" not in str(exc):
+            raise
+        raise BlockNotFound(
+            f"no {slug} block named {name!r} on {prefect_server()}; create it with `mailu-flows blocks "
+            f"create {kind_of(block_type)} {name} ...` or in the UI's Blocks page; {where_hint()}"
+        ) from None
     if not isinstance(block, block_type):
         raise TypeError(f"{name!r} loaded as {type(block).__name__}, not {block_type.__name__}")
     return block

@@ -1,10 +1,17 @@
-"""`mailu-flows blocks ...`: register the block types and create credential blocks safely.
+"""`mailu-flows blocks ...`: create credential blocks safely and check the ones a config names.
 
-Commands (they talk to the Prefect API in PREFECT_API_URL):
+Commands (they talk to the Prefect API in PREFECT_API_URL; the lab's is http://127.0.0.1:4200/api):
 
     mailu-flows blocks register
         Register every block type (mailu-ssh-host, mailu-cloudflare, mailu-rfc2136,
-        mailu-gpg-public-key, mailu-gpg-private-key, mailu-secrets). Safe to repeat.
+        mailu-gpg-public-key, mailu-gpg-private-key, mailu-backup-signing-key, mailu-secrets).
+        Safe to repeat. The same as Prefect's own `prefect block register -m blocks`; a Prefect
+        server with mailu-flows installed registers them by itself when it starts.
+
+    mailu-flows blocks check --config FILE
+        Load every block the stack config names, as the flows will: says which are missing
+        (and which Prefect server was asked) or invalid (which field, never its value).
+        A key pasted in the UI's form gets its line breaks back here. Exit 0 if all load.
 
     mailu-flows blocks kinds
         List the kinds, their fields (secret ones marked) and the env variable names.
@@ -61,8 +68,14 @@ def register(sub: Any) -> None:
     )
     actions = parser.add_subparsers(dest="blocks_command", metavar="ACTION", required=True)
 
-    reg = actions.add_parser("register", help="register all block types (idempotent)")
+    reg = actions.add_parser(
+        "register", help="register all block types (idempotent; = prefect block register -m blocks)"
+    )
     reg.set_defaults(func=run_register)
+
+    check = actions.add_parser("check", help="load every block a stack config names, as the flows will")
+    check.add_argument("--config", required=True, metavar="FILE", help="stack config YAML file")
+    check.set_defaults(func=run_check)
 
     kinds = actions.add_parser("kinds", help="list block kinds and their fields")
     kinds.add_argument("--from-env", metavar="PREFIX", help="show the env variable names for this prefix")
@@ -99,6 +112,57 @@ def run_register(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def config_blocks(config: Any) -> list[tuple[type[Any], str]]:
+    """(block class, name) of every mailu block a stack config names, in the order the flows use them."""
+    from blocks import (
+        BackupSigningKey,
+        CloudflareDns,
+        GpgBackupPrivateKey,
+        GpgBackupPublicKey,
+        MailuSecrets,
+        Rfc2136Dns,
+        SshHost,
+    )
+
+    names = config.blocks
+    dns = CloudflareDns if config.dns.provider == "cloudflare" else Rfc2136Dns
+    return [
+        (SshHost, names.ssh_host),
+        (dns, names.dns_provider),
+        (GpgBackupPublicKey, names.gpg_public_key),
+        (GpgBackupPrivateKey, names.gpg_private_key),
+        (BackupSigningKey, names.backup_signing_key),
+        (MailuSecrets, names.mailu_secrets),
+    ]
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from blocks.create import describe_validation_error
+    from blocks.registry import BlockNotFound, load_block, prefect_server
+    from mailu_flows.commands._flowrun import load_config_or_exit
+
+    config = load_config_or_exit(args.config)
+    print(f"blocks of {config.name} on {prefect_server()}:")
+    failed = False
+    for block_type, name in config_blocks(config):
+        where = f"{block_type.get_block_type_slug()}/{name}"
+        try:
+            load_block(block_type, name)
+        except BlockNotFound as exc:
+            print(f"  MISSING {where}: {exc}", file=sys.stderr)
+            failed = True
+            if "does not answer" in str(exc):
+                break  # the next ones would say the same
+        except ValidationError as exc:
+            print(f"  INVALID {where}: {'; '.join(describe_validation_error(exc))}", file=sys.stderr)
+            failed = True
+        else:
+            print(f"  ok {where}")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
 def run_kinds(args: argparse.Namespace) -> int:
     from blocks.create import env_names, list_fields, secret_fields
     from blocks.registry import KINDS
@@ -128,8 +192,19 @@ def run_create(args: argparse.Namespace) -> int:
     if args.check:
         print(f"valid {slug}/{args.name} (not saved)")
     else:
+        import httpx
+
+        from blocks.registry import prefect_server, where_hint
+
         try:
             block.save(args.name, overwrite=args.overwrite)
+        except httpx.HTTPError as exc:
+            print(
+                f"ERROR: {slug}/{args.name}: not saved: {prefect_server()} does not answer ({exc}); "
+                f"start it, or {where_hint()}",
+                file=sys.stderr,
+            )
+            return EXIT_FAILED
         except ValueError as exc:
             hint = " (use --overwrite to replace it)" if "already in use" in str(exc) else ""
             print(f"ERROR: {slug}/{args.name}: not saved: {exc}{hint}", file=sys.stderr)
