@@ -71,6 +71,8 @@ from lab.endpoints import (
     DNS_SECONDARY,
     OUTSIDE_MTA_IP,
     OUTSIDE_MTA_NAME,
+    RUNNER_EDGE_IP,
+    RUNNER_NAME,
     TSIG_KEY_NAME,
     ZONE,
     lab_dir,
@@ -353,8 +355,10 @@ $TTL 300
 .  NS   {ROOT_NS}
 {ROOT_NS}  A  {address}
 {EXAMPLE_NAME}  A  {EXAMPLE_ADDRESS}
-{EXAMPLE_NAME}  TXT  "v=spf1 ip4:{OUTSIDE_MTA_IP} -all"
+{EXAMPLE_NAME}  TXT  "v=spf1 ip4:{OUTSIDE_MTA_IP} ip4:{RUNNER_EDGE_IP} -all"
 {OUTSIDE_MTA_NAME}.  A  {OUTSIDE_MTA_IP}
+{RUNNER_NAME}.  A  {RUNNER_EDGE_IP}
+{_reverse_name(RUNNER_EDGE_IP)}  PTR  {RUNNER_NAME}.
 {ACME_NAME}.  A  {public_address()}
 {_reverse_name(OUTSIDE_MTA_IP)}  PTR  {OUTSIDE_MTA_NAME}.
 {ZONE}.  NS  {ROOT_NS}

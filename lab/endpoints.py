@@ -71,6 +71,12 @@ TRAEFIK_EDGE_IP = "172.30.1.2"
 # that Mailu's rspamd does not greylist it: tests send inbound mail from a container at this address.
 OUTSIDE_MTA_IP = "172.30.1.200"
 OUTSIDE_MTA_NAME = "mx.example.org"
+# The flow runner (this host) as Mailu sees it when it connects to Traefik's published ports: Docker's
+# address on edge, the first of the network's dynamic range (lab/host.py). It has forward and reverse
+# DNS and example.org's SPF allows it, so the mail canary's inbound probe is judged as a real
+# outside server's would be.
+RUNNER_EDGE_IP = "172.30.1.64"
+RUNNER_NAME = "runner.example.org"
 
 # The lab's ACME server (Debian's pebble) on the host. Containers find it by this name in the lab's root
 # zone; it dials HTTP-01 on port 80 and TLS-ALPN-01 on 443 of the name's A address.

@@ -19,6 +19,7 @@ CLOUDFLARE_BLOCK = f"{BLOCK_PREFIX}-cloudflare"
 
 def save_lab_blocks() -> list[str]:
     """Save a block for every lab credential in the lab's Prefect server; returns their names."""
+    from prefect.blocks.system import Secret
     from prefect.settings import PREFECT_API_URL, temporary_settings
     from pydantic import SecretStr
 
@@ -64,6 +65,9 @@ def save_lab_blocks() -> list[str]:
             ),
             f"{BLOCK_PREFIX}-backup-signing": BackupSigningKey(
                 key=SecretStr(ensure_secret("backup-signing-key", 32).read_text())
+            ),
+            f"{BLOCK_PREFIX}-canary-password": Secret(
+                value=SecretStr(ensure_secret("canary-password").read_text())
             ),
             f"{BLOCK_PREFIX}-gpg-private": GpgBackupPrivateKey(
                 armored_private_key=SecretStr(gpg.private_key_file.read_text()),

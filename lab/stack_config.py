@@ -124,6 +124,15 @@ def lab_stack_config(
             "gpg_private_key": f"{block_prefix}-gpg-private",
             "backup_signing_key": f"{block_prefix}-backup-signing",
             "mailu_secrets": f"{block_prefix}-mailu-secrets",
+            "canary_password": f"{block_prefix}-canary-password",
+        },
+        # The canary mailbox (canary@inlock.test) is declared in accounts; its inbound probe comes from
+        # this host as a real outside server would (endpoints.RUNNER_*: A, PTR, example.org's SPF).
+        "canary": {
+            "inbound_sender": "canary-probe@example.org",
+            "inbound_helo": endpoints.RUNNER_NAME,
+            "resolvers": [f"{endpoints.DNS_PRIMARY}:{endpoints.DNS_PORT}"],
+            "delivery_timeout_s": 120,
         },
     }
     return stack_config_from_mapping(data, source="lab_stack_config")

@@ -42,6 +42,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from mailu_core.accounts import Accounts
+from mailu_core.canary import CanarySettings
 from mailu_core.fields import (
     INVALID,
     AbsolutePath,
@@ -186,8 +187,9 @@ class MailuSettings(_Model):
     api_enabled: bool = Field(
         True,
         description=(
-            "Mailu's REST API (API). Must stay true: the deploy ensures the domains and the postmaster through "
-            "it, from inside the admin container; Traefik answers 403 on api_path, so it is never exposed."
+            "Mailu's REST API (API). Must stay true: the deploy ensures the domains and the postmaster "
+            "through it, from inside the admin container; Traefik answers 403 on api_path, so it is never "
+            "exposed."
         ),
     )
     api_path: UrlPath = Field("/api", description="REST API path (WEB_API).")
@@ -245,16 +247,16 @@ class MailuSettings(_Model):
     @model_validator(mode="after")
     def _consistent(self) -> MailuSettings:
         problems: list[tuple[str, str]] = []
-        if self.domain in self.alternative_domains:
         if not self.api_enabled:  # an option the deploy cannot honour is refused, not ignored
             problems.append(
                 (
                     "api_enabled",
-                    "false is not supported: the deploy creates the domains and the postmaster through Mailu's "
-                    "API inside the admin container (Traefik answers 403 on api_path, so the API is never "
-                    "exposed); remove the line or set it to true",
+                    "false is not supported: the deploy creates the domains and the postmaster through "
+                    "Mailu's API inside the admin container (Traefik answers 403 on api_path, so the API is "
+                    "never exposed); remove the line or set it to true",
                 )
             )
+        if self.domain in self.alternative_domains:
             problems.append(
                 ("alternative_domains", f"{self.domain!r} is the primary domain; list it only once")
             )
@@ -895,6 +897,10 @@ class BlockNames(_Model):
     mailu_secrets: BlockName = Field(
         description="mailu-secrets block: secret key, admin/DB passwords, API token."
     )
+    canary_password: BlockName | None = Field(
+        None,
+        description="Prefect Secret block holding the canary mailbox's password; none = no mail canary.",
+    )
 
     @model_validator(mode="after")
     def _distinct_keys(self) -> BlockNames:
@@ -927,6 +933,10 @@ class StackConfig(_Model):
     dns: Dns
     backup: Backup
     monitoring: Monitoring = Field(default_factory=Monitoring)
+    canary: CanarySettings = Field(
+        default_factory=CanarySettings,
+        description="The scheduled mail round trip (flows/canary.py); on when blocks.canary_password is set.",
+    )
     blocks: BlockNames
     accounts: Accounts = Field(
         default_factory=Accounts,
@@ -1058,6 +1068,11 @@ class StackConfig(_Model):
         if self.database.flavor == "sqlite" and self.volumes.admin not in self.backup.volumes:
             problems.append(
                 ("backup.volumes", f"must include {self.volumes.admin!r}: it holds the SQLite database")
+            )
+        canary = self.canary.mailbox_for(m.domain)
+        if canary.rpartition("@")[2] not in self.mail_domains:
+            problems.append(
+                ("canary.mailbox", f"{canary!r} is not in a mail domain {self.mail_domains}; use one of them")
             )
         admin = f"{m.postmaster}@{m.domain}"
         problems += [(f"accounts.{w}", d) for w, d in self.accounts.problems(self.mail_domains, admin)]

@@ -369,6 +369,12 @@ LocalPart = Annotated[
         "the local part of an address (before the '@'), lowercase, e.g. admin",
     ),
 ]
+MAIL_ADDRESS_PATTERN = rf"^[a-z0-9](?:[a-z0-9._+-]{{0,62}}[a-z0-9])?@(?=.{{1,253}}$)(?:{_LABEL}\.)+{_TLD}$"
+MailAddress = Annotated[
+    str,
+    StringConstraints(max_length=318),
+    Checked(MAIL_ADDRESS_PATTERN, "a mail address, lowercase, e.g. canary@example.com"),
+]
 DkimSelector = Annotated[
     str,
     StringConstraints(max_length=63),

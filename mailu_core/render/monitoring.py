@@ -21,11 +21,12 @@ What is scraped and how it is reached:
   admin and webmail URLs. The exporter's config file is the operator's and has no include, so the
   modules are rendered into a file of their own: merge its `modules:` into the exporter's config, or
   run an exporter with `--config.file` pointing at it. Module names carry the stack name.
-- the host's node exporter: disk usage of the filesystem holding the volumes, and two textfile-
+- the host's node exporter: disk usage of the filesystem holding the volumes, and textfile-
   collector metrics the flows define (write them with `textfile_metric`):
   `mailu_backup_last_verified_timestamp_seconds{stack}` (Unix time of the newest archive that
   backup-verify decrypted and checked) and `mailu_container_healthy{stack,service}` (1 healthy or no
-  health check, 0 otherwise).
+  health check, 0 otherwise); with the mail canary, `mailu_canary_last_success_timestamp_seconds{stack}`
+  and `mailu_canary_delivery_latency_seconds{stack,direction}` (flows/canary.py).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
+from mailu_core.canary import CANARY_LAST_SUCCESS_METRIC, CANARY_LATENCY_METRIC
 from mailu_core.config import StackConfig
 from mailu_core.render.yamlout import dump_yaml
 
@@ -78,7 +80,9 @@ NODE_METRICS = frozenset({"node_filesystem_avail_bytes", "node_filesystem_size_b
 POSTFIX_METRICS = frozenset(
     {"postfix_showq_message_size_bytes_count", "postfix_smtp_messages_processed_total"}
 )
-TEXTFILE_METRICS = frozenset({BACKUP_VERIFIED_METRIC, CONTAINER_HEALTHY_METRIC})
+TEXTFILE_METRICS = frozenset(
+    {BACKUP_VERIFIED_METRIC, CONTAINER_HEALTHY_METRIC, CANARY_LAST_SUCCESS_METRIC, CANARY_LATENCY_METRIC}
+)
 SCRAPE_METRICS = frozenset({"up"})  # Prometheus' own per-target series
 
 
@@ -281,11 +285,22 @@ ALERTS = (
     "MailuBackupNeverVerified",
     "MailuContainerUnhealthy",
     "MailuMetricsDown",
+    "MailuCanaryNoSuccess",
+    "MailuCanaryNeverSucceeded",
+    "MailuCanarySlow",
 )
+_CANARY_ALERTS = ("MailuCanaryNoSuccess", "MailuCanaryNeverSucceeded", "MailuCanarySlow")
 
 
 def alert_names(cfg: StackConfig) -> list[str]:
-    return [a for a in ALERTS if a != "MailuMetricsDown" or cfg.monitoring.scrape_rspamd]
+    """The alerts the rule file holds for `cfg` (rspamd's only when scraped, the canary's only when the
+    canary runs)."""
+    canary = cfg.blocks.canary_password is not None
+    return [
+        a
+        for a in ALERTS
+        if (a != "MailuMetricsDown" or cfg.monitoring.scrape_rspamd) and (a not in _CANARY_ALERTS or canary)
+    ]
 
 
 def render_alert_rules(cfg: StackConfig) -> str:
@@ -378,6 +393,35 @@ def render_alert_rules(cfg: StackConfig) -> str:
                 "Prometheus cannot scrape rspamd's /metrics at {{ $labels.instance }}.",
             )
         )
+    if cfg.blocks.canary_password is not None:
+        c = cfg.canary
+        quiet_s = c.no_success_alert_minutes * 60
+        rules += [
+            alert(
+                "MailuCanaryNoSuccess",
+                f"time() - max by (stack) ({CANARY_LAST_SUCCESS_METRIC}{{{s}}}) > {quiet_s}",
+                "5m",
+                "critical",
+                f"No mail canary run has succeeded for {c.no_success_alert_minutes} minutes: mail may not "
+                "flow.",
+            ),
+            alert(
+                "MailuCanaryNeverSucceeded",
+                f"absent({CANARY_LAST_SUCCESS_METRIC}{{{s}}})",
+                f"{c.no_success_alert_minutes}m",
+                "critical",
+                "No mail canary run has ever succeeded (mail-canary writes "
+                f"{CANARY_LAST_SUCCESS_METRIC} for the node exporter's textfile collector).",
+            ),
+            alert(
+                "MailuCanarySlow",
+                f"max by (stack, direction) ({CANARY_LATENCY_METRIC}{{{s}}}) > {c.max_latency_s:g}",
+                "30m",
+                "warning",
+                "Mail canary ({{ $labels.direction }}) took {{ $value }}s to arrive "
+                f"(more than {c.max_latency_s:g}s).",
+            ),
+        ]
     doc = {"groups": [{"name": f"mailu-{cfg.name}", "rules": rules}]}
     return _header("Prometheus alert rules of the Mailu stack") + dump_yaml(doc)
 

@@ -616,6 +616,11 @@ def full_example() -> dict[str, Any]:
         "monitoring.rspamd_address": "192.168.203.252",
         "monitoring.textfile_dir": "/var/lib/node_exporter/textfile",
         "monitoring.mail_volume_mountpoint": "/var/lib/docker",
+        "canary.mailbox": "canary@inlock.ai",
+        "canary.inbound_sender": "probe@runner.example.net",
+        "canary.inbound_helo": "runner.example.net",
+        "canary.resolvers": ["192.0.2.53:53"],
+        "blocks.canary_password": "inlock-canary-password",
         "accounts": {
             "domains": [
                 {

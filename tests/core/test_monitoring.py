@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from lab.stack_config import lab_stack_config
+from mailu_core.canary import CANARY_LAST_SUCCESS_METRIC, CANARY_LATENCY_METRIC
 from mailu_core.config import ConfigError, StackConfig, stack_config_from_mapping
 from mailu_core.render import render_stack
 from mailu_core.render.monitoring import (
@@ -349,6 +350,50 @@ def _rule_tests(cfg: StackConfig) -> list[dict[str, Any]]:
                     "7m",
                     {"stack": "lab", "service": "smtp", "severity": "critical"},
                     "Container smtp is not healthy.",
+                ),
+            ],
+        },
+        {  # the last good canary run at t=0: over 60 minutes from 61m, firing 5 minutes later
+            "interval": "1m",
+            "input_series": [series(CANARY_LAST_SUCCESS_METRIC, {"stack": "lab"}, "0x120")],
+            "alert_rule_test": [
+                _alert("MailuCanaryNoSuccess", "65m", None),
+                _alert(
+                    "MailuCanaryNoSuccess",
+                    "66m",
+                    crit,
+                    "No mail canary run has succeeded for 60 minutes: mail may not flow.",
+                ),
+                _alert("MailuCanaryNeverSucceeded", "119m", None),
+            ],
+        },
+        {  # no canary run has ever succeeded: absent for the whole quiet period
+            "interval": "1m",
+            "input_series": [series("up", {"job": "unrelated"}, "1x120")],
+            "alert_rule_test": [
+                _alert("MailuCanaryNeverSucceeded", "59m", None),
+                _alert(
+                    "MailuCanaryNeverSucceeded",
+                    "60m",
+                    crit,
+                    f"No mail canary run has ever succeeded (mail-canary writes {CANARY_LAST_SUCCESS_METRIC} "
+                    "for the node exporter's textfile collector).",
+                ),
+            ],
+        },
+        {  # 90 s deliveries from 2m (limit 60 s): firing 30 minutes later; the fast direction never
+            "interval": "1m",
+            "input_series": [
+                series(CANARY_LATENCY_METRIC, {"stack": "lab", "direction": "outbound"}, "10 10 90x60"),
+                series(CANARY_LATENCY_METRIC, {"stack": "lab", "direction": "inbound"}, "5x60"),
+            ],
+            "alert_rule_test": [
+                _alert("MailuCanarySlow", "31m", None),
+                _alert(
+                    "MailuCanarySlow",
+                    "32m",
+                    {"stack": "lab", "direction": "outbound", "severity": "warning"},
+                    "Mail canary (outbound) took 90s to arrive (more than 60s).",
                 ),
             ],
         },
