@@ -71,3 +71,55 @@ def ensure_domains_and_admin(
     out = host.run(cmd, stdin=json.dumps(request).encode()).text()
     created: list[str] = json.loads(out.strip().splitlines()[-1])
     return created
+
+
+# Runs with the admin image's python3: a list of API calls, in order, stopping at the first failure.
+# Password hashes in answers (GET /user lists them) are dropped here, inside the container.
+_CALLS_SCRIPT = r"""
+import json, sys, urllib.parse, urllib.request, urllib.error
+req = json.load(sys.stdin)
+base = "http://127.0.0.1:8080" + req["api_path"] + "/v1"
+def scrub(value):
+    if isinstance(value, dict):
+        return {k: scrub(v) for k, v in value.items() if k not in ("password", "raw_password")}
+    if isinstance(value, list):
+        return [scrub(v) for v in value]
+    return value
+out = []
+for call in req["calls"]:
+    data = json.dumps(call["body"]).encode() if call.get("body") is not None else None
+    url = base + urllib.parse.quote(call["path"], safe="/@:")
+    r = urllib.request.Request(url, data=data, method=call["method"],
+        headers={"Authorization": "Bearer " + req["token"], "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(r, timeout=30) as resp:
+            status, raw = resp.status, resp.read()
+    except urllib.error.HTTPError as e:
+        status, raw = e.code, e.read()
+    try:
+        body = scrub(json.loads(raw or b"null"))
+    except ValueError:
+        body = raw.decode("utf-8", "replace")[:500]
+    out.append({"status": status, "body": body})
+    if status >= 300 and call.get("stop_on_error", True):
+        break
+print(json.dumps(out))
+"""
+
+
+def api_calls(
+    host: RemoteHost,
+    compose_args: list[str],
+    api_path: str,
+    token: str,
+    calls: list[dict[str, object]],
+) -> list[dict[str, object]]:
+    """Run Mailu API calls (`{"method", "path", "body"}`) in order inside the admin container, one round
+    trip; stops after the first answer >= 300. Returns `{"status", "body"}` per call made. The token and
+    the bodies (which may hold a new user's initial password) travel on stdin; answers never hold a
+    password or its hash."""
+    request = {"api_path": api_path, "token": token, "calls": calls}
+    cmd = shlex.join([*compose_args, "exec", "-T", "admin", "python3", "-c", _CALLS_SCRIPT])
+    out = host.run(cmd, stdin=json.dumps(request).encode()).text()
+    results: list[dict[str, object]] = json.loads(out.strip().splitlines()[-1])
+    return results

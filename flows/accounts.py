@@ -1,0 +1,120 @@
+"""The `accounts` flow: keep Mailu's domains, users, aliases and relays as the stack config's `accounts`
+section declares them, through Mailu's REST API. A thin Prefect layer over `mailu_flows.accounts`.
+
+The plan is an artifact (creates, updates, deletes with old and new values; conflicts with their fix)
+before anything is written; `dry_run` stops there. Initial passwords live in Prefect `Secret` blocks
+(`prefect.blocks.system.Secret`), one per user, generated and saved there when missing; their values
+are registered for redaction and never logged. Takes the host lock (a deploy or restore recreating
+admin must not happen mid-apply).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from pydantic import Field, SecretStr
+
+from blocks import MailuSecrets, load_block
+from mailu_core.accounts import Plan
+from mailu_core.config import StackConfig
+from mailu_flows import redact
+from mailu_flows.accounts import MailuAccountsApi, PasswordStore, run_accounts
+from mailu_flows.remote import HostLock
+from tasks.host import connect_host
+
+
+class SecretBlockPasswords(PasswordStore):
+    """Initial passwords in Prefect's own `Secret` blocks (type slug `secret`)."""
+
+    def load(self, name: str) -> str | None:
+        from prefect.blocks.system import Secret
+
+        try:
+            block = Secret.load(name, _sync=True)  # type: ignore[call-arg]
+        except ValueError as exc:
+            if "Unable to find block document" in str(exc):
+                return None
+            raise
+        assert isinstance(block, Secret)
+        raw = block.value.get_secret_value()
+        if not isinstance(raw, str):
+            raise ValueError(f"the Secret block {name!r} holds a JSON value; a password is a string")
+        redact.register_secret(raw)
+        return raw
+
+    def save(self, name: str, value: str) -> None:
+        from prefect.blocks.system import Secret
+
+        redact.register_secret(value)
+        Secret(value=SecretStr(value)).save(name, overwrite=False, _sync=True)  # type: ignore[call-arg]
+
+
+@flow(name="accounts", log_prints=False)
+def accounts(
+    config: StackConfig,
+    dry_run: Annotated[bool, Field(description="Show the plan only; write nothing")] = False,
+    force: Annotated[
+        bool, Field(description="Apply even when the plan deletes more than the accounts delete limit")
+    ] = False,
+    adopt: Annotated[
+        bool, Field(description="Take over declared objects Mailu holds without this stack's mark")
+    ] = False,
+    lock_wait_s: Annotated[int, Field(ge=0, le=3600, description="How long to wait for the host lock")] = 60,
+) -> dict[str, Any]:
+    """Plan the accounts section against Mailu, then (unless dry_run) apply it."""
+    from prefect.runtime import flow_run
+
+    redact.install()
+    logger = get_run_logger()
+    secrets_block = load_block(MailuSecrets, config.blocks.mailu_secrets)
+    token = secrets_block.api_token.get_secret_value()
+    if not token:
+        raise RuntimeError(
+            f"the {config.blocks.mailu_secrets!r} block has no api_token: run a deploy first (it makes one)"
+        )
+    redact.register_secret(token)
+
+    def show(plan: Plan) -> None:
+        create_markdown_artifact(
+            plan.render_markdown(), key=f"accounts-plan-{config.name}", description="Accounts plan"
+        )
+
+    host = connect_host(config)
+    try:
+        api = MailuAccountsApi(config, host, token)
+        if dry_run:
+            result = run_accounts(
+                config, api, SecretBlockPasswords(), dry_run=True, log=logger.info, on_plan=show
+            )
+        else:
+            holder = f"accounts (flow run {flow_run.get_name() or flow_run.get_id()})"
+            lock = HostLock(host, config.paths.lock_file, holder)
+            lock.acquire(wait_s=lock_wait_s)
+            try:
+                result = run_accounts(
+                    config,
+                    api,
+                    SecretBlockPasswords(),
+                    force=force,
+                    adopt=adopt,
+                    log=logger.info,
+                    on_plan=show,
+                )
+            finally:
+                lock.release()
+    finally:
+        host.close()
+    logger.info("accounts: %s (%d API write(s))", result.summary, result.writes)
+    return {
+        "summary": result.summary,
+        "applied": result.applied,
+        "writes": result.writes,
+        "creates": result.creates,
+        "updates": result.updates,
+        "deletes": result.deletes,
+        "conflicts": result.conflicts,
+        "passwords_generated": result.passwords_generated,
+        "plan": result.plan_text,
+    }
