@@ -77,6 +77,11 @@ DEPLOYMENTS: tuple[DeploymentSpec, ...] = (
         cron=VERIFY_CRON,
     ),
     DeploymentSpec(
+        "accounts",
+        "flows/accounts.py:accounts",
+        "Keep Mailu's domains, users, aliases and relays as the config's accounts section says.",
+    ),
+    DeploymentSpec(
         "rollback",
         "flows/rollback.py:rollback",
         "Manual only: previous-release or teardown; needs confirm = the mail hostname.",

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 # Command modules, in the order `--help` lists them.
-COMMAND_MODULES = ("lab", "config", "blocks", "deploy", "backup", "dns", "serve", "rollback")
+COMMAND_MODULES = ("lab", "config", "blocks", "deploy", "backup", "dns", "serve", "rollback", "accounts")
 
 
 def build_parser() -> argparse.ArgumentParser:
