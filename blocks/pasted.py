@@ -59,9 +59,7 @@ def _rebuild(label: str, body: str) -> str:
             data, crc = data[:-5], data[-5:]
         tokens = [data]
     elif len(tokens) == 1:
-        raise FlattenedKeyError(
-            f"the line breaks of this {label} were removed and its header lines run into the key data"
-        )
+        raise FlattenedKeyError(f"the header lines of this {label} cannot be told apart from the key data")
     headers: list[str] = []
     i = 0
     while i < len(tokens) and _HEADER_NAME.match(tokens[i]):
