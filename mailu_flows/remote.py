@@ -14,86 +14,39 @@ import shlex
 import socket
 import stat
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import PurePosixPath
 from types import TracebackType
 from typing import BinaryIO
 
 import paramiko
 
+from mailu_flows.host import (
+    Channel,
+    CommandFailed,
+    CommandResult,
+    CommandTimedOut,
+    Host,
+    HostBusy,
+    HostKeyMismatch,
+    RemoteError,
+    command_label,
+    command_text,
+)
+
+__all__ = [
+    "TMP_SUFFIX",
+    "CommandFailed",
+    "CommandResult",
+    "CommandTimedOut",
+    "HostBusy",
+    "HostKeyMismatch",
+    "HostLock",
+    "RemoteError",
+    "RemoteHost",
+    "command_label",
+]
+
 TMP_SUFFIX = ".mailu-flows-tmp"  # write_file's temp file beside its target
-
-
-def command_label(command: str) -> str:
-    """A short name for a failed command: `compose <subcommand> [service]`, `docker run (<entrypoint>)`
-    or the program, never its arguments (an `exec` carries a whole script, and arguments may carry
-    values nobody should read)."""
-    try:
-        words = shlex.split(command)
-    except ValueError:
-        words = command.split()
-    if words[:2] == ["docker", "run"] and "--entrypoint" in words:  # a helper: named by what it runs
-        return f"docker run ({words[words.index('--entrypoint') + 1]})"
-    if "compose" not in words:
-        return PurePosixPath(words[0]).name if words else "command"
-    rest = words[words.index("compose") + 1 :]
-    while rest and rest[0].startswith("-"):  # global options (`-p name`, `-f file`) before the subcommand
-        rest = rest[2:] if rest[0] in ("-p", "-f", "--project-name", "--file", "--env-file") else rest[1:]
-    if not rest:
-        return "compose"
-    sub, args = rest[0], rest[1:]
-    if sub in ("exec", "run"):
-        valued = {"-u", "--user", "-w", "--workdir", "-e", "--env", "--index", "--entrypoint", "--name", "-v"}
-        i = 0
-        while i < len(args) and args[i].startswith("-"):
-            i += 2 if args[i] in valued else 1
-        return f"compose {sub} {args[i]}" if i < len(args) else f"compose {sub}"
-    return f"compose {sub}"
-
-
-class RemoteError(RuntimeError):
-    """A command or file operation on the managed host failed; the message names it."""
-
-
-class CommandTimedOut(RemoteError):
-    """A remote command passed its deadline: it was stopped on the host and the run fails naming it."""
-
-
-class CommandFailed(RemoteError):
-    """A command on the host exited non-zero; keeps the command, its exit code and its output."""
-
-    def __init__(self, label: str, result: CommandResult) -> None:
-        self.result = result
-        output = (result.stderr or result.stdout).decode(errors="replace").strip()
-        super().__init__(f"on {label}: `{result.command}` exited {result.returncode}: {output[-1500:]}")
-
-    def last_line(self) -> str:
-        """The command's final verdict (compose prints progress first, its error last)."""
-        lines = [
-            x.strip()
-            for x in (self.result.stderr or self.result.stdout).decode(errors="replace").splitlines()
-        ]
-        lines = [x for x in lines if x]
-        return lines[-1] if lines else f"exit {self.result.returncode}"
-
-
-class HostKeyMismatch(RemoteError):
-    """The host presented another key than the pinned one: refuse, never learn."""
-
-
-@dataclass(frozen=True)
-class CommandResult:
-    command: str
-    returncode: int
-    stdout: bytes
-    stderr: bytes
-
-    @property
-    def ok(self) -> bool:
-        return self.returncode == 0
-
-    def text(self) -> str:
-        return self.stdout.decode(errors="replace")
 
 
 def _load_private_key(text: str, passphrase: str | None = None) -> paramiko.PKey:
@@ -112,7 +65,7 @@ def _load_private_key(text: str, passphrase: str | None = None) -> paramiko.PKey
 
 
 class RemoteHost:
-    """The managed host over one SSH transport. Use as a context manager."""
+    """The managed host over one SSH transport (a `mailu_flows.host.Host`). Use as a context manager."""
 
     def __init__(
         self,
@@ -219,6 +172,13 @@ class RemoteHost:
             self._sftp = self.client.open_sftp()
         return self._sftp
 
+    def open_channel(self) -> Channel:
+        """A new session channel on this connection (connecting first if needed)."""
+        transport = self.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise RemoteError(f"the SSH connection to {self.label} is closed")
+        return transport.open_session()
+
     # --- commands -----------------------------------------------------------------------------
 
     def run(
@@ -240,7 +200,7 @@ class RemoteHost:
         import math
         import time
 
-        cmd = command if isinstance(command, str) else shlex.join(command)
+        cmd = command_text(command)
         wire = cmd
         if self.max_command_s is not None:
             timeout = self.max_command_s if timeout is None else min(timeout, self.max_command_s)
@@ -251,7 +211,7 @@ class RemoteHost:
             inner = wire.removeprefix("exec ") if wire.startswith("exec ") else f"sh -c {shlex.quote(wire)}"
             wire = f"exec flock -s {shlex.quote(self.fence)} {inner}"  # HostLock made the file (0600)
         channel = self.client.get_transport().open_session()  # type: ignore[union-attr]
-        channel.settimeout(None if timeout is None else timeout + 40)
+        channel.settimeout(None if timeout is None else timeout + 40)  # paramiko's own: not on Channel
         channel.exec_command(wire)
         if stdin is not None:
             channel.sendall(stdin)
@@ -293,8 +253,8 @@ class RemoteHost:
         self, command: str | Sequence[str], sink: BinaryIO, chunk: int = 1 << 20
     ) -> CommandResult:
         """Run a command and copy its stdout into `sink` as it arrives (flat memory for big outputs)."""
-        cmd = command if isinstance(command, str) else shlex.join(command)
-        channel = self.client.get_transport().open_session()  # type: ignore[union-attr]
+        cmd = command_text(command)
+        channel = self.open_channel()
         channel.exec_command(cmd)
         channel.shutdown_write()
         err = bytearray()
@@ -358,10 +318,6 @@ class RemoteHost:
         self.run(["mkdir", "-p", "-m", oct(mode)[2:], path])
 
 
-class HostBusy(RemoteError):
-    """Another mutating flow holds the host lock."""
-
-
 class HostLock:
     """One mutating flow at a time per stack (deploy, rollback, restore, dkim-publish, backup).
 
@@ -372,9 +328,9 @@ class HostLock:
 
     BUSY_EXIT = 75
 
-    def __init__(self, host: RemoteHost, path: str, holder: str) -> None:
+    def __init__(self, host: Host, path: str, holder: str) -> None:
         self.host, self.path, self.holder = host, path, holder
-        self._channel: paramiko.Channel | None = None
+        self._channel: Channel | None = None
 
     def acquire(self, wait_s: float = 0.0, poll_s: float = 1.0) -> None:
         """Take the lock (waiting up to `wait_s`); it is held while this object lives and its connection
@@ -391,7 +347,7 @@ class HostLock:
         parent = shlex.quote(str(PurePosixPath(self.path).parent))  # a stack's lock is in its own dir
         script = f"umask 077; mkdir -p {parent} && {flock} sh -c {shlex.quote(holder_cmd)}"
         while True:
-            channel = self.host.client.get_transport().open_session()  # type: ignore[union-attr]
+            channel = self.host.open_channel()
             channel.exec_command(script)
             first = b""
             while not first.endswith(b"\n"):

@@ -47,6 +47,7 @@ from mailu_flows.deploy.releases import (
     save_release,
 )
 from mailu_flows.dns.provider import Provider, ProviderRecord
+from mailu_flows.host import Host
 from mailu_flows.remote import RemoteHost
 
 Mode = Literal["previous-release", "teardown"]
@@ -106,7 +107,7 @@ class Journal:
     finished: str | None = None
 
 
-def read_journal(host: RemoteHost, path: str) -> Journal | None:
+def read_journal(host: Host, path: str) -> Journal | None:
     """The journal at `path` (a stack's `paths.journal_file`), or None."""
     data = host.read_file(path)
     if not data:
@@ -118,7 +119,7 @@ def read_journal(host: RemoteHost, path: str) -> Journal | None:
         return None  # an unreadable journal is treated as none: every step checks the host anyway
 
 
-def save_journal(host: RemoteHost, path: str, journal: Journal) -> None:
+def save_journal(host: Host, path: str, journal: Journal) -> None:
     host.run(["mkdir", "-p", "-m", "700", str(PurePosixPath(path).parent)])
     host.write_file(path, json.dumps(asdict(journal), sort_keys=True).encode() + b"\n", mode=0o600)
 
@@ -530,7 +531,7 @@ class Rollback:
     def __init__(
         self,
         cfg: StackConfig,
-        host: RemoteHost,
+        host: RemoteHost,  # Deployer's type until deploy/mailu_api.py takes a Host
         run: str,
         log: Log = lambda _m: None,
         restore: Restore | None = None,

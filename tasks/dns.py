@@ -31,7 +31,8 @@ from mailu_flows.dns.provider import (
     Provider,
     plan_for,
 )
-from mailu_flows.remote import RemoteHost
+from mailu_flows.dns.teardown import torn_down_since, without_mail_routing
+from mailu_flows.host import Host
 
 __all__ = [
     "DkimSelectors",
@@ -42,6 +43,8 @@ __all__ = [
     "dns_plan",
     "dns_provider",
     "publish_records",
+    "torn_down_since",
+    "without_mail_routing",
 ]
 
 PLAN_ARTIFACT_KEY = "mailu-dns-plan"
@@ -103,7 +106,7 @@ def _zone_dkim_values(provider: Provider, cfg: StackConfig, selectors: Sequence[
 
 def dkim_txt_for(
     cfg: StackConfig,
-    host: RemoteHost,
+    host: Host,
     current: DkimKey | None = None,
     provider: Provider | None = None,
 ) -> DkimSelectors:
@@ -206,36 +209,3 @@ def publish_records(config: StackConfig, records: list[Record], force: bool = Fa
         "deletes": [str(c) for c in plan.deletes],
         "summary": plan.summary(),
     }
-
-
-def torn_down_since(host: RemoteHost, config: StackConfig) -> str | None:
-    """When a finished rollback teardown is in effect (no good release since), its time; else None.
-
-    After a teardown only the deploy brings MX and the mail host's A/AAAA back: dkim-publish and the
-    propagation wait then leave them out instead of republishing or waiting for them."""
-    from mailu_flows.deploy.releases import last_good, read_stack_records
-    from mailu_flows.rollback import read_journal
-
-    records = read_stack_records(host, config)  # this stack's, legacy ones included until adopted
-    journal = read_journal(host, records.journal_file)
-    if journal is None or journal.mode != "teardown" or not journal.finished:
-        return None
-    good = last_good(records.releases)
-    finished = journal.finished.replace("-", "").replace(":", "")  # 20261129T010101Z, like release ids
-    if good is not None and good.id[:15] > finished[:15]:
-        return None
-    return journal.finished
-
-
-def without_mail_routing(config: StackConfig, records: list[Record]) -> list[Record]:
-    """The records a teardown keeps: all but the MX of the mail domains and the mail host's A/AAAA."""
-    domains = {d.rstrip(".").lower() for d in config.mail_domains}
-    host = config.hostname.rstrip(".").lower()
-    return [
-        r
-        for r in records
-        if not (
-            (r.type == "MX" and r.name.rstrip(".") in domains)
-            or (r.type in ("A", "AAAA") and r.name.rstrip(".") == host)
-        )
-    ]

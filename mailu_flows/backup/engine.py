@@ -56,7 +56,8 @@ from mailu_flows.backup.destination import Destination, Staging
 from mailu_flows.backup.gpg import CipherStats, Keyring, encrypt_stream, encryption_keyring
 from mailu_flows.backup.signing import BackupNotAuthentic, authentic_manifest
 from mailu_flows.backup.stream import CHUNK, TarInspector, stream_out
-from mailu_flows.remote import RemoteHost, command_label
+from mailu_flows.host import Host
+from mailu_flows.remote import command_label
 
 Log = Callable[[str], None]
 
@@ -160,7 +161,7 @@ def stack_files_source(config: StackConfig, image: str, name: str) -> Source:
     return Source(STACK_FILES, "stack-files", command)
 
 
-def _compose_container(host: RemoteHost, config: StackConfig, service: str) -> str | None:
+def _compose_container(host: Host, config: StackConfig, service: str) -> str | None:
     out = host.run(
         [
             "docker",
@@ -176,7 +177,7 @@ def _compose_container(host: RemoteHost, config: StackConfig, service: str) -> s
     return ids[0] if ids else None
 
 
-def missing_volumes(host: RemoteHost, volumes: Sequence[str]) -> list[str]:
+def missing_volumes(host: Host, volumes: Sequence[str]) -> list[str]:
     """Volumes that do not exist (`docker run -v` would silently create an empty one)."""
     existing = set(host.run(["docker", "volume", "ls", "-q"]).text().split())
     return [v for v in volumes if v not in existing]
@@ -188,7 +189,7 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def archive_source(host: RemoteHost, keyring: Keyring, staging: Staging, source: Source) -> ArchiveEntry:
+def archive_source(host: Host, keyring: Keyring, staging: Staging, source: Source) -> ArchiveEntry:
     """Stream one source through gpg into the staging area; the tar is checked as it passes."""
     file = archive_file_name(source.name, source.kind)
     inspector = TarInspector() if source.kind != "pg-dump" else None
@@ -286,7 +287,7 @@ def _new_backup_id(destination: Destination, stack: str, tag: str | None) -> tup
 
 
 def run_backup(
-    host: RemoteHost,
+    host: Host,
     config: StackConfig,
     destination: Destination,
     public_key: GpgBackupPublicKey,
@@ -380,7 +381,7 @@ def live_copy_note(entry: ArchiveEntry) -> str:
 
 
 def _prepare_consistency(
-    host: RemoteHost, config: StackConfig, targets: Sequence[str], log: Log
+    host: Host, config: StackConfig, targets: Sequence[str], log: Log
 ) -> list[str]:
     notes = [f"{v}: copied live from a read-only mount" for v in targets]
     if config.volumes.redis in targets:
@@ -394,7 +395,7 @@ def _prepare_consistency(
     return notes
 
 
-def _pg_dump_source(host: RemoteHost, config: StackConfig) -> Source | None:
+def _pg_dump_source(host: Host, config: StackConfig) -> Source | None:
     db = config.database
     if db.flavor != "postgresql":
         return None
@@ -413,7 +414,7 @@ def _pg_dump_source(host: RemoteHost, config: StackConfig) -> Source | None:
     return Source(PG_DUMP, "pg-dump", dump_command(container, config))
 
 
-def _pause(host: RemoteHost, config: StackConfig, services: Sequence[str], log: Log) -> list[str]:
+def _pause(host: Host, config: StackConfig, services: Sequence[str], log: Log) -> list[str]:
     paused = []
     for service in services:
         container = _compose_container(host, config, service)
@@ -424,12 +425,12 @@ def _pause(host: RemoteHost, config: StackConfig, services: Sequence[str], log: 
     return paused
 
 
-def _unpause(host: RemoteHost, containers: Sequence[str]) -> None:
+def _unpause(host: Host, containers: Sequence[str]) -> None:
     for container in containers:
         host.run(["docker", "unpause", container], check=False)
 
 
-def clean_host_leftovers(host: RemoteHost, config: StackConfig) -> list[str]:
+def clean_host_leftovers(host: Host, config: StackConfig) -> list[str]:
     """Undo what a backup or restore of this stack killed midway left on the host (its `finally` never
     ran): stack containers it paused, and throwaway PostgreSQL servers of a restore. Called with the
     stack's host lock held, so no live backup or restore of this stack owns any of them. (Helper
@@ -452,7 +453,7 @@ def clean_host_leftovers(host: RemoteHost, config: StackConfig) -> list[str]:
     return found
 
 
-def _cleanup_containers(host: RemoteHost, run_tag: str) -> None:
+def _cleanup_containers(host: Host, run_tag: str) -> None:
     """Best effort: stop helper containers of a failed run (the connection may be gone)."""
     try:
         ids = host.run(["docker", "ps", "-q", "--filter", f"name=mailu-backup-{run_tag}-"], check=False)

@@ -20,10 +20,10 @@ import uuid
 from collections.abc import Iterator
 
 from mailu_core.config import StackConfig
-from mailu_core.render.env import POSTGRES_DATA_DIR
 from mailu_core.render.secrets import secret_file_specs
+from mailu_core.services import POSTGRES_DATA_DIR
 from mailu_flows.backup.engine import helper_run, volume_mount
-from mailu_flows.remote import RemoteHost
+from mailu_flows.host import Host
 
 STACK_LABEL = "mailu-flows.stack"  # on throwaway servers and drill volumes: whose, so cleanup stays per stack
 ROLE_LABEL = "mailu-flows.role"  # drill (verify, no lock) or restore (under the host lock)
@@ -74,7 +74,7 @@ def db_password_file(config: StackConfig) -> str:
     return spec.host_path
 
 
-def empty_volume(host: RemoteHost, config: StackConfig, volume: str) -> None:
+def empty_volume(host: Host, config: StackConfig, volume: str) -> None:
     from mailu_flows.backup.engine import helper_image
 
     name = f"mailu-restore-{uuid.uuid4().hex[:8]}"
@@ -84,7 +84,7 @@ def empty_volume(host: RemoteHost, config: StackConfig, volume: str) -> None:
 
 @contextlib.contextmanager
 def throwaway_server(
-    host: RemoteHost, config: StackConfig, volume: str, *, password_file: str | None
+    host: Host, config: StackConfig, volume: str, *, password_file: str | None
 ) -> Iterator[str]:
     """A PostgreSQL of the stack's image on `volume`, ready for clients; stopped and removed afterwards.
 
@@ -127,6 +127,6 @@ def throwaway_server(
         host.run(["docker", "rm", "-f", name], check=False)
 
 
-def count_tables(host: RemoteHost, config: StackConfig, container: str) -> int:
+def count_tables(host: Host, config: StackConfig, container: str) -> int:
     return int(host.run(table_count_command(container, config), timeout=120).text().strip() or "0")
 

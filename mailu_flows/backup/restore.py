@@ -26,7 +26,8 @@ from mailu_flows.backup.gpg import decryption_keyring
 from mailu_flows.backup.postgres import db_password_file, empty_volume
 from mailu_flows.backup.signing import BackupNotAuthentic, authentic_manifest
 from mailu_flows.backup.verify import drill_pg_dump, read_archive, verify_backup
-from mailu_flows.remote import HostLock, RemoteHost
+from mailu_flows.host import Host
+from mailu_flows.remote import HostLock
 
 
 class RestoreRefused(RuntimeError):
@@ -45,7 +46,7 @@ class RestoreResult:
     checks: list[CheckResult] = field(default_factory=list)
 
 
-def volumes_in_use(host: RemoteHost, volumes: Sequence[str]) -> dict[str, list[str]]:
+def volumes_in_use(host: Host, volumes: Sequence[str]) -> dict[str, list[str]]:
     """Running containers (names) per volume."""
     busy: dict[str, list[str]] = {}
     for volume in volumes:
@@ -57,7 +58,7 @@ def volumes_in_use(host: RemoteHost, volumes: Sequence[str]) -> dict[str, list[s
 
 
 def restore_backup(
-    host: RemoteHost,
+    host: Host,
     config: StackConfig,
     destination: Destination,
     public_key: GpgBackupPublicKey,

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from mailu_core.backup import ListingDigest
-from mailu_flows.remote import RemoteError, RemoteHost
+from mailu_flows.host import Host
 
 CHUNK = 1 << 20
 _TYPES = {
@@ -42,17 +42,14 @@ def _command(command: str | Sequence[str]) -> str:
     return command if isinstance(command, str) else shlex.join(command)
 
 
-def stream_out(host: RemoteHost, command: str | Sequence[str], sink: Callable[[bytes], None]) -> StreamResult:
+def stream_out(host: Host, command: str | Sequence[str], sink: Callable[[bytes], None]) -> StreamResult:
     """Run `command` on the host and hand its stdout to `sink` chunk by chunk.
 
     The channel is always closed, also when `sink` raises. A connection that dies midway gives
     returncode -1 (no exit status), which callers treat as a failure.
     """
     cmd = _command(command)
-    transport = host.client.get_transport()
-    if transport is None or not transport.is_active():
-        raise RemoteError(f"the SSH connection to {host.label} is closed")
-    channel = transport.open_session()
+    channel = host.open_channel()
     err = bytearray()
     try:
         channel.exec_command(cmd)
@@ -76,13 +73,10 @@ def stream_out(host: RemoteHost, command: str | Sequence[str], sink: Callable[[b
 class StreamIn:
     """A remote command fed from local chunks (`write`), e.g. `tar -x` into a volume."""
 
-    def __init__(self, host: RemoteHost, command: str | Sequence[str]) -> None:
+    def __init__(self, host: Host, command: str | Sequence[str]) -> None:
         self.command = _command(command)
         self.host = host
-        transport = host.client.get_transport()
-        if transport is None or not transport.is_active():
-            raise RemoteError(f"the SSH connection to {host.label} is closed")
-        self.channel = transport.open_session()
+        self.channel = host.open_channel()
         self.channel.set_combine_stderr(True)
         self.channel.exec_command(self.command)
         self._out = bytearray()

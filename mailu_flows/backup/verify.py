@@ -35,7 +35,8 @@ from mailu_flows.backup.engine import helper_image, helper_run, volume_mount
 from mailu_flows.backup.gpg import GpgError, Keyring, decrypt_stream, decryption_keyring
 from mailu_flows.backup.signing import BackupNotAuthentic, authentic_manifest
 from mailu_flows.backup.stream import CHUNK, StreamIn, TarInspector, TarReport, stream_out
-from mailu_flows.remote import RemoteError, RemoteHost
+from mailu_flows.host import Host
+from mailu_flows.remote import RemoteError
 
 DEFAULT_THROUGHPUT = 50e6  # bytes/s assumed before a run has measured one
 STATE = "verify"
@@ -63,7 +64,7 @@ def hash_command(volume: str, image: str, name: str) -> str:
 
 
 def compare_volume_hashes(
-    host: RemoteHost, volume: str, image: str, expected: dict[str, str], label: str, check: str
+    host: Host, volume: str, image: str, expected: dict[str, str], label: str, check: str
 ) -> CheckResult:
     """Hash every file in the volume on the host and compare with the hashes read from the archive."""
     remaining = dict(expected)
@@ -103,7 +104,7 @@ def compare_volume_hashes(
 
 
 def read_archive(
-    host: RemoteHost | None,
+    host: Host | None,
     keyring: Keyring,
     destination: Destination,
     backup_id: str,
@@ -233,7 +234,7 @@ def _dkim_row(
 
 
 def drill_pg_dump(
-    host: RemoteHost,
+    host: Host,
     config: StackConfig,
     keyring: Keyring,
     destination: Destination,
@@ -268,7 +269,7 @@ def drill_pg_dump(
         return ArchiveReadResult([row], TarReport())
 
 
-def _scratch_volume(host: RemoteHost, stack: str) -> str:
+def _scratch_volume(host: Host, stack: str) -> str:
     from mailu_flows.backup.postgres import STACK_LABEL
 
     name = f"mailu-drill-{uuid.uuid4().hex[:10]}"
@@ -277,7 +278,7 @@ def _scratch_volume(host: RemoteHost, stack: str) -> str:
     return name
 
 
-def clean_drill_leftovers(host: RemoteHost, config: StackConfig) -> list[str]:
+def clean_drill_leftovers(host: Host, config: StackConfig) -> list[str]:
     """What a verify of this stack killed midway left (its `finally` never ran): decrypted scratch
     volumes and throwaway PostgreSQL servers. Verify runs of one stack do not overlap (one deployment),
     and nothing else makes these."""
@@ -298,7 +299,7 @@ def clean_drill_leftovers(host: RemoteHost, config: StackConfig) -> list[str]:
 
 
 def verify_backup(
-    host: RemoteHost | None,
+    host: Host | None,
     config: StackConfig,
     destination: Destination,
     private_key: GpgBackupPrivateKey,

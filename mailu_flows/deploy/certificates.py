@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 
 from mailu_core.config import StackConfig
 from mailu_flows.deploy.preflight import Check
-from mailu_flows.remote import RemoteHost
+from mailu_flows.host import Host
 
 ACME_FLAVORS = ("letsencrypt", "mail-letsencrypt")
 # What front's config.py requires before it enables TLS (core/nginx/config.py, "letsencrypt" flavors).
@@ -45,7 +45,7 @@ def uses_acme(cfg: StackConfig) -> bool:
     return cfg.mailu.tls_flavor in ACME_FLAVORS
 
 
-def certificate_present(host: RemoteHost, cfg: StackConfig) -> bool:
+def certificate_present(host: Host, cfg: StackConfig) -> bool:
     """Whether Mailu's certificates exist in the certs volume, read by a throwaway container of the front
     image (no network, the volume read-only), so the answer does not depend on front running."""
     source = str(cfg.host.resolve(str(cfg.host.certs_dir))) if cfg.host.certs_dir else cfg.volumes.certs
@@ -79,7 +79,7 @@ def plan_note(cfg: StackConfig) -> str:
 
 
 def wait_for_certificate(
-    host: RemoteHost,
+    host: Host,
     cfg: StackConfig,
     compose: Callable[..., str],
     log: Log = lambda _m: None,

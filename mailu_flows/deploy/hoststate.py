@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from mailu_flows.remote import RemoteHost
+from mailu_flows.host import Host
 
 __all__ = [
     "FACTS_SECTION",
@@ -319,7 +319,7 @@ def split_sections(output: str) -> dict[str, str]:
     return {name: "\n".join(lines) for name, lines in sections.items()}
 
 
-def gather(host: RemoteHost, facts: Sequence[Fact[Any]]) -> dict[str, Any]:
+def gather(host: Host, facts: Sequence[Fact[Any]]) -> dict[str, Any]:
     """One round trip: every fact's value by its name (a fact whose section is missing parses "")."""
     sections = split_sections(host.run(["sh", "-c", fact_script(facts)]).text())
     return {fact.name: fact.parse(sections.get(fact.name, "")) for fact in facts}
@@ -386,7 +386,7 @@ def host_state_from(values: dict[str, Any]) -> HostState:
 
 
 def read_host_state(
-    host: RemoteHost, paths: Iterable[str], project: str, traefik_api: str, images: Iterable[str] = ()
+    host: Host, paths: Iterable[str], project: str, traefik_api: str, images: Iterable[str] = ()
 ) -> HostState:
     """One round trip: every fact the deploy decides from."""
     return host_state_from(gather(host, deploy_facts(paths, project, traefik_api, images)))

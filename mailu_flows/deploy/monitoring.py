@@ -20,7 +20,8 @@ from mailu_core.render.monitoring import (
     rspamd_target,
 )
 from mailu_flows.deploy.preflight import Check
-from mailu_flows.remote import CommandFailed, RemoteHost
+from mailu_flows.host import Host
+from mailu_flows.remote import CommandFailed
 
 __all__ = [
     "expected_targets",
@@ -36,7 +37,7 @@ def monitoring_changed(cfg: StackConfig, changed: Iterable[str]) -> bool:
     return bool(set(monitoring_paths(cfg)) & set(changed))
 
 
-def reload_prometheus(host: RemoteHost, cfg: StackConfig, log: Callable[[str], None]) -> Check | None:
+def reload_prometheus(host: Host, cfg: StackConfig, log: Callable[[str], None]) -> Check | None:
     """POST the lifecycle reload URL from the host; None when no reload URL is configured."""
     url = cfg.monitoring.reload_url
     if not cfg.monitoring.enabled or not url:
@@ -62,7 +63,7 @@ def expected_targets(cfg: StackConfig) -> list[tuple[str, str]]:
     return out
 
 
-def _api_get(host: RemoteHost, url: str) -> dict[str, Any] | None:
+def _api_get(host: Host, url: str) -> dict[str, Any] | None:
     result = host.run(["curl", "-fsS", "-m", "10", url], check=False)
     if not result.ok:
         return None
@@ -106,7 +107,7 @@ def _evaluate(cfg: StackConfig, targets: dict[str, Any] | None, rules: dict[str,
     return rows
 
 
-def prometheus_checks(host: RemoteHost, cfg: StackConfig, wait_s: float = 30.0) -> list[Check]:
+def prometheus_checks(host: Host, cfg: StackConfig, wait_s: float = 30.0) -> list[Check]:
     """Prometheus lists every Mailu target and alert rule (polled: file_sd applies changes within
     seconds, not at once). Empty when monitoring is off or no Prometheus URL is configured."""
     api = cfg.monitoring.prometheus_api() if cfg.monitoring.enabled else None
@@ -124,7 +125,7 @@ def prometheus_checks(host: RemoteHost, cfg: StackConfig, wait_s: float = 30.0) 
         time.sleep(1)
 
 
-def reload_quietly(host: RemoteHost, cfg: StackConfig, log: Callable[[str], None]) -> None:
+def reload_quietly(host: Host, cfg: StackConfig, log: Callable[[str], None]) -> None:
     """Reload after a return to the previous release; a failure here must not hide the deploy's."""
     try:
         reload_prometheus(host, cfg, log)

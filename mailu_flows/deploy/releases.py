@@ -33,7 +33,8 @@ from mailu_core.stack_paths import (
     StackPaths,
     decide_adoption,
 )
-from mailu_flows.remote import HostBusy, HostLock, RemoteError, RemoteHost
+from mailu_flows.host import Host
+from mailu_flows.remote import HostBusy, HostLock, RemoteError
 
 ReleaseStatus = Literal["pending", "good", "failed", "rolled-back"]
 KEEP_RELEASES = 5
@@ -56,7 +57,7 @@ def new_release_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
 
 
-def list_releases(host: RemoteHost, paths: StackPaths) -> list[Release]:
+def list_releases(host: Host, paths: StackPaths) -> list[Release]:
     """This stack's release records, oldest first (one round trip)."""
     return _read_releases(host, [paths.releases_dir])
 
@@ -66,7 +67,7 @@ class UnreadableRelease(RemoteError):
     around, so that a deploy or rollback does not pick the wrong previous release."""
 
 
-def _read_releases(host: RemoteHost, dirs: list[str]) -> list[Release]:
+def _read_releases(host: Host, dirs: list[str]) -> list[Release]:
     """Every record under `dirs`, each line `<path> <base64 of its bytes>`: a damaged record is told
     apart from the others and named, whatever bytes it holds."""
     loop = " ".join(f"{shlex.quote(d)}/*/release.json" for d in dirs)
@@ -92,13 +93,13 @@ def last_good(releases: list[Release]) -> Release | None:
     return good[-1] if good else None
 
 
-def save_release(host: RemoteHost, paths: StackPaths, release: Release) -> None:
+def save_release(host: Host, paths: StackPaths, release: Release) -> None:
     path = f"{paths.releases_dir}/{release.id}/release.json"
     host.write_file(path, json.dumps(asdict(release), sort_keys=True).encode() + b"\n", mode=0o600)
 
 
 def start_release(
-    host: RemoteHost,
+    host: Host,
     paths: StackPaths,
     release: Release,
     contents: dict[str, bytes],
@@ -120,7 +121,7 @@ def start_release(
     save_release(host, paths, release)
 
 
-def release_file(host: RemoteHost, paths: StackPaths, release_id: str, rel: str) -> bytes | None:
+def release_file(host: Host, paths: StackPaths, release_id: str, rel: str) -> bytes | None:
     return host.read_file(f"{paths.releases_dir}/{release_id}/files/{rel}")
 
 
@@ -130,7 +131,7 @@ def replaced_file_path(paths: StackPaths, release_id: str, rel: str) -> str:
 
 
 def prune_releases(
-    host: RemoteHost, paths: StackPaths, releases: list[Release], keep: int = KEEP_RELEASES
+    host: Host, paths: StackPaths, releases: list[Release], keep: int = KEEP_RELEASES
 ) -> None:
     """Keep the newest `keep` releases and always the newest good one."""
     good = last_good(releases)
@@ -167,7 +168,7 @@ def _legacy_journal(data: bytes | None) -> LegacyJournal | None:
         return LegacyJournal(None, None, False)  # unreadable: it cannot say whose it is
 
 
-def _pending_adoption(host: RemoteHost, cfg: StackConfig) -> tuple[Adoption | None, list[Release], set[str]]:
+def _pending_adoption(host: Host, cfg: StackConfig) -> tuple[Adoption | None, list[Release], set[str]]:
     """(adoption, this stack's releases it will move or has gathered, ids still in the legacy dir);
     no adoption when the stack already has its own releases directory or the legacy place is empty.
     Raises AdoptionRefused (before anything changes) when the legacy records cannot be attributed."""
@@ -189,7 +190,7 @@ def _pending_adoption(host: RemoteHost, cfg: StackConfig) -> tuple[Adoption | No
     return adoption, ours, {r.id for r in legacy}
 
 
-def read_stack_records(host: RemoteHost, cfg: StackConfig) -> StackRecords:
+def read_stack_records(host: Host, cfg: StackConfig) -> StackRecords:
     """This stack's records, read-only (no lock needed): legacy records it will adopt count as its own."""
     paths = cfg.paths
     adoption, ours, _ = _pending_adoption(host, cfg)
@@ -200,7 +201,7 @@ def read_stack_records(host: RemoteHost, cfg: StackConfig) -> StackRecords:
 
 
 def adopt_legacy_records(
-    host: RemoteHost, cfg: StackConfig, log: Callable[[str], None] = lambda _m: None
+    host: Host, cfg: StackConfig, log: Callable[[str], None] = lambda _m: None
 ) -> Adoption | None:
     """Move this stack's legacy release records (and its journal) under its own directory; the caller
     holds the stack's lock. The legacy lock is taken too, so that a run of an older version, which

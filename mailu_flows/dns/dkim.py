@@ -27,7 +27,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mailu_core.config import Dkim, StackConfig
 from mailu_flows import redact
-from mailu_flows.remote import CommandFailed, RemoteError, RemoteHost
+from mailu_flows.host import Host
+from mailu_flows.remote import CommandFailed, RemoteError
 
 __all__ = [
     "DkimKey",
@@ -187,7 +188,7 @@ def _exec_or_run(cfg: StackConfig, script: str) -> str:
     )
 
 
-def _run(host: RemoteHost, cfg: StackConfig, script: str, what: str, stdin: bytes | None = None) -> str:
+def _run(host: Host, cfg: StackConfig, script: str, what: str, stdin: bytes | None = None) -> str:
     try:
         return host.run(_exec_or_run(cfg, script), stdin=stdin, timeout=120).text()
     except CommandFailed as exc:
@@ -196,7 +197,7 @@ def _run(host: RemoteHost, cfg: StackConfig, script: str, what: str, stdin: byte
         ) from None
 
 
-def read_keys(host: RemoteHost, cfg: StackConfig, selectors: Sequence[str]) -> dict[str, DkimKey | None]:
+def read_keys(host: Host, cfg: StackConfig, selectors: Sequence[str]) -> dict[str, DkimKey | None]:
     """The primary domain's key for each selector (None where there is no file), in one container run."""
     domain = cfg.mailu.domain
     lines = [_SHOW]
@@ -210,7 +211,7 @@ def read_keys(host: RemoteHost, cfg: StackConfig, selectors: Sequence[str]) -> d
     return {s: found[s] for s in selectors}
 
 
-def ensure_key(host: RemoteHost, cfg: StackConfig, *, rotate: bool = False) -> DkimKey:
+def ensure_key(host: Host, cfg: StackConfig, *, rotate: bool = False) -> DkimKey:
     """The primary domain's key for the configured selector: created if missing (RSA of `key_bits`,
     PKCS#8 PEM, 0600 owned by admin's `mailu` user, which reads it after dropping root: a root-owned
     file stays unreadable until admin's next restart chowns /dkim), never overwritten; with `rotate`,

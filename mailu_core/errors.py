@@ -1,0 +1,45 @@
+"""The one root of every error mailu-flows raises on purpose, so a caller can catch "ours" in one clause.
+
+`MailuFlowsError` lives in the pure core because the core raises too (a bad config, an unsafe DNS plan)
+and the core imports nothing above it. Each class keeps the standard base it had (`ValueError`,
+`RuntimeError`, `TimeoutError`, ...), so `except ValueError` still catches a bad field. The tree
+(`tests/core/test_errors.py` checks that every exception class of the project derives from the root):
+
+    MailuFlowsError
+    ├── mailu_core: ConfigError (ValueError), UnsafePlan → TooMuchChange, PropagationTimeout
+    │   (TimeoutError), backup and accounts errors (ValueError)
+    ├── RemoteError (RuntimeError), mailu_flows.host: the managed host
+    │   ├── CommandFailed, CommandTimedOut, HostKeyMismatch, HostBusy
+    │   ├── UnexpectedCommand (FakeHost: a command no answer was scripted for)
+    │   └── deploy, release, backup and DKIM errors that happen on the host
+    ├── DnsError, mailu_flows.dns.provider: a DNS provider or nameserver
+    │   ├── ZoneNotFoundError, DnsAuthError, DnsConnectionError, PlanOutdatedError
+    │   ├── RecordOutsideZoneError (ValueError), UnsupportedRecord (ValueError)
+    │   └── DnsConflicts (tasks.dns), UnknownProvider (registry)
+    └── the engines' and flows' own refusals (preflight, rollback, backup verify, blocks), each
+        documented where it is defined
+
+`python -c "import mailu_core.errors as e; print(e.tree())"` prints the live tree.
+"""
+
+from __future__ import annotations
+
+__all__ = ["MailuFlowsError", "tree"]
+
+
+class MailuFlowsError(Exception):
+    """Something mailu-flows refuses or could not do; the message names the input or the host and the fix."""
+
+
+def tree(root: type[BaseException] = MailuFlowsError) -> str:
+    """The subclasses of `root` that are imported now, as an indented tree (for docs and debugging)."""
+    lines: list[str] = []
+
+    def walk(cls: type[BaseException], depth: int) -> None:
+        for sub in sorted(cls.__subclasses__(), key=lambda c: (c.__module__, c.__qualname__)):
+            lines.append(f"{'  ' * depth}{sub.__module__}.{sub.__qualname__}")
+            walk(sub, depth + 1)
+
+    lines.append(f"{root.__module__}.{root.__qualname__}")
+    walk(root, 1)
+    return "\n".join(lines)
