@@ -25,9 +25,10 @@ from prefect.blocks.core import Block
 from pydantic import SecretStr, ValidationError
 
 from blocks.registry import block_type_for
+from mailu_core.errors import MailuFlowsError
 
 
-class BlockInputError(ValueError):
+class BlockInputError(MailuFlowsError, ValueError):
     """A block could not be built from the given sources; the message names fields, never secret values."""
 
 

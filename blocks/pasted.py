@@ -19,13 +19,15 @@ import re
 import textwrap
 from collections.abc import Iterable
 
+from mailu_core.errors import MailuFlowsError
+
 _ARMOR = re.compile(r"-----BEGIN (?P<label>[A-Z0-9 ]+)-----(?P<body>.*?)-----END (?P=label)-----", re.S)
 _HEADER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]*:$")
 _BASE64 = re.compile(r"^[A-Za-z0-9+/]+={0,2}$")
 _CRC = re.compile(r"^=[A-Za-z0-9+/]{4}$")
 
 
-class FlattenedKeyError(ValueError):
+class FlattenedKeyError(MailuFlowsError, ValueError):
     """A flattened key whose structure cannot be rebuilt without guessing."""
 
 

@@ -15,6 +15,7 @@ from blocks.dns import CloudflareDns, Rfc2136Dns
 from blocks.gpg import GpgBackupPrivateKey, GpgBackupPublicKey
 from blocks.mailu import MailuSecrets
 from blocks.ssh import SshHost
+from mailu_core.errors import MailuFlowsError
 
 B = TypeVar("B", bound=Block)
 
@@ -59,7 +60,7 @@ def register_block_types() -> list[str]:
 LAB_API_URL = "http://127.0.0.1:4200/api"
 
 
-class BlockNotFound(ValueError):
+class BlockNotFound(MailuFlowsError, ValueError):
     """A block the config names is not on the Prefect server asked; the message says which server."""
 
 

@@ -43,6 +43,7 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 
 from mailu_core.accounts import Accounts
 from mailu_core.canary import CanarySettings
+from mailu_core.errors import MailuFlowsError
 from mailu_core.fields import (
     INVALID,
     AbsolutePath,
@@ -1096,7 +1097,7 @@ class ConfigIssue:
         return f"{where}: {self.message}"
 
 
-class ConfigError(ValueError):
+class ConfigError(MailuFlowsError, ValueError):
     """A stack config that cannot be used; `issues` has one entry per bad field."""
 
     def __init__(self, source: str, issues: Sequence[ConfigIssue]) -> None:

@@ -13,6 +13,8 @@ import binascii
 import hashlib
 import re
 
+from mailu_core.errors import MailuFlowsError
+
 PUBLIC_ARMOR = "PGP PUBLIC KEY BLOCK"
 PRIVATE_ARMOR = "PGP PRIVATE KEY BLOCK"
 
@@ -21,7 +23,7 @@ _ECDH, _ECDSA, _EDDSA = 18, 19, 22
 _MPI_COUNT = {1: 2, 2: 2, 3: 2, 16: 3, 17: 4, 18: 1, 19: 1, 22: 1}
 
 
-class OpenPgpError(ValueError):
+class OpenPgpError(MailuFlowsError, ValueError):
     """The text is not an armored OpenPGP key this module can read."""
 
 

@@ -22,6 +22,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+from mailu_core.errors import MailuFlowsError
+
 STATE_DIR = ".mailu-flows"
 
 
@@ -104,7 +106,7 @@ class Adoption:
     notes: tuple[str, ...]  # one line each, for the run's log
 
 
-class AdoptionRefused(RuntimeError):
+class AdoptionRefused(MailuFlowsError, RuntimeError):
     """The legacy records cannot be attributed safely; the message names the paths and the fix."""
 
 

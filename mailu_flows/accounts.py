@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from mailu_core.accounts import AccountUser, Change, Current, Plan, TooManyDeletes, is_password_hash, plan
 from mailu_core.config import StackConfig
+from mailu_core.errors import MailuFlowsError
 from mailu_flows.deploy.engine import compose_args
 from mailu_flows.deploy.mailu_api import api_calls
 from mailu_flows.remote import RemoteHost
@@ -43,15 +44,15 @@ Log = Callable[[str], None]
 PASSWORD_LENGTH = 24  # token_urlsafe(24): 32 characters
 
 
-class AccountsApiError(RuntimeError):
+class AccountsApiError(MailuFlowsError, RuntimeError):
     """Mailu's API refused a call: what was asked, its answer, and what had already been done."""
 
 
-class PasswordUnavailable(RuntimeError):
+class PasswordUnavailable(MailuFlowsError, RuntimeError):
     """A user's initial password (or migration hash) cannot be had: nothing was changed."""
 
 
-class UnresolvedConflicts(RuntimeError):
+class UnresolvedConflicts(MailuFlowsError, RuntimeError):
     """The plan was applied except where Mailu holds something this stack must not overwrite."""
 
 

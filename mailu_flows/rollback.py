@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 from mailu_core.config import StackConfig
 from mailu_core.dns import Change, Plan, Record, apply_order
+from mailu_core.errors import MailuFlowsError
 from mailu_core.render import front_alias, render_stack
 from mailu_core.render.monitoring import monitoring_file_paths, monitoring_paths
 from mailu_flows.deploy.engine import Deployer, _traefik_names, compose_args, sha256
@@ -58,7 +59,7 @@ Restore = Callable[[str], str]  # backup id -> one line saying what was restored
 KEPT_TXT_SLOTS = ("spf1", "dmarc1", "dkim1")
 
 
-class RollbackError(RuntimeError):
+class RollbackError(MailuFlowsError, RuntimeError):
     """The rollback cannot start or did not finish; the message says why and what to do."""
 
 

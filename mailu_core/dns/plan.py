@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from mailu_core.dns.records import Record, RecordKey, in_zone, normalize_name
+from mailu_core.errors import MailuFlowsError
 
 __all__ = [
     "ALWAYS_ALLOWED_CHANGES",
@@ -55,7 +56,7 @@ MAX_CHANGE_FRACTION = 0.3
 ALWAYS_ALLOWED_CHANGES = 2
 
 
-class UnsafePlan(Exception):
+class UnsafePlan(MailuFlowsError):
     """A plan that must not be applied without `force`."""
 
 

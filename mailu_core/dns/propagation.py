@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from mailu_core.dns.records import Record, normalize_value, txt_slot
+from mailu_core.errors import MailuFlowsError
 
 __all__ = [
     "Answer",
@@ -183,7 +184,7 @@ def build_table(
     )
 
 
-class PropagationTimeout(TimeoutError):
+class PropagationTimeout(MailuFlowsError, TimeoutError):
     """The deadline passed before every nameserver served every record; `table` is the last check."""
 
     def __init__(self, table: PropagationTable, waited_s: float) -> None:

@@ -33,6 +33,7 @@ from mailu_core.backup import (
     VerificationRecord,
     parse_backup_id,
 )
+from mailu_core.errors import MailuFlowsError
 from mailu_core.fields import STACK_NAME_PATTERN
 
 PARTIAL_PREFIX = ".partial-"
@@ -40,7 +41,7 @@ _MEMBER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,200}$")
 _STACK_RE = re.compile(STACK_NAME_PATTERN)
 
 
-class UnsafeName(ValueError):
+class UnsafeName(MailuFlowsError, ValueError):
     """A backup id or file name read from the destination that could leave its directory."""
 
 
@@ -53,7 +54,7 @@ def safe_member(backup_id: str, file: str) -> tuple[str, str]:
     return backup_id, file
 
 
-class DestinationBusy(RuntimeError):
+class DestinationBusy(MailuFlowsError, RuntimeError):
     """Another run is writing to this destination."""
 
 

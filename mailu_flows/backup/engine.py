@@ -51,6 +51,7 @@ from mailu_core.backup import (
     sign_manifest,
 )
 from mailu_core.config import StackConfig
+from mailu_core.errors import MailuFlowsError
 from mailu_core.fields import DOCKER_NAME_PATTERN
 from mailu_flows.backup.destination import Destination, Staging
 from mailu_flows.backup.gpg import CipherStats, Keyring, encrypt_stream, encryption_keyring
@@ -62,7 +63,7 @@ from mailu_flows.remote import command_label
 Log = Callable[[str], None]
 
 
-class BackupError(RuntimeError):
+class BackupError(MailuFlowsError, RuntimeError):
     """A backup could not be made; nothing that looks like a backup was left behind."""
 
 

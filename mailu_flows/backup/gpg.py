@@ -23,12 +23,13 @@ from typing import Any, BinaryIO
 import gnupg
 
 from blocks.gpg import GpgBackupPrivateKey, GpgBackupPublicKey
+from mailu_core.errors import MailuFlowsError
 from mailu_flows.redact import register_secret
 
 CHUNK = 1 << 18
 
 
-class GpgError(RuntimeError):
+class GpgError(MailuFlowsError, RuntimeError):
     """gpg refused a key or failed to encrypt/decrypt; the message carries gpg's status."""
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from blocks.gpg import GpgBackupPrivateKey, GpgBackupPublicKey
 from mailu_core.backup import PG_DUMP, CheckResult
 from mailu_core.config import StackConfig
+from mailu_core.errors import MailuFlowsError
 from mailu_flows.backup.destination import Destination
 from mailu_flows.backup.engine import clean_host_leftovers, helper_image, missing_volumes, run_backup
 from mailu_flows.backup.gpg import decryption_keyring
@@ -30,11 +31,11 @@ from mailu_flows.host import Host
 from mailu_flows.remote import HostLock
 
 
-class RestoreRefused(RuntimeError):
+class RestoreRefused(MailuFlowsError, RuntimeError):
     """The restore did not start: the backup failed verification, or the stack is running."""
 
 
-class RestoreFailed(RuntimeError):
+class RestoreFailed(MailuFlowsError, RuntimeError):
     """A volume could not be restored exactly; the safety backup holds the previous state."""
 
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 from datetime import datetime
 
 from mailu_core.backup import Manifest, check_signature, identity_problems
+from mailu_core.errors import MailuFlowsError
 from mailu_flows.backup.destination import Destination, UnsafeName
 
 
-class BackupNotAuthentic(RuntimeError):
+class BackupNotAuthentic(MailuFlowsError, RuntimeError):
     """The backup is not signed with the stack's signing key, or is not this stack's backup."""
 
 

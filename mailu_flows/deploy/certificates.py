@@ -20,6 +20,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from mailu_core.config import StackConfig
+from mailu_core.errors import MailuFlowsError
 from mailu_flows.deploy.preflight import Check
 from mailu_flows.host import Host
 
@@ -37,7 +38,7 @@ RETRY_EVERY_S = 120.0
 Log = Callable[[str], None]
 
 
-class CertificateNotIssued(RuntimeError):
+class CertificateNotIssued(MailuFlowsError, RuntimeError):
     """The deadline passed without a certificate; the release stays (nothing is rolled back)."""
 
 

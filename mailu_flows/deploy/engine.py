@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import PurePosixPath
 
 from mailu_core.config import StackConfig
+from mailu_core.errors import MailuFlowsError
 from mailu_core.render import RenderedStack, render_stack
 from mailu_flows.deploy.certificates import certificate_present, plan_note, uses_acme, waiting_check
 from mailu_flows.deploy.hoststate import HostState, read_host_state
@@ -46,7 +47,7 @@ from mailu_flows.remote import TMP_SUFFIX, CommandFailed, RemoteHost, command_la
 Log = Callable[[str], None]
 
 
-class DeployError(RuntimeError):
+class DeployError(MailuFlowsError, RuntimeError):
     """The deploy failed; the message names the step, the service or file, and the fix."""
 
 

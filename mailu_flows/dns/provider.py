@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from mailu_core.dns import Change, Plan, Record, in_zone, plan
+from mailu_core.errors import MailuFlowsError
 
 __all__ = [
     "DEFAULT_OWNER",
@@ -69,7 +70,7 @@ class ApplyResult:
         return "\n".join(lines)
 
 
-class DnsError(Exception):
+class DnsError(MailuFlowsError):
     """A DNS provider or server problem; `result` is set when an apply stopped part-way."""
 
     result: ApplyResult | None = None
