@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler, StringC
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import PydanticCustomError, core_schema
 
+from mailu_core.errors import MailuFlowsError
 from mailu_core.fields import BlockName, Checked, DnsName, newline_safe_patterns, schema_pattern
 
 __all__ = [
@@ -104,9 +105,10 @@ AliasAddress = Annotated[
     ),
 ]
 _TEXT = r"[^\x00-\x1f\x7f]*"
+# Mailu keeps comments in 255 characters: 160 of ours, a space and our mark (at most 77) fit.
 Comment = Annotated[
     str,
-    StringConstraints(max_length=200),
+    StringConstraints(max_length=160),
     Checked(rf"^(?!.*\[mailu-flows:){_TEXT}$", "one line of text (without '[mailu-flows:', our mark)"),
 ]
 DisplayName = Annotated[str, StringConstraints(max_length=160), Checked(rf"^{_TEXT}$", "one line of text")]
@@ -114,7 +116,7 @@ Subject = Annotated[str, StringConstraints(max_length=255), Checked(rf"^{_TEXT}$
 ReplyLine = Annotated[str, StringConstraints(max_length=1000), Checked(rf"^{_TEXT}$", "one line of text")]
 RelayHost = Annotated[
     str,
-    StringConstraints(max_length=260),
+    StringConstraints(max_length=80),
     Checked(
         r"^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?$",
         "a host, [address] or either with :port, e.g. smtp.example.com:25 or [192.0.2.10]",
@@ -483,7 +485,7 @@ class Conflict:
         return f"{self.kind} {self.key}: {self.reason}. Fix: {self.fix}"
 
 
-class TooManyDeletes(Exception):
+class TooManyDeletes(MailuFlowsError):
     """More deletes than the plan's limit: nothing was changed."""
 
     def __init__(self, deletes: list[Change], owned: int, limit: int, fraction: float, always: int) -> None:

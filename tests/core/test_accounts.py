@@ -413,3 +413,43 @@ def test_passwords_come_from_blocks_and_a_missing_hash_block_stops_before_any_wr
 
 def test_default_password_block_names_are_block_names() -> None:
     assert default_password_block("lab", "bo.x+y@one.example") == "lab-user-bo-x-y-one-example"
+
+
+# --- the flow's parameters ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("parameter", "value", "where"),
+    [
+        ("dry_run", "false; rm -rf /", "dry_run"),
+        ("force", "yes please", "force"),
+        ("adopt", ["true"], "adopt"),
+        ("lock_wait_s", -1, "lock_wait_s"),
+        ("lock_wait_s", 3601, "lock_wait_s"),
+        ("config", {"users": [{"address": "bo@one.example", "quota": "1G; id"}]}, "config.accounts"),
+        ("config", {"aliases": [{"address": "x\n@one.example", "to": ["bo@one.example"]}]}, "config"),
+    ],
+)
+def test_hostile_flow_parameters_are_refused_before_the_run(parameter: str, value: Any, where: str) -> None:
+    from prefect.exceptions import ParameterTypeError
+
+    from flows.accounts import accounts
+
+    params: dict[str, Any] = {"config": config().model_dump(mode="json")}
+    if parameter == "config":
+        params["config"]["accounts"] = {**params["config"]["accounts"], **value}
+    else:
+        params[parameter] = value
+    with pytest.raises(ParameterTypeError) as caught:
+        accounts.validate_parameters(params)
+    assert where in str(caught.value).replace("'", "").replace(" -> ", ".")
+
+
+def test_the_flow_schema_carries_the_accounts_patterns() -> None:
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.accounts import accounts
+
+    schema = parameter_schema(accounts.fn).model_dump_for_openapi()
+    text = str(schema)
+    assert "AccountUser" in text and "password_block_holds" in text and "raw_password" not in text
