@@ -25,7 +25,7 @@ from mailu_core.config import StackConfig
 from mailu_core.errors import MailuFlowsError
 from mailu_flows.deploy.engine import compose_args
 from mailu_flows.deploy.mailu_api import api_calls
-from mailu_flows.remote import RemoteHost
+from mailu_flows.host import Host
 
 __all__ = [
     "AccountsApi",
@@ -85,7 +85,7 @@ def default_password_block(stack: str, address: str) -> str:
 class MailuAccountsApi:
     """The API inside the stack's admin container, reached over the flow's SSH connection."""
 
-    def __init__(self, cfg: StackConfig, host: RemoteHost, token: str) -> None:
+    def __init__(self, cfg: StackConfig, host: Host, token: str) -> None:
         self.cfg, self.host, self._token = cfg, host, token
 
     def _calls(self, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:

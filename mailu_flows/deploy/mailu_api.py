@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shlex
 
+from mailu_flows.host import Host
 from mailu_flows.remote import RemoteHost
 
 # Runs with the admin image's python3: idempotent ensure of domains and the admin user.
@@ -108,7 +109,7 @@ print(json.dumps(out))
 
 
 def api_calls(
-    host: RemoteHost,
+    host: Host,
     compose_args: list[str],
     api_path: str,
     token: str,

@@ -453,3 +453,39 @@ def test_the_flow_schema_carries_the_accounts_patterns() -> None:
     schema = parameter_schema(accounts.fn).model_dump_for_openapi()
     text = str(schema)
     assert "AccountUser" in text and "password_block_holds" in text and "raw_password" not in text
+
+
+# --- the API transport, on a fake host --------------------------------------------------------------
+
+
+def test_the_token_passwords_and_hashes_travel_on_stdin_never_on_the_command_line() -> None:
+    import json
+    import re
+
+    from mailu_flows.accounts import MailuAccountsApi
+    from mailu_flows.fake_host import FakeHost
+
+    host = FakeHost()
+    empty = json.dumps([{"status": 200, "body": []}] * 5)
+    host.on(re.compile(r"exec -T admin python3 -c"), stdout=empty + "\n")
+    host.on(re.compile(r"config-import"), stdout="")
+    cfg = config({"domains": [{"name": "one.example"}], "users": [{"address": "bo@one.example"}]})
+    api = MailuAccountsApi(cfg, host, "token-" + "t" * 26)
+    assert api.read() == Current()
+    api.write(
+        [
+            {
+                "method": "POST",
+                "path": "/user",
+                "body": {"email": "bo@one.example", "raw_password": "pw-123456"},
+            }
+        ]
+    )
+    api.set_password_hash("bo@one.example", "{BLF-CRYPT}$2b$04$" + "h" * 53)
+    runs = [c for c in host.calls if c.kind == "run"]
+    assert len(runs) == 3
+    for call in runs:
+        assert "token-" not in call.command and "pw-123456" not in call.command and "$2b$" not in call.command
+        assert call.command.startswith("docker compose -p ")
+    stdins = [(c.stdin or b"").decode() for c in runs]
+    assert "token-" in stdins[0] and "pw-123456" in stdins[1] and "$2b$04$" in stdins[2]
