@@ -371,6 +371,15 @@ class Accounts(_Model):
                 out.append((f"{where}.address", f"{what} {address!r} is in an undeclared domain: {hint}"))
         if stack_admin in addresses and addresses[stack_admin].startswith("aliases"):
             out.append((f"{addresses[stack_admin]}.address", f"{stack_admin!r} is the stack's admin user"))
+        for i, u in enumerate(self.users):
+            if u.address == stack_admin and not (u.global_admin and u.enabled):
+                out.append(
+                    (
+                        f"users[{i}]",
+                        f"user {stack_admin!r} is the stack's admin (the deploy logs in with it): it must "
+                        "stay global_admin: true and enabled: true",
+                    )
+                )
 
         for i, a in enumerate(self.aliases):
             for j, dest in enumerate(a.to):

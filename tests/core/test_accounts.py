@@ -345,7 +345,7 @@ def test_an_unmarked_object_at_a_declared_address_is_a_conflict_unless_adopted()
 
 
 def test_the_stacks_own_domain_and_admin_are_never_deleted() -> None:
-    cfg = config({"users": [{"address": "admin@inlock.ai"}]})
+    cfg = config({})
     current = Current(
         domains=[{"name": "inlock.ai", "comment": with_marker(None, cfg.name), "managers": []}],
         users=[{"email": "admin@inlock.ai", "comment": with_marker(None, cfg.name)}],
@@ -489,3 +489,10 @@ def test_the_token_passwords_and_hashes_travel_on_stdin_never_on_the_command_lin
         assert call.command.startswith("docker compose -p ")
     stdins = [(c.stdin or b"").decode() for c in runs]
     assert "token-" in stdins[0] and "pw-123456" in stdins[1] and "$2b$04$" in stdins[2]
+
+
+def test_the_stacks_admin_cannot_be_demoted_or_disabled_by_accident() -> None:
+    (line,) = refused({"users": [{"address": "admin@inlock.ai"}]})
+    assert line.startswith("accounts.users[0]") and "must stay global_admin: true" in line
+    ok = config({"users": [{"address": "admin@inlock.ai", "global_admin": True, "quota": "5G"}]})
+    assert ok.accounts.users[0].quota == "5G"
