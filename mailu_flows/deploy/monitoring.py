@@ -1,6 +1,10 @@
 """The deploy's side of monitoring: reload the host's Prometheus when a monitoring file changed, and
 check that it lists the stack's targets and alert rules.
 
+These checks are not blocking: a Prometheus that refuses the reload or does not read the files is the
+host's monitoring problem, not the mail stack's, so it never returns a healthy mail release to the
+previous one. The deploy reports it in its summary and checks table instead.
+
 Both go through `curl` on the host, over the deploy's SSH connection: Prometheus' lifecycle and API
 endpoints normally listen on the host's loopback only, where the flows' runner cannot reach them.
 """
@@ -49,7 +53,7 @@ def reload_prometheus(host: Host, cfg: StackConfig, log: Callable[[str], None]) 
     ok = result.ok and code == "200"
     detail = f"HTTP {code}" if result.ok else result.stderr.decode(errors="replace").strip()[-200:]
     log(f"prometheus reload: {detail}")
-    return Check("prometheus reload", ok, detail)
+    return Check("prometheus reload", ok, detail, blocking=False)
 
 
 def expected_targets(cfg: StackConfig) -> list[tuple[str, str]]:
@@ -89,21 +93,22 @@ def listed_addresses(active: list[dict[str, Any]], stack: str) -> set[str]:
 def _evaluate(cfg: StackConfig, targets: dict[str, Any] | None, rules: dict[str, Any] | None) -> list[Check]:
     rows: list[Check] = []
     if targets is None:
-        rows.append(Check("prometheus targets", False, "the targets API did not answer"))
+        rows.append(Check("prometheus targets", False, "the targets API did not answer", blocking=False))
     else:
         seen = listed_addresses(targets["data"].get("activeTargets", []), cfg.name)
         for name, address in expected_targets(cfg):
             ok = address in seen
-            rows.append(Check(f"prometheus target {name}", ok, address if ok else f"{address} not listed"))
+            detail = address if ok else f"{address} not listed"
+            rows.append(Check(f"prometheus target {name}", ok, detail, blocking=False))
     group = f"mailu-{cfg.name}"
     if rules is None:
-        rows.append(Check(f"prometheus rules {group}", False, "the rules API did not answer"))
+        rows.append(Check(f"prometheus rules {group}", False, "the rules API did not answer", blocking=False))
     else:
         found = [g for g in rules["data"].get("groups", []) if g.get("name") == group]
         names = {r.get("name") for g in found for r in g.get("rules", [])}
         missing = [a for a in alert_names(cfg) if a not in names]
         detail = f"{len(names)} rule(s) loaded" if not missing else "missing: " + ", ".join(missing)
-        rows.append(Check(f"prometheus rules {group}", not missing, detail))
+        rows.append(Check(f"prometheus rules {group}", not missing, detail, blocking=False))
     return rows
 
 

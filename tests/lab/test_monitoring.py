@@ -101,6 +101,35 @@ def test_deploy_installs_the_files_and_prometheus_lists_targets_and_rules(
     assert [r["name"] for r in groups[f"mailu-{cfg.name}"]["rules"]] == alert_names(cfg)
 
 
+def test_a_prometheus_that_refuses_the_reload_keeps_the_mail_release(
+    cfg: StackConfig, deployed: dict[str, Any]
+) -> None:
+    """A monitoring misconfiguration (here: nothing answers at reload_url) is the host's monitoring
+    problem: the healthy mail release stays good and the summary warns (issue 15: it used to return
+    the stack to the previous release)."""
+    from flows.deploy import deploy
+    from mailu_core.config import stack_config_from_mapping
+
+    data = cfg.model_dump(mode="json")
+    data["monitoring"] |= {  # a rule file that differs, so the deploy reloads
+        "reload_url": "http://127.0.0.1:9/-/reload",
+        "prometheus_url": PROM,
+        "port_down_minutes": cfg.monitoring.port_down_minutes + 1,
+    }
+    broken = stack_config_from_mapping(data, source="test: a wrong reload_url")
+    try:
+        state = deploy(config=broken, return_state=True, publish_dns=False, lock_wait_s=900)
+        assert state.is_completed(), state.message
+        result = state.result()
+        assert result["changed"] and result["failed_checks"] == ["prometheus reload"], result
+        assert "WARNING monitoring is not working (the mail release stays)" in result["summary"]
+        record = Path(cfg.host.stack_root) / ".mailu-flows/stacks" / cfg.name / "releases" / result["release"]
+        assert json.loads((record / "release.json").read_text())["status"] == "good"
+    finally:
+        back = deploy(config=cfg, return_state=True, publish_dns=False, lock_wait_s=900)
+        assert back.is_completed(), back.message
+
+
 def test_prometheus_scrapes_rspamd_through_the_mail_network(
     cfg: StackConfig, deployed: dict[str, Any]
 ) -> None:
