@@ -21,6 +21,7 @@ lab-down:
 lint: bootstrap
 	$(BIN)/ruff check .
 	$(BIN)/mypy .
+	$(BIN)/lint-imports  # the layer contracts in pyproject.toml ([tool.importlinter])
 
 # No lab, no daemon, no network: the tests that need Prefect's API start a throwaway server of their
 # own (tests/conftest.py); any other Prefect client is pointed at a port nothing listens on, so a unit
