@@ -63,12 +63,12 @@ class CloudflareDns(Block):
     @field_validator("api_token")
     @classmethod
     def _token_shape(cls, value: SecretStr) -> SecretStr:
-        token = value.get_secret_value()
+        token = value.get_secret_value().strip()  # a line break or space copied with it is not part of it
         if not token:
             raise ValueError("the API token is empty")
         if any(c.isspace() for c in token):
             raise ValueError("the API token contains whitespace (a copy-paste accident?)")
-        return value
+        return SecretStr(token)
 
 
 class Rfc2136Dns(Block):

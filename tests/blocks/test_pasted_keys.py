@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from pydantic import ValidationError
 
-from blocks import GpgBackupPrivateKey, GpgBackupPublicKey, SshHost
+from blocks import CloudflareDns, GpgBackupPrivateKey, GpgBackupPublicKey, Rfc2136Dns, SshHost
 from blocks.pasted import FlattenedKeyError, restore_armor
 
 
@@ -180,3 +180,13 @@ def test_gpg_blocks_restore_pasted_keys_and_check_the_fingerprint(data_dir: Path
     private = GpgBackupPrivateKey(armored_private_key=flatten(t["gpg_private"]), fingerprint=t["fingerprint"])
     assert public.armored_public_key == t["gpg_public"]
     assert private.armored_private_key.get_secret_value() == t["gpg_private"]
+
+
+def test_single_line_secrets_lose_what_was_copied_around_them() -> None:
+    token = "cf-test-token-0123456789abcdef"
+    assert CloudflareDns(api_token=f" {token}\n").api_token.get_secret_value() == token
+    with pytest.raises(ValidationError, match=r"api_token\n.*contains whitespace"):
+        CloudflareDns(api_token="cf-test token")
+    tsig = "c2VjcmV0LXRzaWcta2V5LWZvci10ZXN0cy1vbmx5"
+    block = Rfc2136Dns(server="127.0.0.2", tsig_key_name="k", tsig_secret=f"{tsig}\r\n")
+    assert block.tsig_secret.get_secret_value() == tsig
