@@ -6,7 +6,9 @@
 
 Each deployment takes the stack config model as its `config` parameter, with the file's values as
 defaults, so the UI shows a form with descriptions and choices, and the server rejects a bad value
-when a run is created (`enforce_parameter_schema`).
+when a run is created (`enforce_parameter_schema`). Flows are named `mailu-<deployment name>`, so a
+deployment is `mailu-deploy/deploy`; backup-verify also runs when a backup of the same stack completes
+(an event trigger), its schedule staying as the safety net.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
+from flows.naming import flow_name
 from mailu_core.config import StackConfig
 
 if TYPE_CHECKING:
@@ -24,7 +27,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class DeploymentSpec:
-    """One deployment: which flow, its schedule (none = manual trigger only), its fixed parameters."""
+    """One deployment: which flow, its schedule (none = manual trigger only), its fixed parameters,
+    and the flow whose completion (on the same stack) also starts it."""
 
     name: str
     entrypoint: str  # "flows/deploy.py:deploy"
@@ -32,10 +36,12 @@ class DeploymentSpec:
     cron: str | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
     tags: tuple[str, ...] = ("mailu",)
+    after: str | None = None  # deployment name: run when a run of its flow completes
+    concurrency_limit: int | None = None  # runs of this deployment at once (more wait their turn)
 
     @property
     def flow_name(self) -> str:
-        return self.name
+        return flow_name(self.name)
 
     def load_flow(self) -> Flow[..., Any]:
         path, func = self.entrypoint.split(":")
@@ -44,7 +50,8 @@ class DeploymentSpec:
         return flow
 
 
-# The nightly backup runs first; the daily verification comes after it.
+# The nightly backup runs first; the verification follows its completion (event trigger), and runs
+# daily at VERIFY_CRON whatever happens to the backup (so a dead backup still shows as a failed verify).
 BACKUP_CRON = "15 2 * * *"
 VERIFY_CRON = "45 4 * * *"
 
@@ -75,6 +82,8 @@ DEPLOYMENTS: tuple[DeploymentSpec, ...] = (
         "flows/backup_verify.py:backup_verify",
         "Daily: prove the newest backup decrypts, reads and restores (drill in scratch volumes).",
         cron=VERIFY_CRON,
+        after="backup",
+        concurrency_limit=1,  # the trigger and the schedule may meet; drills must not overlap
     ),
     DeploymentSpec(
         "accounts",
@@ -85,7 +94,6 @@ DEPLOYMENTS: tuple[DeploymentSpec, ...] = (
         "rollback",
         "flows/rollback.py:rollback",
         "Manual only: previous-release or teardown; needs confirm = the mail hostname.",
-        parameters={"confirm": ""},
     ),
 )
 
@@ -95,18 +103,54 @@ def deployment_id(spec: DeploymentSpec) -> str:
     return f"{spec.flow_name}/{spec.name}"
 
 
+SPECS_BY_NAME = {spec.name: spec for spec in DEPLOYMENTS}
+
+
 def default_parameters(spec: DeploymentSpec, config: StackConfig) -> dict[str, Any]:
     return {"config": config.model_dump(mode="json"), **spec.parameters}
 
 
+def stack_tag(config: StackConfig) -> str:
+    """The tag every deployment (hence every run it creates) of this stack carries."""
+    return f"mailu-stack:{config.name}"
+
+
+def deployment_tags(spec: DeploymentSpec, config: StackConfig) -> list[str]:
+    return [*spec.tags, stack_tag(config)]
+
+
+def trigger_spec(spec: DeploymentSpec, config: StackConfig) -> dict[str, Any] | None:
+    """The event trigger (as in prefect.yaml) that runs `spec` when a deployment run of `spec.after`'s
+    flow completes for the same stack (matched by the stack's tag), or None."""
+    if spec.after is None:
+        return None
+    return {
+        "type": "event",
+        "enabled": True,
+        "name": f"{spec.name} after {spec.after} ({config.name})",
+        "expect": ["prefect.flow-run.Completed"],
+        "match": {"prefect.resource.id": "prefect.flow-run.*"},
+        "match_related": [
+            {"prefect.resource.role": "flow", "prefect.resource.name": SPECS_BY_NAME[spec.after].flow_name},
+            {"prefect.resource.role": "tag", "prefect.resource.id": f"prefect.tag.{stack_tag(config)}"},
+        ],
+        "posture": "Reactive",
+        "threshold": 1,
+        "within": 0,
+    }
+
+
 def build_deployments(config: StackConfig, timezone: str = "UTC") -> list[RunnerDeployment]:
     """The RunnerDeployments `serve` runs, with the config file's values as parameter defaults."""
+    from prefect.events import DeploymentEventTrigger
     from prefect.schedules import Cron
 
     out = []
     for spec in DEPLOYMENTS:
         flow = spec.load_flow()
         schedules = [Cron(spec.cron, timezone=timezone)] if spec.cron else None
+        trigger = trigger_spec(spec, config)
+        triggers = [DeploymentEventTrigger.model_validate(trigger)] if trigger else None
         out.append(
             cast(
                 "RunnerDeployment",
@@ -115,7 +159,9 @@ def build_deployments(config: StackConfig, timezone: str = "UTC") -> list[Runner
                     schedules=schedules,
                     parameters=default_parameters(spec, config),
                     description=spec.description,
-                    tags=list(spec.tags),
+                    tags=deployment_tags(spec, config),
+                    triggers=triggers,  # type: ignore[arg-type]
+                    concurrency_limit=spec.concurrency_limit,
                     enforce_parameter_schema=True,
                 ),
             )
@@ -133,12 +179,17 @@ def prefect_yaml(
             "name": spec.name,
             "entrypoint": spec.entrypoint,
             "description": spec.description,
-            "tags": list(spec.tags),
+            "tags": deployment_tags(spec, config),
             "parameters": default_parameters(spec, config),
             "enforce_parameter_schema": True,
             "work_pool": {"name": work_pool},
             "schedules": [{"cron": spec.cron, "timezone": timezone}] if spec.cron else [],
         }
+        trigger = trigger_spec(spec, config)
+        if trigger:
+            item["triggers"] = [trigger]
+        if spec.concurrency_limit is not None:
+            item["concurrency_limit"] = spec.concurrency_limit
         deployments.append(item)
     return {
         "name": "mailu-flows",

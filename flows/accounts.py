@@ -17,6 +17,7 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import Field, SecretStr
 
 from blocks import MailuSecrets, load_block
+from flows.naming import artifact_key, flow_name, run_namer
 from mailu_core.accounts import Plan
 from mailu_core.config import StackConfig
 from mailu_flows import redact
@@ -51,19 +52,23 @@ class SecretBlockPasswords(PasswordStore):
         Secret(value=SecretStr(value)).save(name, overwrite=False, _sync=True)  # type: ignore[call-arg]
 
 
-@flow(name="accounts", log_prints=False)
+@flow(name=flow_name("accounts"), flow_run_name=run_namer("accounts"), log_prints=False)
 def accounts(
     config: StackConfig,
-    dry_run: Annotated[bool, Field(description="Show the plan only; write nothing")] = False,
-    force: Annotated[
-        bool, Field(description="Apply even when the plan deletes more than the accounts delete limit")
-    ] = False,
-    adopt: Annotated[
-        bool, Field(description="Take over declared objects Mailu holds without this stack's mark")
-    ] = False,
-    lock_wait_s: Annotated[int, Field(ge=0, le=3600, description="How long to wait for the host lock")] = 60,
+    dry_run: bool = False,
+    force: bool = False,
+    adopt: bool = False,
+    lock_wait_s: Annotated[int, Field(ge=0, le=3600)] = 60,
 ) -> dict[str, Any]:
-    """Plan the accounts section against Mailu, then (unless dry_run) apply it."""
+    """Plan the accounts section against Mailu, then (unless dry_run) apply it.
+
+    Args:
+        config: The stack: host, Mailu settings and its accounts section (the stack config file's values).
+        dry_run: Show the plan only; write nothing.
+        force: Apply even when the plan deletes more than the accounts delete limit.
+        adopt: Take over declared objects Mailu holds without this stack's mark.
+        lock_wait_s: Seconds to wait for the host lock held by another run (0 to 3600).
+    """
     from prefect.runtime import flow_run
 
     redact.install()
@@ -78,7 +83,9 @@ def accounts(
 
     def show(plan: Plan) -> None:
         create_markdown_artifact(
-            plan.render_markdown(), key=f"accounts-plan-{config.name}", description="Accounts plan"
+            plan.render_markdown(),
+            key=artifact_key("accounts-plan", config.name),
+            description="Accounts plan",
         )
 
     host = connect_host(config)

@@ -16,6 +16,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
+from flows.naming import artifact_key, flow_name, run_namer
 from mailu_core.backup import ArchiveEntry
 from mailu_core.config import StackConfig
 from mailu_core.fields import ComposeService, WaitSeconds
@@ -38,16 +39,19 @@ class BackupReport(BaseModel):
     deleted: list[str] = Field(default_factory=list)
 
 
-@flow(name="backup")
+@flow(name=flow_name("backup"), flow_run_name=run_namer("backup"))
 def backup(
     config: StackConfig,
-    pause_services: Annotated[
-        list[ComposeService] | None,
-        Field(max_length=32, description="Compose services to pause while their volumes are read"),
-    ] = None,
-    lock_wait_s: Annotated[WaitSeconds, Field(description="How long to wait for the host lock")] = 600,
+    pause_services: Annotated[list[ComposeService] | None, Field(max_length=32)] = None,
+    lock_wait_s: WaitSeconds = 600,
 ) -> BackupReport:
-    """Back up every configured volume of the stack, encrypted, then apply retention."""
+    """Back up every configured volume of the stack, encrypted, then apply retention.
+
+    Args:
+        config: The stack: host, volumes, backup destination and retention (the stack config file's values).
+        pause_services: Compose services to pause while their volumes are read (at most 32); empty: none.
+        lock_wait_s: Seconds to wait for the host lock held by another run (0 to 86400).
+    """
     redact.install()
     destination = default_destination(config)
     host = connect_host(config)
@@ -73,7 +77,7 @@ def backup(
             }
             for a in manifest.archives
         ],
-        key=f"backup-{config.name}",
+        key=artifact_key("backup", config.name),
         description=f"backup {manifest.backup_id} ({outcome.seconds:.1f}s); retention kept "
         f"{len(plan.keep)}, deleted {len(plan.delete)}",
     )

@@ -9,12 +9,11 @@ the DKIM key, and a restore drill into scratch volumes (a rotating sample within
 from __future__ import annotations
 
 import time
-from typing import Annotated
 
 from prefect import flow
 from prefect.artifacts import create_table_artifact
-from pydantic import Field
 
+from flows.naming import artifact_key, flow_name, run_namer
 from mailu_core.backup import VerificationRecord
 from mailu_core.config import StackConfig
 from mailu_core.fields import WaitSeconds
@@ -44,15 +43,20 @@ class BackupVerificationFailed(RuntimeError):
     """At least one check failed; the message lists each failed check with its file."""
 
 
-@flow(name="backup-verify")
+@flow(name=flow_name("backup-verify"), flow_run_name=run_namer("backup-verify"))
 def backup_verify(
     config: StackConfig,
-    time_budget_s: Annotated[
-        WaitSeconds | None, Field(description="Time the restore drill may take (sets its sample)")
-    ] = 1800.0,
+    time_budget_s: WaitSeconds | None = 1800.0,
     drill: bool = True,
 ) -> VerificationRecord:
-    """Verify the newest backup; fail if any check fails."""
+    """Verify the newest backup; fail if any check fails.
+
+    Args:
+        config: The stack: host, volumes, backup destination and keys (the stack config file's values).
+        time_budget_s: Seconds the restore drill may take (0 to 86400; sets its rotating sample);
+            empty: no limit (every archive, every run).
+        drill: Restore the sample into scratch volumes and compare (off: decrypt and read only).
+    """
     redact.install()
     destination = default_destination(config)
     host = connect_host(config)
@@ -64,7 +68,7 @@ def backup_verify(
         host.close()
     create_table_artifact(
         [{"check": r.check, "file": r.file, "ok": r.ok, "detail": r.detail} for r in record.checks],
-        key=f"backup-verify-{config.name}",
+        key=artifact_key("backup-verify", config.name),
         description=f"backup {record.backup_id or '(none)'}: "
         + ("all checks passed" if record.ok else "FAILED"),
     )

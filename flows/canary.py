@@ -16,6 +16,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.blocks.system import Secret
 
 from blocks import load_block
+from flows.naming import artifact_key, flow_name, run_namer
 from mailu_core.canary import CANARY_LAST_SUCCESS_METRIC, CANARY_LATENCY_METRIC
 from mailu_core.config import StackConfig
 from mailu_core.render.monitoring import textfile_metric
@@ -78,7 +79,7 @@ def publish_canary_metrics(config: StackConfig, report: CanaryReport) -> str | N
     return path
 
 
-@flow(name="mail-canary")
+@flow(name=flow_name("mail-canary"), flow_run_name=run_namer("mail-canary"))
 def mail_canary(config: StackConfig) -> CanaryReport:
     """Send, receive and judge one probe each way; fail (and notify) if any step fails.
 
@@ -89,7 +90,7 @@ def mail_canary(config: StackConfig) -> CanaryReport:
     report = run_canary(config, canary_password(config))
     create_table_artifact(
         [step.row() for step in report.steps],
-        key=f"mail-canary-{config.name}",
+        key=artifact_key("mail-canary", config.name),
         description=f"mail canary of {config.name}: " + ("every step passed" if report.ok else "FAILED"),
     )
     if not report.ok:

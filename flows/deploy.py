@@ -11,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import Field, SecretStr
 
 from blocks import MailuSecrets, load_block
+from flows.naming import artifact_key, flow_name, run_namer
 from mailu_core.config import StackConfig
 from mailu_core.dns import Record
 from mailu_flows import redact
@@ -58,7 +59,9 @@ def converge(config: StackConfig, host: RemoteHost, dry_run: bool) -> DeployResu
     logger = get_run_logger()
 
     def show_plan(plan: DeployPlan) -> None:
-        create_markdown_artifact(plan.markdown(), key="mailu-deploy-plan", description="What the deploy does")
+        create_markdown_artifact(
+            plan.markdown(), key=artifact_key("deploy-plan", config.name), description="What the deploy does"
+        )
         logger.info(
             "plan: %d file(s), %d secret file(s), services to start: %s, to recreate: %s",
             len(plan.files),
@@ -77,19 +80,23 @@ def converge(config: StackConfig, host: RemoteHost, dry_run: bool) -> DeployResu
     )
 
 
-@flow(name="deploy", log_prints=False)
+@flow(name=flow_name("deploy"), flow_run_name=run_namer("deploy"), log_prints=False)
 def deploy(
     config: StackConfig,
     dry_run: bool = False,
-    lock_wait_s: Annotated[int, Field(ge=0, le=3600, description="How long to wait for the host lock")] = 60,
-    publish_dns: Annotated[
-        bool,
-        Field(description="After a good release: publish DNS, then dkim-publish and the propagation wait"),
-    ] = True,
+    lock_wait_s: Annotated[int, Field(ge=0, le=3600)] = 60,
+    publish_dns: bool = True,
 ) -> dict[str, Any]:
     """Render, preflight, write only what differs, `compose up` only when needed, check through
     Traefik; on failure put the last good release back and fail with the reason. Then (unless
-    `publish_dns` is off) the DNS step: a DNS failure fails the run but keeps the good release."""
+    `publish_dns` is off) the DNS step: a DNS failure fails the run but keeps the good release.
+
+    Args:
+        config: The stack: host, Mailu settings, images, DNS, backup (the stack config file's values).
+        dry_run: Show the plan (files, services, DNS) and change nothing.
+        lock_wait_s: Seconds to wait for the host lock held by another run (0 to 3600).
+        publish_dns: After a good release, publish DNS, then run dkim-publish and the propagation wait.
+    """
     from prefect.runtime import flow_run
 
     redact.install()
@@ -122,7 +129,9 @@ def deploy(
         host.close()
     if result.checks:
         create_table_artifact(
-            checks_table(result.checks), key="mailu-deploy-checks", description="Post-deploy checks"
+            checks_table(result.checks),
+            key=artifact_key("deploy-checks", config.name),
+            description="Post-deploy checks",
         )
     get_run_logger().info("deploy: %s", result.summary)
     dns = run_dns_step(config, result, dkim, dkim_error, lock_wait_s) if publish_dns and not dry_run else None
@@ -161,7 +170,9 @@ def certificates(config: StackConfig) -> str:
     finally:
         host.close()
     create_table_artifact(
-        checks_table(checks), key="mailu-certificate-checks", description="Checks after the first certificate"
+        checks_table(checks),
+        key=artifact_key("certificate-checks", config.name),
+        description="Checks after the first certificate",
     )
     failed = [c for c in checks if not c.ok]
     if failed:

@@ -16,6 +16,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import Field
 
 from flows.dns_wait import dns_propagation_wait
+from flows.naming import flow_name, run_namer
 from mailu_core.config import StackConfig
 from mailu_core.dns import Record, dkim_public_key_der, dkim_txt_value
 from mailu_core.fields import IPAny
@@ -112,25 +113,27 @@ def verify_served_key(
     return problems
 
 
-@flow(name="dkim-publish")
+@flow(name=flow_name("dkim-publish"), flow_run_name=run_namer("dkim-publish"))
 def dkim_publish(
     config: StackConfig,
-    rotate: Annotated[
-        bool, Field(description="Replace the key of the current selector (prefer a new selector in config)")
-    ] = False,
-    wait: Annotated[bool, Field(description="Wait for propagation, then verify every nameserver")] = True,
-    force: Annotated[bool, Field(description="Apply a DNS plan even if it changes many records")] = False,
-    deadline_s: Annotated[
-        int | None,
-        Field(ge=0, le=7200, description="Propagation deadline; default dns.propagation_timeout_s"),
-    ] = None,
-    bootstrap_resolver: Annotated[
-        IPAny | None,
-        Field(description="Resolver address used to find the zone's NS set; default the system resolver"),
-    ] = None,
-    lock_wait_s: Annotated[int, Field(ge=0, le=3600, description="How long to wait for the host lock")] = 60,
+    rotate: bool = False,
+    wait: bool = True,
+    force: bool = False,
+    deadline_s: Annotated[int | None, Field(ge=0, le=7200)] = None,
+    bootstrap_resolver: IPAny | None = None,
+    lock_wait_s: Annotated[int, Field(ge=0, le=3600)] = 60,
 ) -> dict[str, Any]:
-    """Ensure the DKIM key (never overwritten unless `rotate`), publish the records, wait, verify."""
+    """Ensure the DKIM key (never overwritten unless `rotate`), publish the records, wait, verify.
+
+    Args:
+        config: The stack: host, Mailu settings, DNS zone and provider (the stack config file's values).
+        rotate: Replace the key of the current selector (prefer a new selector in the config).
+        wait: Wait for propagation, then verify the key on every authoritative nameserver.
+        force: Apply a DNS plan even if it changes many records.
+        deadline_s: Seconds to wait for propagation (0 to 7200); empty: dns.propagation_timeout_s.
+        bootstrap_resolver: Resolver address used to find the zone's NS set; empty: the system resolver.
+        lock_wait_s: Seconds to wait for the host lock held by another run (0 to 3600).
+    """
     from prefect.runtime import flow_run
 
     redact.install()

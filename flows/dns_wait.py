@@ -14,6 +14,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import aupdate_progress_artifact, create_progress_artifact, create_table_artifact
 from pydantic import Field
 
+from flows.naming import artifact_key, flow_name, run_namer
 from mailu_core.config import StackConfig
 from mailu_core.dns import PropagationTable, PropagationTimeout, Record, Status, mx_a_warnings
 from mailu_core.fields import DkimSelector, DkimTxtValue, IPAny
@@ -21,8 +22,6 @@ from mailu_flows import redact
 from mailu_flows.dns.propagation import nameservers_for, reverse_dns_warnings, wait_for_propagation
 from tasks.dns import desired_for, dkim_txt_for, torn_down_since, without_mail_routing
 from tasks.host import connect_host
-
-TABLE_ARTIFACT_KEY = "mailu-dns-propagation"
 
 
 def table_rows(table: PropagationTable, width: int = 60) -> list[dict[str, str]]:
@@ -39,10 +38,10 @@ def table_rows(table: PropagationTable, width: int = 60) -> list[dict[str, str]]
     return rows
 
 
-def _publish_table(table: PropagationTable, ok: bool) -> None:
+def _publish_table(config: StackConfig, table: PropagationTable, ok: bool) -> None:
     create_table_artifact(
         table_rows(table),
-        key=TABLE_ARTIFACT_KEY,
+        key=artifact_key("dns-propagation", config.name),
         description=("Propagated: " if ok else "NOT propagated: ") + table.summary(),
     )
 
@@ -73,36 +72,29 @@ def _records(
     return records, notes
 
 
-@flow(name="dns-propagation-wait")
+@flow(name=flow_name("dns-propagation-wait"), flow_run_name=run_namer("dns-propagation-wait"))
 def dns_propagation_wait(
     config: StackConfig,
-    deadline_s: Annotated[
-        int | None,
-        Field(ge=0, le=7200, description="Give up after this long; default dns.propagation_timeout_s"),
-    ] = None,
-    interval_s: Annotated[
-        float | None,
-        Field(gt=0, le=600, description="First pause between checks (grows 1.5x); default from config"),
-    ] = None,
-    bootstrap_resolver: Annotated[
-        IPAny | None,
-        Field(description="Resolver address used to find the zone's NS set; default the system resolver"),
-    ] = None,
-    dkim_txt: Annotated[
-        dict[DkimSelector, DkimTxtValue] | None,
-        Field(max_length=32, description="DKIM TXT by selector; default: derived from the keys on the host"),
-    ] = None,
+    deadline_s: Annotated[int | None, Field(ge=0, le=7200)] = None,
+    interval_s: Annotated[float | None, Field(gt=0, le=600)] = None,
+    bootstrap_resolver: IPAny | None = None,
+    dkim_txt: Annotated[dict[DkimSelector, DkimTxtValue] | None, Field(max_length=32)] = None,
     check_reverse_dns: bool = True,
-    mail_routing: Annotated[
-        bool | None,
-        Field(
-            description="Also wait for MX and the mail host's A/AAAA; default: unless a rollback "
-            "teardown is in effect (read from the host)"
-        ),
-    ] = None,
+    mail_routing: bool | None = None,
 ) -> dict[str, Any]:
     """Query every authoritative nameserver until all serve the desired records, or time out with the
-    record x nameserver table (ok, stale, missing, wrong value, unreachable)."""
+    record x nameserver table (ok, stale, missing, wrong value, unreachable).
+
+    Args:
+        config: The stack: mail domains, host addresses, DNS zone (the stack config file's values).
+        deadline_s: Seconds before giving up (0 to 7200); empty: dns.propagation_timeout_s.
+        interval_s: First pause between checks in seconds (grows 1.5x); empty: dns.propagation_interval_s.
+        bootstrap_resolver: Resolver address used to find the zone's NS set; empty: the system resolver.
+        dkim_txt: DKIM TXT values by selector (at most 32); empty: derived from the keys on the host.
+        check_reverse_dns: Also report (as warnings) reverse DNS that does not match the mail hostname.
+        mail_routing: Also wait for MX and the mail host's A/AAAA; empty: unless a rollback teardown is
+            in effect (read from the host).
+    """
     redact.install()
     logger = get_run_logger()
     dns = config.dns
@@ -138,9 +130,9 @@ def dns_propagation_wait(
             on_progress=on_progress,
         )
     except PropagationTimeout as exc:
-        _publish_table(exc.table, ok=False)
+        _publish_table(config, exc.table, ok=False)
         raise
-    _publish_table(table, ok=True)
+    _publish_table(config, table, ok=True)
 
     warnings = mx_a_warnings(records, table)
     if check_reverse_dns:

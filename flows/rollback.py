@@ -11,6 +11,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from pydantic import Field
 
+from flows.naming import artifact_key, flow_name, run_namer
 from mailu_core.config import StackConfig
 from mailu_core.fields import BackupId, ConfirmText, ReleaseId
 from mailu_flows import redact
@@ -19,42 +20,31 @@ from mailu_flows.remote import HostLock
 from mailu_flows.rollback import Rollback, RollbackError, check_confirmation
 from tasks.host import connect_host
 
-PLAN_KEY = "mailu-rollback-plan"
-RESULT_KEY = "mailu-rollback-result"
 
-
-@flow(name="rollback", log_prints=False)
+@flow(name=flow_name("rollback"), flow_run_name=run_namer("rollback", "mode"), log_prints=False)
 def rollback(
     config: StackConfig,
-    mode: Annotated[
-        Literal["previous-release", "teardown"],
-        Field(
-            description="previous-release: put the last good release before the current one back; "
-            "teardown: compose down (volumes kept), remove MX and the mail host's A/AAAA, remove "
-            "Mailu's Traefik routes and monitoring files"
-        ),
-    ],
-    confirm: Annotated[
-        ConfirmText, Field(description="Type the mail hostname (mailu.hostnames[0]) to confirm the rollback")
-    ],
-    restore_backup: Annotated[
-        BackupId | None,
-        Field(
-            description="Backup id: restore the volumes from it (after a safety backup of the current "
-            "volumes, with the stack stopped)"
-        ),
-    ] = None,
-    release: Annotated[
-        ReleaseId | None,
-        Field(
-            description="previous-release only: the release id to go back to (default: the last good "
-            "release before the current one)"
-        ),
-    ] = None,
-    lock_wait_s: Annotated[int, Field(ge=0, le=3600, description="How long to wait for the host lock")] = 60,
+    mode: Literal["previous-release", "teardown"],
+    confirm: Annotated[ConfirmText, Field(min_length=1)],
+    restore_backup: BackupId | None = None,
+    release: ReleaseId | None = None,
+    lock_wait_s: Annotated[int, Field(ge=0, le=3600)] = 60,
 ) -> dict[str, Any]:
     """Refuse unless `confirm` names the mail hostname (before anything reaches the host); show the
-    plan; take the host lock; run each step (idempotent; a re-run finishes an interrupted one)."""
+    plan; take the host lock; run each step (idempotent; a re-run finishes an interrupted one).
+
+    Args:
+        config: The stack: host, Mailu settings, DNS (the stack config file's values).
+        mode: previous-release: put the last good release before the current one back; teardown:
+            compose down (volumes kept), remove MX and the mail host's A/AAAA, remove Mailu's
+            Traefik routes and monitoring files.
+        confirm: Type the mail hostname (mailu.hostnames[0]) to confirm the rollback; required.
+        restore_backup: Backup id to restore the volumes from (after a safety backup of the current
+            volumes, with the stack stopped); empty: volumes untouched.
+        release: previous-release only: the release id to go back to; empty: the last good release
+            before the current one.
+        lock_wait_s: Seconds to wait for the host lock held by another run (0 to 3600).
+    """
     from prefect.runtime import flow_run
 
     check_confirmation(config, mode, confirm)
@@ -83,7 +73,9 @@ def rollback(
         rb = Rollback(config, host, run_label, log=logger.info, restore=restore, provider=provider)
         shown, _, _ = rb.read_plan(mode, restore_backup, release)
         create_markdown_artifact(
-            shown.markdown(config.hostname), key=PLAN_KEY, description="What the rollback does"
+            shown.markdown(config.hostname),
+            key=artifact_key("rollback-plan", config.name),
+            description="What the rollback does",
         )
         logger.info("plan: %s", "; ".join(f"{s.title}: {s.detail}" for s in shown.steps))
         lock = HostLock(host, config.paths.lock_file, run_label)
@@ -101,7 +93,7 @@ def rollback(
                 if rb.rows:
                     create_table_artifact(
                         [{"step": r.step, "result": r.result, "detail": r.detail} for r in rb.rows],
-                        key=RESULT_KEY,
+                        key=artifact_key("rollback-result", config.name),
                         description=f"Rollback ({mode}): what was done and checked",
                     )
         finally:

@@ -39,13 +39,14 @@ def serve(port: int, log: Path) -> None:
 
 
 def ensure_webhook() -> str:
-    """Start the receiver, save a webhook notification block `lab-notify` and the failure automation."""
+    """Start the receiver, save a webhook notification block `lab-notify` and the notification
+    automations."""
     from prefect.blocks.notifications import CustomWebhookNotificationBlock
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from lab.endpoints import PREFECT_API_URL as LAB_API
     from lab.procs import start_daemon, tcp_open
-    from mailu_flows.notifications import ensure_failure_automation
+    from mailu_flows.notifications import ensure_notification_automations
 
     start_daemon(
         "webhook",
@@ -57,7 +58,7 @@ def ensure_webhook() -> str:
         body = {"subject": "{{subject}}", "body": "{{body}}"}
         block = CustomWebhookNotificationBlock(name="lab-notify", url=url, method="POST", json_data=body)
         block.save("lab-notify", overwrite=True)
-        ensure_failure_automation("custom-webhook/lab-notify")
+        ensure_notification_automations("custom-webhook/lab-notify")
     return url
 
 

@@ -1,55 +1,153 @@
-"""Failure notifications: a server-side automation that sends a notification block's message when any
-mailu-flows run fails or crashes (a crashed process cannot notify for itself, the server can)."""
+"""Notifications: server-side automations that send a notification block's message, so that a run that
+crashed, or never started, is still reported (a crashed process cannot notify for itself, the server
+can).
+
+- Every terminal failure of a run of our deployments (`Failed`, `Crashed`, `TimedOut`: our timeout
+  errors subclass `TimeoutError`, so a propagation wait that gives up ends `TimedOut`) and every `Late`
+  run (a scheduled backup whose runner is down never starts).
+- One incident, one notification: only runs of a deployment notify. A subflow (dkim-publish's
+  propagation wait, deploy's dkim-publish) has no deployment; it fails inside its parent, whose own
+  failure is the notification. A local run (`--local`) reports to the terminal that started it.
+- A proactive rule: no Completed backup-verify within its expected interval notifies, whatever the
+  reason (never scheduled, runner down, stuck, failing every day).
+"""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
-AUTOMATION_NAME = "mailu-flows: notify on failed or crashed runs"
-FLOW_NAMES = ("deploy", "dkim-publish", "dns-propagation-wait", "backup", "backup-verify", "rollback")
+from flows.naming import FLOW_PREFIX, flow_name
+
+FAILURE_AUTOMATION = "mailu-flows: notify on failed, crashed, timed-out or late runs"
+VERIFY_OVERDUE_AUTOMATION = "mailu-flows: notify when no backup-verify completes in time"
+LEGACY_AUTOMATIONS = ("mailu-flows: notify on failed or crashed runs",)  # replaced, removed on setup
+NOTIFIED_STATES = ("Failed", "Crashed", "TimedOut", "Late")
+# The daily verification, plus the time a backup and a drill may take, plus slack for a slow night.
+VERIFY_INTERVAL = timedelta(hours=26)
+
+SUBJECT = "mailu-flows: {{ flow.name }} run {{ flow_run.name }} {{ flow_run.state.name }}"
+BODY = (
+    "Flow {{ flow.name }}, run {{ flow_run.name }} (id {{ flow_run.id }}): {{ flow_run.state.name }}.\n"
+    "{% if flow_run.state.name == 'Late' %}The run has not started at its scheduled time: is the process "
+    "serving the deployments (mailu-flows serve, or the work pool's worker) running?\n{% endif %}"
+    "{{ flow_run.state.message }}\n"
+    "Runbook: docs/runbook.md, section '{{ flow.name | replace('mailu-', '', 1) }}'."
+)
 
 
-def ensure_failure_automation(block_ref: str) -> str:
-    """Create or update the automation (idempotent). `block_ref` names any notification block as
-    `<block type slug>/<name>` (e.g. `slack-webhook/ops`, `custom-webhook/lab-notify`).
-    Returns the automation's id."""
+def span(duration: timedelta) -> str:
+    """`26 h`, `90 min`, `15 s`: a duration as a person reads it."""
+    seconds = duration.total_seconds()
+    if seconds >= 3600:
+        return f"{seconds / 3600:g} h"
+    if seconds >= 60:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g} s"
+
+
+def _our_deployment_runs() -> list[dict[str, str]]:
+    """`match_related` for runs of our flows (`mailu-*`) created from a deployment: every listed
+    resource must be related to the run's event."""
+    return [
+        {"prefect.resource.role": "flow", "prefect.resource.name": f"{FLOW_PREFIX}*"},
+        {"prefect.resource.role": "deployment"},
+    ]
+
+
+def failure_automation(block_document_id: Any) -> Any:
+    """The automation for failed, crashed, timed-out and late runs (not yet saved)."""
     from prefect.automations import Automation
-    from prefect.blocks.core import Block
     from prefect.events.actions import SendNotification
     from prefect.events.schemas.automations import EventTrigger, Posture
 
-    block: Any = Block.load(block_ref, _sync=True)  # type: ignore[call-arg]
-    block_id = block._block_document_id
-    if block_id is None:
-        raise ValueError(f"notification block {block_ref!r} has no document id; save it first")
-    automation = Automation(
-        name=AUTOMATION_NAME,
-        description="Sends the run's state message for every failed or crashed mailu-flows run.",
+    return Automation(
+        name=FAILURE_AUTOMATION,
+        description="One message per failed, crashed, timed-out or late run of a mailu-flows deployment "
+        "(subflows fail with their parent, which notifies).",
         trigger=EventTrigger(
-            expect={"prefect.flow-run.Failed", "prefect.flow-run.Crashed"},
+            expect={f"prefect.flow-run.{state}" for state in NOTIFIED_STATES},
             match={"prefect.resource.id": "prefect.flow-run.*"},
-            match_related={"prefect.resource.role": "flow", "prefect.resource.name": list(FLOW_NAMES)},
+            match_related=_our_deployment_runs(),
             posture=Posture.Reactive,
             threshold=1,
             within=0,
         ),
+        actions=[SendNotification(block_document_id=block_document_id, subject=SUBJECT, body=BODY)],
+    )
+
+
+def verify_overdue_automation(block_document_id: Any, within: timedelta = VERIFY_INTERVAL) -> Any:
+    """The proactive rule: no Completed backup-verify deployment run within `within` notifies."""
+    from prefect.automations import Automation
+    from prefect.events.actions import SendNotification
+    from prefect.events.schemas.automations import EventTrigger, Posture
+
+    limit = span(within)
+    verify = flow_name("backup-verify")
+    return Automation(
+        name=VERIFY_OVERDUE_AUTOMATION,
+        description=f"No {verify} run completed within {limit}: the newest backup is not proven.",
+        trigger=EventTrigger(
+            expect={"prefect.flow-run.Completed"},
+            match={"prefect.resource.id": "prefect.flow-run.*"},
+            match_related=[
+                {"prefect.resource.role": "flow", "prefect.resource.name": verify},
+                {"prefect.resource.role": "deployment"},
+            ],
+            posture=Posture.Proactive,
+            threshold=1,
+            within=within,
+        ),
         actions=[
             SendNotification(
-                block_document_id=block_id,
-                subject="mailu-flows: {{ flow.name }} run {{ flow_run.name }} {{ flow_run.state.name }}",
-                body="Flow {{ flow.name }}, run {{ flow_run.name }}: {{ flow_run.state.name }}.\n"
-                "{{ flow_run.state.message }}\nRunbook: docs/runbook.md, section '{{ flow.name }}'.",
+                block_document_id=block_document_id,
+                subject=f"mailu-flows: no {verify} completed in {limit}",
+                body=f"No run of {verify} completed within {limit}: the newest backup is not proven "
+                "to restore. Look for failed or late backup and backup-verify runs, and check that the "
+                "process serving the deployments runs. Runbook: docs/runbook.md, section 'backup-verify'.",
             )
         ],
     )
-    existing: Any
+
+
+def _read(name: str) -> Any:
+    from prefect.automations import Automation
+
     try:
-        existing = Automation.read(name=AUTOMATION_NAME)
+        return Automation.read(name=name)
     except ValueError:
-        existing = None
+        return None
+
+
+def _upsert(automation: Any) -> str:
+    """Create the automation, or update the one with its name; returns its id."""
+    existing = _read(automation.name)
     if existing is not None:
         automation.id = existing.id
         automation.update()
         return str(existing.id)
     created: Any = automation.create()
     return str(created.id)
+
+
+def ensure_notification_automations(
+    block_ref: str, verify_within: timedelta = VERIFY_INTERVAL
+) -> dict[str, str]:
+    """Create or update both automations (idempotent), and remove the ones earlier versions made (they
+    would notify a second time). `block_ref` names any notification block as `<block type slug>/<name>`
+    (e.g. `slack-webhook/ops`, `custom-webhook/lab-notify`). Returns the automations' ids by name."""
+    from prefect.blocks.core import Block
+
+    block: Any = Block.load(block_ref, _sync=True)  # type: ignore[call-arg]
+    block_id = block._block_document_id
+    if block_id is None:
+        raise ValueError(f"notification block {block_ref!r}: it has no document id; save it first")
+    for legacy in LEGACY_AUTOMATIONS:
+        old = _read(legacy)
+        if old is not None:
+            old.delete()
+    return {
+        FAILURE_AUTOMATION: _upsert(failure_automation(block_id)),
+        VERIFY_OVERDUE_AUTOMATION: _upsert(verify_overdue_automation(block_id, verify_within)),
+    }

@@ -27,9 +27,19 @@ def register(sub: Any) -> None:
 
     notify = sub.add_parser("notifications", help="failure notifications")
     nsub = notify.add_subparsers(dest="notifications_command", metavar="ACTION", required=True)
-    setup = nsub.add_parser("setup", help="create/update the server automation that notifies on failed runs")
+    setup = nsub.add_parser(
+        "setup",
+        help="create/update the server automations: failed, crashed, timed-out or late runs, and no "
+        "completed backup-verify within --verify-within-hours",
+    )
     setup.add_argument(
         "--block", required=True, help="notification block as <type slug>/<name>, e.g. slack-webhook/ops"
+    )
+    setup.add_argument(
+        "--verify-within-hours",
+        type=float,
+        default=26.0,
+        help="notify when no backup-verify run completed within this many hours (default 26: daily + slack)",
     )
     setup.set_defaults(func=_notifications_setup)
 
@@ -59,8 +69,14 @@ def _prefect_yaml(args: argparse.Namespace) -> int:
 
 
 def _notifications_setup(args: argparse.Namespace) -> int:
-    from mailu_flows.notifications import ensure_failure_automation
+    from datetime import timedelta
 
-    automation_id = ensure_failure_automation(args.block)
-    print(f"automation {automation_id}: failed or crashed runs notify through {args.block}")
+    from mailu_flows.notifications import ensure_notification_automations
+
+    if not 1 <= args.verify_within_hours <= 24 * 14:
+        print("--verify-within-hours: between 1 and 336 (two weeks); the default is 26", file=sys.stderr)
+        return 2
+    within = timedelta(hours=args.verify_within_hours)
+    for name, automation_id in ensure_notification_automations(args.block, within).items():
+        print(f"automation {automation_id} ({name}): notifies through {args.block}")
     return 0

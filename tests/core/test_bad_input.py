@@ -294,6 +294,7 @@ FLOW_CASES: list[tuple[str, str, Any, str]] = [
     ("rollback", "confirm", "mail.inlock.ai\n", "confirm"),
     ("rollback", "confirm", f"m{CYRILLIC_A}il.inlock.ai", "confirm"),
     ("rollback", "confirm", "m" * LONG, "confirm"),
+    ("rollback", "confirm", "", "confirm"),  # required: the run form cannot be left empty
     ("rollback", "restore_backup", "../../etc/passwd", "restore_backup"),
     ("rollback", "restore_backup", "inlock-ai-20250101T020000Z; rm -rf /", "restore_backup"),
     ("rollback", "restore_backup", "inlock-ai-20251399T999999Z", "restore_backup"),  # no such time
@@ -322,7 +323,6 @@ def _dkim_txt() -> str:
 FLOW_VALID: list[tuple[str, str, Any]] = [
     ("rollback", "confirm", "mail.inlock.ai"),
     ("rollback", "confirm", "MAIL.inlock.ai."),  # DNS case and a trailing dot: the flow accepts them
-    ("rollback", "confirm", ""),  # refused by the flow itself, with the hostname to type
     ("rollback", "confirm", "yes"),
     ("rollback", "restore_backup", "inlock-ai-20250101T020000Z"),
     ("rollback", "restore_backup", "inlock-ai-20250101T020000Z-safety"),
@@ -348,7 +348,8 @@ def _flows() -> dict[str, Any]:
     from flows.dns_wait import dns_propagation_wait
     from flows.rollback import rollback
 
-    return {f.name: f for f in (deploy, dns_propagation_wait, dkim_publish, backup, backup_verify, rollback)}
+    flows = (deploy, dns_propagation_wait, dkim_publish, backup, backup_verify, rollback)
+    return {f.name.removeprefix("mailu-"): f for f in flows}
 
 
 def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:

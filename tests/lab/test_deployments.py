@@ -1,16 +1,28 @@
 """Deployments on the lab's real Prefect server: registered with their schedules by `serve`, runs created
-through the API (as the UI does) complete, bad parameters are refused at creation, failures notify."""
+through the API (as the UI does) complete, bad parameters are refused at creation (an empty rollback
+confirmation included), every parameter shows its help text, and every failed, timed-out or late run
+notifies exactly once (the lab's webhook receiver writes each message to .lab/notifications.jsonl)."""
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pytest
 
-from deployments.definitions import DEPLOYMENTS, VERIFY_CRON, build_deployments, deployment_id, prefect_yaml
+from deployments.definitions import (
+    DEPLOYMENTS,
+    SPECS_BY_NAME,
+    VERIFY_CRON,
+    build_deployments,
+    deployment_id,
+    prefect_yaml,
+)
 from mailu_core.config import StackConfig, load_stack_config
 
 pytestmark = pytest.mark.lab
@@ -32,6 +44,43 @@ def _client() -> Any:
     from prefect.client.orchestration import get_client
 
     return get_client(sync_client=True)
+
+
+def _dep(name: str) -> str:
+    """`mailu-<name>/<name>`, as the UI and `run_deployment` name a deployment."""
+    return deployment_id(SPECS_BY_NAME[name])
+
+
+@pytest.fixture(scope="module")
+def notifications() -> Callable[[], list[dict[str, Any]]]:
+    """The lab's webhook receiver and automations; returns a reader of the messages sent since."""
+    from lab.webhook import ensure_webhook, webhook_log
+
+    ensure_webhook()
+    log = webhook_log()
+    start = log.read_text().count("\n") if log.exists() else 0
+
+    def read() -> list[dict[str, Any]]:
+        lines = log.read_text().splitlines()[start:] if log.exists() else []
+        return [json.loads(line) for line in lines]
+
+    return read
+
+
+def _about(
+    run_id: UUID | str, read: Callable[[], list[dict[str, Any]]], settle_s: float = 8
+) -> list[dict[str, Any]]:
+    """The messages naming the run: waits up to 60 s for the first, then `settle_s` more so that a
+    second message for the same incident would be seen."""
+    deadline = time.monotonic() + 60
+    hits: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        hits = [m for m in read() if str(run_id) in m["body"]]
+        if hits:
+            break
+        time.sleep(0.5)
+    time.sleep(settle_s)
+    return [m for m in read() if str(run_id) in m["body"]]
 
 
 def test_prefect_yaml_and_serve_define_the_same_deployments(cfg: StackConfig) -> None:
@@ -56,17 +105,44 @@ def test_every_deployment_is_registered_with_its_schedule(serving: None) -> None
             assert crons == ([spec.cron] if spec.cron else []), spec.name
             assert dep.enforce_parameter_schema
             assert "config" in dep.parameter_openapi_schema["properties"]
-        verify = client.read_deployment_by_name("backup-verify/backup-verify")
+        verify = client.read_deployment_by_name(_dep("backup-verify"))
         assert [s.schedule.cron for s in verify.schedules] == [VERIFY_CRON]
-        rollback = client.read_deployment_by_name("rollback/rollback")
+        rollback = client.read_deployment_by_name(_dep("rollback"))
         assert rollback.schedules == []
 
 
-def test_a_run_created_through_the_api_completes(serving: None) -> None:
+def test_every_parameter_shows_its_help_text_on_the_server(serving: None) -> None:
+    with _client() as client:
+        for spec in DEPLOYMENTS:
+            dep = client.read_deployment_by_name(deployment_id(spec))
+            properties = dep.parameter_openapi_schema["properties"]
+            bare = [name for name, prop in properties.items() if not prop.get("description")]
+            assert bare == [], f"{spec.flow_name}: no help text for {bare}"
+        rollback = client.read_deployment_by_name(_dep("rollback"))
+        schema = rollback.parameter_openapi_schema
+        assert {"mode", "confirm"} <= set(schema["required"])
+        assert schema["properties"]["confirm"]["minLength"] == 1
+        assert "confirm" not in rollback.parameters
+
+
+def test_an_empty_rollback_confirmation_is_refused_by_the_server(serving: None) -> None:
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    with _client() as client:
+        dep = client.read_deployment_by_name(_dep("rollback"))
+        for params in ({"mode": "teardown"}, {"mode": "teardown", "confirm": ""}):
+            with pytest.raises(PrefectHTTPStatusError) as info:
+                client.create_flow_run_from_deployment(dep.id, parameters=params)
+            assert info.value.response.status_code == 409
+            assert "confirm" in info.value.response.text
+
+
+def test_a_run_created_through_the_api_completes(serving: None, cfg: StackConfig) -> None:
     from prefect.deployments import run_deployment
 
-    run: Any = run_deployment("deploy/deploy", timeout=600, poll_interval=1)
+    run: Any = run_deployment(_dep("deploy"), timeout=600, poll_interval=1)
     assert run.state is not None and run.state.is_completed(), run.state
+    assert run.name == f"deploy-{cfg.name}"
 
 
 def test_a_bad_parameter_is_refused_when_the_run_is_created(serving: None, cfg: StackConfig) -> None:
@@ -75,31 +151,94 @@ def test_a_bad_parameter_is_refused_when_the_run_is_created(serving: None, cfg: 
     bad = json.loads(cfg.model_dump_json())
     bad["images"]["front"] = "127.0.0.1:5000/mailu/nginx:2024.06"  # a tag, not a digest
     with _client() as client:
-        dep = client.read_deployment_by_name("deploy/deploy")
+        dep = client.read_deployment_by_name(_dep("deploy"))
         with pytest.raises(PrefectHTTPStatusError) as info:
             client.create_flow_run_from_deployment(dep.id, parameters={"config": bad})
         assert info.value.response.status_code in (409, 422)
         assert "front" in info.value.response.text or "sha256" in info.value.response.text
 
 
-def test_a_failed_run_notifies(serving: None, cfg: StackConfig) -> None:
+def test_a_failed_run_notifies_once(serving: None, cfg: StackConfig, notifications: Any) -> None:
     from prefect.deployments import run_deployment
 
-    from lab.webhook import ensure_webhook, webhook_log
-
-    ensure_webhook()
-    before = webhook_log().read_text().count("\n") if webhook_log().exists() else 0
     bad = json.loads(cfg.model_dump_json())
     bad["networks"]["mgmt"] = "mgmt-missing-for-test"  # valid value, fails in preflight
-    run: Any = run_deployment("deploy/deploy", parameters={"config": bad}, timeout=600, poll_interval=1)
+    run: Any = run_deployment(_dep("deploy"), parameters={"config": bad}, timeout=600, poll_interval=1)
     assert run.state is not None and run.state.is_failed()
-    deadline = time.monotonic() + 30
-    lines: list[str] = []
-    while time.monotonic() < deadline:
-        lines = webhook_log().read_text().splitlines()[before:] if webhook_log().exists() else []
-        if any(run.name in line for line in lines):
-            break
-        time.sleep(0.5)
-    hit = [json.loads(line) for line in lines if run.name in line]
-    assert hit, f"no notification for {run.name}: {lines}"
-    assert "mgmt-missing-for-test" in hit[0]["body"]
+    hits = _about(run.id, notifications, settle_s=3)
+    assert len(hits) == 1, f"{len(hits)} notification(s) for {run.name}: {hits}"
+    assert "mgmt-missing-for-test" in hits[0]["body"]
+    assert f"deploy-{cfg.name}" in hits[0]["subject"] and "Failed" in hits[0]["subject"]
+
+
+def test_a_timed_out_propagation_wait_notifies_once(
+    serving: None, cfg: StackConfig, notifications: Any
+) -> None:
+    """A record nobody publishes, a 1 s deadline: the wait gives up (`TimedOut`, not `Failed`), and the
+    automation tells, once. Read-only: the host is not even contacted (the records are given)."""
+    from prefect.deployments import run_deployment
+
+    params = {
+        "deadline_s": 1,
+        "interval_s": 0.5,
+        "dkim_txt": {"never-published": "v=DKIM1; k=rsa; p=MIIBnever"},
+        "mail_routing": False,
+        "check_reverse_dns": False,
+    }
+    run: Any = run_deployment(_dep("dns-propagation-wait"), parameters=params, timeout=300, poll_interval=1)
+    assert run.state is not None and run.state.name == "TimedOut", run.state
+    hits = _about(run.id, notifications)
+    assert len(hits) == 1, f"{len(hits)} notification(s) for {run.name}: {hits}"
+    assert "TimedOut" in hits[0]["subject"] and "never-published" in hits[0]["body"]
+
+
+def test_a_late_backup_notifies_once(lab: dict[str, Any], serving: None, notifications: Any) -> None:
+    """The runner is down when a backup is due: the server marks the run Late and the automation tells,
+    once. The run is deleted before the runner comes back, so no backup is made."""
+    from datetime import UTC, datetime
+
+    from prefect.states import Scheduled
+
+    from lab.serving import ensure_serving, stop_serving
+
+    stop_serving()
+    run_id = None
+    try:
+        with _client() as client:
+            dep = client.read_deployment_by_name(_dep("backup"))
+            due = datetime.now(UTC) - timedelta(seconds=30)
+            run = client.create_flow_run_from_deployment(dep.id, state=Scheduled(scheduled_time=due))
+            run_id = run.id
+            hits = _about(run.id, notifications)
+            state = client.read_flow_run(run.id).state
+            assert state is not None and state.name == "Late", state
+            assert len(hits) == 1, f"{len(hits)} notification(s) for the late run: {hits}"
+            assert "Late" in hits[0]["subject"] and "has not started" in hits[0]["body"]
+    finally:
+        if run_id is not None:
+            with _client() as client:
+                client.delete_flow_run(run_id)
+        ensure_serving(Path(lab["stack_config"]))
+
+
+def test_no_completed_backup_verify_in_time_notifies(serving: None, notifications: Any) -> None:
+    """The proactive rule, with a 15 s interval instead of 26 h (on its own automation, removed after):
+    no Completed backup-verify run within it sends one message."""
+    from prefect.blocks.core import Block
+
+    from mailu_flows.notifications import verify_overdue_automation
+
+    block: Any = Block.load("custom-webhook/lab-notify", _sync=True)  # type: ignore[call-arg]
+    automation = verify_overdue_automation(block._block_document_id, within=timedelta(seconds=15))
+    automation.name = "mailu-flows-test: backup-verify overdue in 15 s"
+    created = automation.create()
+    try:
+        deadline = time.monotonic() + 60
+        hits: list[dict[str, Any]] = []
+        while time.monotonic() < deadline and not hits:
+            hits = [m for m in notifications() if "completed in 15 s" in m["subject"]]
+            time.sleep(1)
+        assert hits, "no message from the proactive rule within 60 s"
+        assert "mailu-backup-verify" in hits[0]["body"]
+    finally:
+        created.delete()

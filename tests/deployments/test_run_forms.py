@@ -1,0 +1,100 @@
+"""Run forms a person can use (no server needed): every parameter of every deployed flow carries its
+help text in the parameter schema Prefect sends to the server (Prefect drops the description of an
+`Annotated[..., Field(description=...)]`, so it must come from the docstring's `Args:`), the limits
+stay in the schema, rollback's confirmation is required and cannot be empty, flows carry the `mailu-`
+prefix, runs are named after what they do and the stack, artifact keys end with the stack."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from deployments.definitions import DEPLOYMENTS, DeploymentSpec, deployment_id, prefect_yaml, trigger_spec
+from flows.naming import artifact_key, run_name
+from mailu_core.config import StackConfig, load_stack_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def cfg() -> StackConfig:
+    return load_stack_config(REPO / "examples" / "inlock.ai.yaml")
+
+
+def _schema(spec: DeploymentSpec) -> dict[str, Any]:
+    from prefect.utilities.callables import parameter_schema
+
+    return parameter_schema(spec.load_flow().fn).model_dump_for_openapi()
+
+
+@pytest.mark.parametrize("spec", DEPLOYMENTS, ids=[s.name for s in DEPLOYMENTS])
+def test_every_parameter_has_help_text_in_the_schema(spec: DeploymentSpec) -> None:
+    properties = _schema(spec)["properties"]
+    missing = [name for name, prop in properties.items() if not str(prop.get("description", "")).strip()]
+    assert missing == [], f"{spec.flow_name}: parameters without a description: {missing}"
+
+
+@pytest.mark.parametrize("spec", DEPLOYMENTS, ids=[s.name for s in DEPLOYMENTS])
+def test_flows_are_named_with_the_mailu_prefix(spec: DeploymentSpec) -> None:
+    assert spec.load_flow().name == spec.flow_name == f"mailu-{spec.name}"
+    assert deployment_id(spec) == f"mailu-{spec.name}/{spec.name}"
+
+
+def test_limits_stay_in_the_schema() -> None:
+    by_name = {s.name: s for s in DEPLOYMENTS}
+    deploy = _schema(by_name["deploy"])["properties"]
+    assert (deploy["lock_wait_s"]["minimum"], deploy["lock_wait_s"]["maximum"]) == (0, 3600)
+    wait = _schema(by_name["dns-propagation-wait"])["properties"]
+    assert wait["deadline_s"]["anyOf"][0]["maximum"] == 7200
+    backup = _schema(by_name["backup"])["properties"]
+    assert backup["pause_services"]["anyOf"][0]["maxItems"] == 32
+
+
+def test_rollback_confirm_is_required_and_cannot_be_empty(cfg: StackConfig) -> None:
+    from prefect.utilities.schema_tools.validation import ValidationError, validate
+
+    spec = next(s for s in DEPLOYMENTS if s.name == "rollback")
+    schema = _schema(spec)
+    assert {"mode", "confirm"} <= set(schema["required"])
+    assert schema["properties"]["confirm"]["minLength"] == 1
+    deployed = next(d for d in prefect_yaml(cfg)["deployments"] if d["name"] == "rollback")
+    assert "confirm" not in deployed["parameters"]  # no empty default filled in for the form
+    base = {"config": cfg.model_dump(mode="json"), "mode": "teardown"}
+    for params in (base, {**base, "confirm": ""}):
+        with pytest.raises(ValidationError):
+            validate(params, schema, raise_on_error=True)
+    validate({**base, "confirm": cfg.hostname}, schema, raise_on_error=True)
+
+
+def test_run_names_say_what_and_which_stack(cfg: StackConfig) -> None:
+    dumped = cfg.model_dump(mode="json")
+    assert run_name("deploy", (), {"config": cfg}) == f"deploy-{cfg.name}"
+    assert run_name("deploy", (), {"config": dumped}) == f"deploy-{cfg.name}"  # before validation
+    teardown = {"config": cfg, "mode": "teardown", "confirm": cfg.hostname}
+    assert run_name("rollback", ("mode",), teardown) == f"rollback-teardown-{cfg.name}"
+    for spec in DEPLOYMENTS:
+        namer = spec.load_flow().flow_run_name
+        assert callable(namer), f"{spec.flow_name} has no run name"
+
+
+def test_artifact_keys_end_with_the_stack(cfg: StackConfig) -> None:
+    import re
+
+    key = artifact_key("rollback-plan", cfg.name)
+    assert key == f"mailu-rollback-plan-{cfg.name}"
+    assert re.fullmatch(r"[a-z0-9-]+", key)  # what Prefect accepts as an artifact key
+
+
+def test_backup_verify_follows_a_completed_backup_of_the_same_stack(cfg: StackConfig) -> None:
+    by_name = {s.name: s for s in DEPLOYMENTS}
+    verify = by_name["backup-verify"]
+    assert verify.cron  # the schedule stays, as the safety net
+    trigger = trigger_spec(verify, cfg)
+    assert trigger is not None
+    assert trigger["expect"] == ["prefect.flow-run.Completed"]
+    related = {r["prefect.resource.role"]: r for r in trigger["match_related"]}
+    assert related["flow"]["prefect.resource.name"] == "mailu-backup"
+    assert related["tag"]["prefect.resource.id"] == f"prefect.tag.mailu-stack:{cfg.name}"
+    assert [trigger_spec(s, cfg) for s in DEPLOYMENTS if s is not verify] == [None] * (len(DEPLOYMENTS) - 1)
