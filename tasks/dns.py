@@ -1,7 +1,8 @@
 """DNS steps shared by the deploy, dkim-publish and dns-propagation-wait flows.
 
-The provider comes from the block the config names (`blocks.dns_provider`); its secret is registered
-for log redaction as soon as it is loaded. Every publish applies the *whole* desired record set
+The provider comes from the provider registry (`mailu_flows.dns.registry`, by `dns.provider`) with the
+block the config names (`blocks.dns_provider`); its secret is registered for log redaction as soon as
+it is loaded. Every publish applies the *whole* desired record set
 (the plan deletes owned records that are no longer desired, e.g. a retired DKIM selector after its
 grace date), so every caller computes the same DKIM selectors through `dkim_txt_for`.
 """
@@ -18,10 +19,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
 from prefect.tasks import Task
 
-from blocks import CloudflareDns, Rfc2136Dns, load_block
 from mailu_core.config import StackConfig
 from mailu_core.dns import Plan, Record, desired_records, dkim_txt_value, txt_slot
-from mailu_flows import redact
 from mailu_flows.dns.dkim import DkimKey, read_keys, rotation_state
 from mailu_flows.dns.provider import (
     DEFAULT_OWNER,
@@ -31,6 +30,7 @@ from mailu_flows.dns.provider import (
     Provider,
     plan_for,
 )
+from mailu_flows.dns.registry import connect_provider
 from mailu_flows.dns.teardown import torn_down_since, without_mail_routing
 from mailu_flows.host import Host
 
@@ -60,19 +60,9 @@ def dns_owner(cfg: StackConfig) -> str:
 
 
 def dns_provider(cfg: StackConfig) -> Provider:
-    """The provider the config names, with the credentials of its block (registered for redaction)."""
-    owner = dns_owner(cfg)
-    if cfg.dns.provider == "cloudflare":
-        from mailu_flows.dns.cloudflare import CloudflareProvider
-
-        cf = load_block(CloudflareDns, cfg.blocks.dns_provider)
-        redact.register_secret(cf.api_token.get_secret_value())
-        return CloudflareProvider.from_block(cf, cfg.dns.zone, owner=owner)
-    from mailu_flows.dns.rfc2136 import Rfc2136Provider
-
-    rfc = load_block(Rfc2136Dns, cfg.blocks.dns_provider)
-    redact.register_secret(rfc.tsig_secret.get_secret_value())
-    return Rfc2136Provider.from_block(rfc, cfg.dns.zone, owner=owner)
+    """The provider the config names (`dns.provider`, looked up in the provider registry), with the
+    credentials of its block (registered for redaction)."""
+    return connect_provider(cfg, dns_owner(cfg))
 
 
 def desired_for(cfg: StackConfig, dkim_txt: Mapping[str, str] | None) -> list[Record]:

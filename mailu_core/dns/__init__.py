@@ -27,7 +27,8 @@ from mailu_core.dns.propagation import (
     mx_a_warnings,
 )
 from mailu_core.dns.records import (
-    PROXIABLE_TYPES,
+    OptionValue,
+    ProviderOptions,
     Record,
     RecordKey,
     in_zone,
@@ -44,15 +45,16 @@ from mailu_core.dns.records import (
 __all__ = [
     "ALWAYS_ALLOWED_CHANGES",
     "MAX_CHANGE_FRACTION",
-    "PROXIABLE_TYPES",
     "Answer",
     "Cell",
     "Change",
     "Conflict",
     "Nameserver",
+    "OptionValue",
     "Plan",
     "PropagationTable",
     "PropagationTimeout",
+    "ProviderOptions",
     "Record",
     "RecordKey",
     "Status",

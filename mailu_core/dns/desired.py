@@ -96,9 +96,9 @@ def desired_records(
     """
     dns = cfg.dns
     host = cfg.hostname
-    out: list[Record] = [Record(host, "A", dns.ttl, (cfg.mailu.public_ipv4,), proxied=False)]
+    out: list[Record] = [Record(host, "A", dns.ttl, (cfg.mailu.public_ipv4,))]
     if cfg.mailu.public_ipv6:
-        out.append(Record(host, "AAAA", dns.ttl, (cfg.mailu.public_ipv6,), proxied=False))
+        out.append(Record(host, "AAAA", dns.ttl, (cfg.mailu.public_ipv6,)))
     for domain in cfg.mail_domains:
         out.append(Record(domain, "MX", dns.ttl, (f"{dns.mx_priority} {host}",)))
         out.append(Record(domain, "TXT", dns.ttl, (cfg.spf_record(),)))
@@ -112,8 +112,8 @@ def desired_records(
                     out.append(Record(f"{label}.{domain}", "SRV", dns.ttl, (f"{prio} 1 {port} {host}",)))
             out.append(Record(f"_autodiscover._tcp.{domain}", "SRV", dns.ttl, (f"10 1 443 {host}",)))
             for label in ("autoconfig", "autodiscover"):
-                out.append(Record(f"{label}.{domain}", "CNAME", dns.ttl, (host,), proxied=False))
+                out.append(Record(f"{label}.{domain}", "CNAME", dns.ttl, (host,)))
         if mta_sts_id is not None:
             out.append(Record(f"_mta-sts.{domain}", "TXT", dns.ttl, (f"v=STSv1; id={mta_sts_id}",)))
-            out.append(Record(f"mta-sts.{domain}", "CNAME", dns.ttl, (host,), proxied=False))
+            out.append(Record(f"mta-sts.{domain}", "CNAME", dns.ttl, (host,)))
     return sorted(out, key=lambda r: (r.name, r.type, r.key))

@@ -227,8 +227,10 @@ class Plan:
                 ttl = c.new.ttl if c.new else (c.old.ttl if c.old else "")
                 if c.old and c.new and c.old.ttl != c.new.ttl:
                     ttl = f"{c.old.ttl} → {c.new.ttl}"
-                if c.old and c.new and c.old.proxied is not None and c.old.proxied != c.new.proxied:
-                    old += f" (proxied={str(c.old.proxied).lower()})"
+                if c.old and c.new:
+                    for provider, key, was, _ in c.old.option_changes(c.new):
+                        shown = str(was).lower() if isinstance(was, bool) else was
+                        old += f" ({provider}.{key}={shown})"
                 action = c.kind + (" (adopt)" if c.adopt else "")
                 r = c.record
                 lines.append(f"| {i} | {action} | `{r.name}` | {r.type} | {ttl} | `{old}` | `{new}` |")

@@ -12,6 +12,10 @@ users report), so a `Record` normalises on construction:
 - TXT: the logical value, i.e. quoted character-strings are unescaped and joined, so
   `'"v=DKIM1; k=rsa; p=AB" "CD"'` equals `"v=DKIM1; k=rsa; p=ABCD"`.
 
+Provider-specific options (Cloudflare's proxy flag, say) are not fields of the core record: they sit in
+`Record.provider_options`, namespaced by provider (`{"cloudflare": {"proxied": False}}`), so a new
+provider's options need no change here and one provider's never reach another's API.
+
 A TXT `Record` holds exactly one value: several TXT values at one name are separate records (an SPF
 and a site-verification token belong to different owners). Every other type is an RRset (all values
 of one name and type). `Record.key` identifies the "slot" a record fills: `(name, type, "")`, or for
@@ -23,11 +27,13 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 __all__ = [
-    "PROXIABLE_TYPES",
+    "OptionValue",
+    "ProviderOptions",
     "Record",
     "RecordKey",
     "in_zone",
@@ -44,7 +50,21 @@ __all__ = [
 RecordKey = tuple[str, str, str]
 """(name, type, slot): what a record occupies in a zone; slot is "" except for TXT."""
 
-PROXIABLE_TYPES = frozenset({"A", "AAAA", "CNAME"})
+OptionValue: TypeAlias = str | int | bool
+ProviderOptions: TypeAlias = tuple[tuple[str, tuple[tuple[str, OptionValue], ...]], ...]
+"""Namespaced provider options in a hashable, sorted form: ((provider, ((key, value), ...)), ...)."""
+
+
+def _freeze_options(options: Mapping[str, Mapping[str, OptionValue]] | ProviderOptions) -> ProviderOptions:
+    items = options.items() if isinstance(options, Mapping) else options
+    frozen: dict[str, tuple[tuple[str, OptionValue], ...]] = {}
+    for provider, values in items:
+        pairs = values.items() if isinstance(values, Mapping) else values
+        kept = tuple(sorted((str(k), v) for k, v in pairs))
+        if kept:
+            frozen[str(provider)] = kept
+    return tuple(sorted(frozen.items()))
+
 
 _QUOTED = re.compile(r'\s*"((?:[^"\\]|\\.)*)"\s*', re.S)
 _VERSION_TAG = re.compile(r"(?i)^\s*v\s*=\s*([A-Za-z0-9]+)\s*(?:;|\s|$)")
@@ -183,15 +203,16 @@ def normalize_value(rtype: str, value: str) -> str:
 class Record:
     """One record (TXT) or RRset (other types) in normal form; compare with `==`.
 
-    `proxied` is Cloudflare's proxy flag: None where it does not apply (other providers, other types);
-    it takes part in `differs()` only when both sides know it.
+    `provider_options` holds provider-specific settings, namespaced by provider name (a mapping is
+    accepted and frozen): `{"cloudflare": {"proxied": False}}`. An option takes part in `differs()`
+    only when both sides carry it (a provider lists its own options; other providers' never show).
     """
 
     name: str
     type: str
     ttl: int
     values: tuple[str, ...] = field(default=())
-    proxied: bool | None = None
+    provider_options: ProviderOptions = field(default=())
 
     def __post_init__(self) -> None:
         rtype = self.type.upper()
@@ -204,6 +225,7 @@ class Record:
         object.__setattr__(self, "type", rtype)
         object.__setattr__(self, "ttl", int(self.ttl))
         object.__setattr__(self, "values", values)
+        object.__setattr__(self, "provider_options", _freeze_options(self.provider_options))
 
     @property
     def key(self) -> RecordKey:
@@ -216,6 +238,30 @@ class Record:
         """The single value (TXT records, or RRsets of one value)."""
         return self.values[0]
 
+    def options(self, provider: str) -> dict[str, OptionValue]:
+        """This record's options for `provider` (empty when it has none)."""
+        return dict(dict(self.provider_options).get(provider, ()))
+
+    def option(self, provider: str, key: str) -> OptionValue | None:
+        return self.options(provider).get(key)
+
+    def with_options(self, provider: str, **values: OptionValue) -> Record:
+        """A copy with `values` set in `provider`'s namespace."""
+        merged = {p: dict(v) for p, v in self.provider_options}
+        merged.setdefault(provider, {}).update(values)
+        return Record(self.name, self.type, self.ttl, self.values, _freeze_options(merged))
+
+    def option_changes(self, other: Record) -> list[tuple[str, str, OptionValue, OptionValue]]:
+        """(provider, key, ours, theirs) for every option both records carry with different values."""
+        out = []
+        theirs = dict(other.provider_options)
+        for provider, pairs in self.provider_options:
+            other_pairs = dict(theirs.get(provider, ()))
+            for key, value in pairs:
+                if key in other_pairs and other_pairs[key] != value:
+                    out.append((provider, key, value, other_pairs[key]))
+        return out
+
     def mx(self) -> list[tuple[int, str]]:
         """MX values as `(priority, target)` pairs."""
         if self.type != "MX":
@@ -223,10 +269,10 @@ class Record:
         return [(int(p), t) for p, t in (v.split() for v in self.values)]
 
     def differs(self, other: Record) -> bool:
-        """True if applying `other` over `self` would change anything a resolver or Cloudflare sees."""
+        """True if applying `other` over `self` would change anything a resolver or the provider sees."""
         if (self.values, self.ttl) != (other.values, other.ttl):
             return True
-        return self.proxied is not None and other.proxied is not None and self.proxied != other.proxied
+        return bool(self.option_changes(other))
 
     def short(self, width: int = 60) -> str:
         """Values for tables: joined, long ones shortened in the middle."""
@@ -236,18 +282,33 @@ class Record:
         keep = (width - 1) // 2
         return f"{text[:keep]}…{text[-keep:]}"
 
+    def options_text(self) -> str:
+        """`provider.key=value` for every option, space separated ("" when none)."""
+        return " ".join(
+            f"{p}.{k}={str(v).lower() if isinstance(v, bool) else v}"
+            for p, pairs in self.provider_options
+            for k, v in pairs
+        )
+
     def __str__(self) -> str:
-        extra = "" if self.proxied is None else f" proxied={str(self.proxied).lower()}"
-        return f"{self.name} {self.ttl} {self.type} {' | '.join(self.values)}{extra}"
+        extra = self.options_text()
+        return f"{self.name} {self.ttl} {self.type} {' | '.join(self.values)}" + (
+            f" {extra}" if extra else ""
+        )
 
 
 def split_rrset(
-    name: str, rtype: str, ttl: int, values: Sequence[str] | Iterable[str], proxied: bool | None = None
+    name: str,
+    rtype: str,
+    ttl: int,
+    values: Sequence[str] | Iterable[str],
+    provider_options: Mapping[str, Mapping[str, OptionValue]] | ProviderOptions = (),
 ) -> list[Record]:
     """Records for an RRset as a provider or a server returns it: one per TXT value, else one."""
     vals = list(values)
     if not vals:
         return []
+    opts = _freeze_options(provider_options)
     if rtype.upper() == "TXT":
-        return [Record(name, "TXT", ttl, (v,), proxied) for v in dict.fromkeys(vals)]
-    return [Record(name, rtype, ttl, tuple(vals), proxied)]
+        return [Record(name, "TXT", ttl, (v,), opts) for v in dict.fromkeys(vals)]
+    return [Record(name, rtype, ttl, tuple(vals), opts)]

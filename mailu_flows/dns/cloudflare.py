@@ -4,7 +4,8 @@ Why these choices:
 - Ownership is a comment marker on each record (`managed-by: mailu-flows; owner=<stack>`): Cloudflare
   keeps comments per record, so a foreign TXT beside ours stays foreign, and two stacks can share a zone.
 - Mail records are never proxied (Cloudflare's proxy carries HTTP only): every A/AAAA/CNAME we write
-  says `proxied=False`, and a proxied record we own is an update.
+  says `proxied=False` (the record option `cloudflare.proxied`, declared in `SUPPORT` with that
+  default, so the core record knows nothing of it), and a proxied record we own is an update.
 - TXT content is sent as quoted 255-byte character-strings (the API's documented form) and read back
   through `normalize_txt`, so a 2048-bit DKIM key never shows as changed when it is not.
 - The SDK retries 408/409/429/5xx itself (`max_retries`); on top, a 429 that survives those gets our
@@ -25,7 +26,6 @@ import cloudflare
 from pydantic import SecretStr
 
 from mailu_core.dns import (
-    PROXIABLE_TYPES,
     Change,
     Plan,
     Record,
@@ -39,16 +39,33 @@ from mailu_flows.dns.provider import (
     DnsAuthError,
     DnsConnectionError,
     DnsError,
+    OptionSpec,
     PlanOutdatedError,
     ProviderRecord,
+    ProviderSupport,
     ZoneNotFoundError,
     check_in_zone,
 )
+from mailu_flows.dns.registry import ProviderPlugin
 
 if TYPE_CHECKING:
     from blocks.dns import CloudflareDns
+    from mailu_core.config import StackConfig
 
-__all__ = ["CLOUDFLARE_API", "CloudflareProvider", "owner_marker"]
+__all__ = ["CLOUDFLARE_API", "PLUGIN", "PROXIABLE_TYPES", "SUPPORT", "CloudflareProvider", "owner_marker"]
+
+PROXIABLE_TYPES = frozenset({"A", "AAAA", "CNAME"})
+SUPPORT = ProviderSupport(
+    record_types=frozenset({"A", "AAAA", "CNAME", "MX", "TXT", "SRV", "CAA", "NS"}),
+    features=frozenset({"list-whole-zone", "ownership-per-record", "record-comments"}),
+    options={
+        "proxied": OptionSpec(
+            PROXIABLE_TYPES,
+            False,
+            "Cloudflare's HTTP proxy; mail is never proxied: a proxied record we own is an update",
+        )
+    },
+)
 
 CLOUDFLARE_API = "https://api.cloudflare.com/client/v4"
 log = logging.getLogger(__name__)
@@ -104,8 +121,16 @@ def _entry(rec: Any) -> _Entry:
     )
 
 
+def _proxied(rec: Record) -> bool | None:
+    """The record's `cloudflare.proxied` option (False by default) where Cloudflare has a proxy flag."""
+    return bool(rec.option("cloudflare", "proxied")) if rec.type in PROXIABLE_TYPES else None
+
+
 class CloudflareProvider:
     """A Cloudflare zone, read and written through the official SDK; see the module docstring."""
+
+    name = "cloudflare"
+    support = SUPPORT
 
     def __init__(
         self,
@@ -248,16 +273,17 @@ class CloudflareProvider:
             if e.type in ("SOA",) or (e.type == "NS" and e.name == self._zone):
                 continue
             if e.type == "TXT":
-                rec = Record(e.name, "TXT", e.ttl, (e.value,))
+                rec = Record(e.name, "TXT", e.ttl, (e.value,))  # TXT is never proxiable
                 index.setdefault(rec, []).append(e)
                 out.append(ProviderRecord(rec, e.comment == self.marker))
             else:
                 groups[(e.name, e.type)].append(e)
         for (name, rtype), entries in groups.items():
             ttls = {e.ttl for e in entries}
-            proxied = None if rtype not in PROXIABLE_TYPES else any(bool(e.proxied) for e in entries)
+            options = {"proxied": any(bool(e.proxied) for e in entries)} if rtype in PROXIABLE_TYPES else {}
+            ttl = ttls.pop() if len(ttls) == 1 else -1
             rec = Record(
-                name, rtype, ttls.pop() if len(ttls) == 1 else -1, tuple(e.value for e in entries), proxied
+                name, rtype, ttl, tuple(e.value for e in entries), ((self.name, tuple(options.items())),)
             )
             index[rec] = entries
             out.append(ProviderRecord(rec, all(e.comment == self.marker for e in entries)))
@@ -289,11 +315,11 @@ class CloudflareProvider:
         return p
 
     def _create(self, rec: Record, value: str) -> None:
-        params = self._params(rec.type, rec.name, rec.ttl, value, rec.proxied)
+        params = self._params(rec.type, rec.name, rec.ttl, value, _proxied(rec))
         self._call(f"create {rec.name} {rec.type}", lambda: self._cf.dns.records.create(**params), write=True)
 
     def _edit(self, entry: _Entry, rec: Record, value: str) -> None:
-        params = self._params(rec.type, rec.name, rec.ttl, value, rec.proxied)
+        params = self._params(rec.type, rec.name, rec.ttl, value, _proxied(rec))
         self._call(
             f"edit {rec.name} {rec.type}", lambda: self._cf.dns.records.edit(entry.id, **params), write=True
         )
@@ -332,7 +358,7 @@ class CloudflareProvider:
         kept_values = {e.value for e in keep}
         missing = [v for v in new.values if v not in kept_values]
         leftover = [e for e in entries if e not in keep]
-        want_proxied = bool(new.proxied) if new.type in PROXIABLE_TYPES else None
+        want_proxied = _proxied(new)
         for e in keep:
             if e.ttl != new.ttl or e.proxied != want_proxied or e.comment != self.marker:
                 self._edit(e, new, e.value)
@@ -364,3 +390,18 @@ class CloudflareProvider:
                 ) from e.__cause__
             applied.append(change)
         return ApplyResult(self._zone, tuple(applied))
+
+
+def _connect(config: StackConfig, owner: str) -> CloudflareProvider:
+    """From the config's `blocks.dns_provider` (a mailu-cloudflare block); its token is redacted."""
+    from blocks import CloudflareDns, load_block
+    from mailu_flows import redact
+
+    block = load_block(CloudflareDns, config.blocks.dns_provider)
+    redact.register_secret(block.api_token.get_secret_value())
+    return CloudflareProvider.from_block(block, config.dns.zone, owner=owner)
+
+
+PLUGIN = ProviderPlugin(
+    "cloudflare", "Cloudflare's API (token in a mailu-cloudflare block)", SUPPORT, _connect
+)

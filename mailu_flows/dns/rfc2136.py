@@ -56,13 +56,21 @@ from mailu_flows.dns.provider import (
     DnsError,
     PlanOutdatedError,
     ProviderRecord,
+    ProviderSupport,
     check_in_zone,
 )
+from mailu_flows.dns.registry import ProviderPlugin
 
 if TYPE_CHECKING:
     from blocks.dns import Rfc2136Dns
+    from mailu_core.config import StackConfig
 
-__all__ = ["OWNERSHIP_LABEL", "Rfc2136Provider"]
+__all__ = ["OWNERSHIP_LABEL", "PLUGIN", "SUPPORT", "Rfc2136Provider"]
+
+SUPPORT = ProviderSupport(
+    record_types=frozenset({"A", "AAAA", "CNAME", "MX", "TXT", "SRV", "CAA", "NS"}),
+    features=frozenset({"atomic-apply", "ownership-in-zone", "tsig"}),
+)
 
 OWNERSHIP_LABEL = "_mailu-flows-owner"
 log = logging.getLogger(__name__)
@@ -73,6 +81,9 @@ _OUTDATED = {dns.rcode.YXRRSET, dns.rcode.NXRRSET, dns.rcode.YXDOMAIN, dns.rcode
 
 class Rfc2136Provider:
     """A zone on a primary nameserver that accepts TSIG-signed updates; see the module docstring."""
+
+    name = "rfc2136"
+    support = SUPPORT
 
     def __init__(
         self,
@@ -354,3 +365,18 @@ class Rfc2136Provider:
         except DnsError as e:
             raise e.with_result(ApplyResult(self._zone, (), None, str(e), tuple(changes))) from e.__cause__
         return ApplyResult(self._zone, tuple(changes))
+
+
+def _connect(config: StackConfig, owner: str) -> Rfc2136Provider:
+    """From the config's `blocks.dns_provider` (a mailu-rfc2136 block); its TSIG secret is redacted."""
+    from blocks import Rfc2136Dns, load_block
+    from mailu_flows import redact
+
+    block = load_block(Rfc2136Dns, config.blocks.dns_provider)
+    redact.register_secret(block.tsig_secret.get_secret_value())
+    return Rfc2136Provider.from_block(block, config.dns.zone, owner=owner)
+
+
+PLUGIN = ProviderPlugin(
+    "rfc2136", "RFC 2136 updates signed with TSIG (a mailu-rfc2136 block)", SUPPORT, _connect
+)

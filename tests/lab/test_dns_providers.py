@@ -42,6 +42,7 @@ from mailu_flows.dns.provider import (
     plan_for,
 )
 from mailu_flows.dns.rfc2136 import OWNERSHIP_LABEL, Rfc2136Provider
+from tests.core.dns.provider_contract import ProviderContract
 
 pytestmark = pytest.mark.lab
 
@@ -175,6 +176,24 @@ def writes(requests: list[dict[str, object]]) -> list[dict[str, object]]:
 # --- both providers ----------------------------------------------------------------------------------
 
 
+class TestProviderContract(ProviderContract):
+    """The provider contract that the in-memory provider passes in the unit tests, here on RFC 2136
+    against Knot and on Cloudflare against the emulator (`provider_factory` runs both)."""
+
+    @pytest.fixture
+    def zone(self) -> str:
+        return ZONE
+
+    @pytest.fixture
+    def label(self, label: str) -> Iterator[str]:
+        try:
+            yield label
+        finally:
+            cleanup(f"{label}-b")  # the contract's second owner: its ownership entry in the zone
+
+
+
+
 def test_first_apply_creates_exactly_the_desired_records_second_writes_nothing(
     provider_factory: Callable[[str], Provider],
     label: str,
@@ -270,7 +289,7 @@ def test_change_threshold_counts_our_records_in_a_shared_zone(
     # a new server address updates A and AAAA: two changes always pass
     moved = {"A": "192.0.2.20", "AAAA": "2001:db8::20"}
     new_ip = [
-        Record(r.name, r.type, r.ttl, (moved[r.type],), r.proxied) if r.type in moved else r for r in want
+        Record(r.name, r.type, r.ttl, (moved[r.type],)) if r.type in moved else r for r in want
     ]
     move, _ = plan_for(provider, new_ip)
     assert sorted(c.kind for c in move.changes) == ["update", "update"]
@@ -293,7 +312,7 @@ def test_update_changes_values_and_ttl_in_place(
     provider.apply(plan_for(provider, first)[0])
     second_key = dkim_2048()
     second = desired_records(cfg, {"dkim": second_key})
-    second = [Record(r.name, r.type, 120, r.values, r.proxied) if r.type == "MX" else r for r in second]
+    second = [Record(r.name, r.type, 120, r.values) if r.type == "MX" else r for r in second]
     plan, _ = plan_for(provider, second)
     assert sorted((c.kind, c.record.type) for c in plan.changes) == [("update", "MX"), ("update", "TXT")]
     provider.apply(plan)
@@ -324,7 +343,7 @@ def test_cloudflare_retries_429_and_5xx_then_succeeds(
     cf_faults: Callable[..., None],
     cf_requests: Callable[[], list[dict[str, object]]],
 ) -> None:
-    recs = [Record(f"r{i}.{label}.{ZONE}", "A", 60, (f"192.0.2.{i}",), proxied=False) for i in range(3)]
+    recs = [Record(f"r{i}.{label}.{ZONE}", "A", 60, (f"192.0.2.{i}",)) for i in range(3)]
     plan, _ = plan_for(cloudflare, recs)
     cf_faults(status=429, count=1, retry_after="0.1", method="POST")  # the SDK's own retry
     cf_faults(status=503, count=1, method="POST")  # 5xx: retried by the SDK too
@@ -338,9 +357,9 @@ def test_cloudflare_retries_429_and_5xx_then_succeeds(
 
 
 def test_cloudflare_proxied_record_is_an_update(cloudflare: CloudflareProvider, label: str) -> None:
-    rec = Record(f"mail.{label}.{ZONE}", "A", 60, ("192.0.2.1",), proxied=False)
+    rec = Record(f"mail.{label}.{ZONE}", "A", 60, ("192.0.2.1",))  # proxied=False: Cloudflare's default
     cloudflare.apply(plan_for(cloudflare, [rec])[0])
-    proxied = Record(rec.name, "A", 60, rec.values, proxied=True)
+    proxied = rec.with_options("cloudflare", proxied=True)
     cloudflare.apply(plan_for(cloudflare, [proxied])[0])  # someone turned the proxy on
     plan, _ = plan_for(cloudflare, [rec])
     assert [(c.kind, c.old) for c in plan.changes] == [("update", proxied)]
@@ -352,7 +371,7 @@ def test_cloudflare_read_only_token_gives_a_clear_403(
     cf_base_url: str, cf_readonly_token: str, label: str
 ) -> None:
     ro = CloudflareProvider(ZONE, cf_readonly_token, cf_base_url, owner=label)
-    plan, _ = plan_for(ro, [Record(f"mail.{label}.{ZONE}", "A", 60, ("192.0.2.1",), proxied=False)])
+    plan, _ = plan_for(ro, [Record(f"mail.{label}.{ZONE}", "A", 60, ("192.0.2.1",))])
     with pytest.raises(DnsAuthError, match=r"lacks DNS edit permission for zone inlock\.test") as err:
         ro.apply(plan)
     assert err.value.result is not None and err.value.result.applied == ()
@@ -509,7 +528,7 @@ def test_rfc2136_ownership_record_lists_our_slots(lab_dns: Any, label: str) -> N
 def test_cloudflare_partial_apply_is_reported_and_the_next_run_converges(
     cloudflare: CloudflareProvider, label: str
 ) -> None:
-    recs = [Record(f"r{i}.{label}.{ZONE}", "A", 60, (f"192.0.2.{i}",), proxied=False) for i in range(3)]
+    recs = [Record(f"r{i}.{label}.{ZONE}", "A", 60, (f"192.0.2.{i}",)) for i in range(3)]
     plan, _ = plan_for(cloudflare, recs)
     # another writer adds r1 between plan and apply: its create is refused (identical record exists)
     raw_update(lambda u: u.add(f"r1.{label}.{ZONE}.", 60, "A", "192.0.2.1"))

@@ -368,7 +368,7 @@ def test_cloudflare_write_applied_then_timed_out_leaves_no_duplicate_and_the_nex
     label, ZONE = f"ft-{secrets.token_hex(4)}", ep.ZONE
     try:
         provider = CloudflareProvider(ZONE, cf_token, cf_base_url, owner=label, timeout_s=1.0)
-        recs = [Record(f"r{i}.{label}.{ZONE}", "A", 60, (f"192.0.2.{i}",), proxied=False) for i in range(2)]
+        recs = [Record(f"r{i}.{label}.{ZONE}", "A", 60, (f"192.0.2.{i}",)) for i in range(2)]
         plan, _ = plan_for(provider, recs)
         cf_faults(stall_s=2.5, count=1, method="POST")  # applied, then answered after the client gave up
         try:

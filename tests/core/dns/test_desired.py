@@ -17,7 +17,7 @@ def test_example_config_gives_the_mail_records() -> None:
     recs = desired_records(cfg)
     assert recs == sorted(recs, key=lambda r: (r.name, r.type, r.key))
     assert set(recs) == {
-        Record("mail.inlock.ai", "A", 600, ("203.0.113.10",), proxied=False),
+        Record("mail.inlock.ai", "A", 600, ("203.0.113.10",)),
         Record("inlock.ai", "MX", 600, ("10 mail.inlock.ai",)),
         Record("inlock.ai", "TXT", 600, ("v=spf1 mx a:mail.inlock.ai ~all",)),
         Record("_dmarc.inlock.ai", "TXT", 600, ("v=DMARC1; p=quarantine; rua=mailto:admin@inlock.ai",)),
@@ -47,7 +47,8 @@ def test_autoconfig_and_mta_sts_only_when_asked() -> None:
     assert by[("_submission._tcp.inlock.ai", "SRV")].value == "20 1 587 mail.inlock.ai"
     assert by[("autoconfig.inlock.ai", "CNAME")].value == "mail.inlock.ai"
     assert by[("_mta-sts.inlock.ai", "TXT")].value == "v=STSv1; id=20250101"
-    assert by[("mta-sts.inlock.ai", "CNAME")].proxied is False
+    # the core sets no provider's options: Cloudflare's proxied=False is its own default (its SUPPORT)
+    assert all(r.provider_options == () for r in recs)
 
 
 def test_dkim_txt_from_public_or_private_key_pem_or_der() -> None:

@@ -36,8 +36,9 @@ def test_no_op_when_the_zone_agrees() -> None:
 
 
 def test_update_and_delete_show_old_and_new() -> None:
-    want = desired()
-    old_a = Record("mail.inlock.ai", "A", 600, ("192.0.2.99",), proxied=True)
+    # as plan_for gives it for Cloudflare: the provider's option default filled in
+    want = [r.with_options("cloudflare", proxied=False) if r.type == "A" else r for r in desired()]
+    old_a = Record("mail.inlock.ai", "A", 600, ("192.0.2.99",)).with_options("cloudflare", proxied=True)
     stale = Record("old._domainkey.inlock.ai", "TXT", 600, ("v=DKIM1; k=rsa; p=OLD",))
     existing = [r for r in want if r.type != "A"] + [old_a, stale, WEB]
     owned = [r for r in existing if r is not WEB]
@@ -49,17 +50,20 @@ def test_update_and_delete_show_old_and_new() -> None:
     upd = p.updates[0]
     assert upd.old == old_a and upd.new is not None and upd.new.values == ("203.0.113.10",)
     md = p.render_markdown()
-    assert "192.0.2.99" in md and "203.0.113.10" in md and "proxied=true" in md and "delete" in md
+    assert "192.0.2.99" in md and "203.0.113.10" in md and "cloudflare.proxied=true" in md and "delete" in md
     assert "mailu-flows owns in the zone: 7; this plan updates or deletes 2 of them" in md
 
 
-def test_proxied_alone_is_a_change() -> None:
-    want = desired()
+def test_a_provider_option_alone_is_a_change() -> None:
+    want = [r.with_options("cloudflare", proxied=False) if r.type == "A" else r for r in desired()]
     a = next(r for r in want if r.type == "A")
-    proxied = Record(a.name, "A", a.ttl, a.values, proxied=True)
+    proxied = a.with_options("cloudflare", proxied=True)
     existing = [r for r in want if r != a] + [proxied]
     p = plan(want, existing, existing, zone=ZONE)
     assert [(c.kind, c.old) for c in p.changes] == [("update", proxied)]
+    # a zone listed by a provider without that option shows no difference
+    plain = Record(a.name, "A", a.ttl, a.values)
+    assert plan(want, [*[r for r in want if r != a], plain], want, zone=ZONE).changes == ()
 
 
 def test_foreign_record_at_the_same_name_survives() -> None:
@@ -130,7 +134,8 @@ def test_threshold_applies_to_a_small_mail_zone() -> None:
     want = desired()  # A, AAAA, MX, SPF, DMARC, DKIM: 6 owned, the whole zone
     moved = {"A": "192.0.2.20", "AAAA": "2001:db8::20"}
     new_ips = [
-        Record(r.name, r.type, r.ttl, (moved[r.type],), r.proxied) if r.type in moved else r for r in want
+        Record(r.name, r.type, r.ttl, (moved[r.type],), r.provider_options) if r.type in moved else r
+        for r in want
     ]
     p = plan(new_ips, want, want, zone=ZONE)
     assert len(p.updates) == 2

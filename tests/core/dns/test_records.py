@@ -60,12 +60,28 @@ def test_values_are_canonical_and_unordered() -> None:
     assert mx.mx() == [(10, "mail.inlock.ai"), (20, "mx2.inlock.ai")]
 
 
-def test_ttl_and_proxied_count_as_differences() -> None:
-    a = Record("mail.inlock.ai", "A", 600, ("192.0.2.1",), proxied=False)
-    assert a.differs(Record("mail.inlock.ai", "A", 300, ("192.0.2.1",), proxied=False))
-    assert a.differs(Record("mail.inlock.ai", "A", 600, ("192.0.2.1",), proxied=True))
-    # a provider without a proxy flag (None) never shows a proxied difference
+def test_ttl_and_provider_options_count_as_differences() -> None:
+    a = Record("mail.inlock.ai", "A", 600, ("192.0.2.1",), (("cloudflare", (("proxied", False),)),))
+    assert a.options("cloudflare") == {"proxied": False} and a.option("cloudflare", "proxied") is False
+    assert a.differs(
+        Record("mail.inlock.ai", "A", 300, ("192.0.2.1",)).with_options("cloudflare", proxied=False)
+    )
+    assert a.differs(a.with_options("cloudflare", proxied=True))
+    assert str(a.with_options("cloudflare", proxied=True)).endswith("cloudflare.proxied=true")
+    # an option only one side carries (another provider's, or none) never shows a difference
     assert not a.differs(Record("mail.inlock.ai", "A", 600, ("192.0.2.1",)))
+    assert not a.differs(a.with_options("elsewhere", weight=3))
+
+
+def test_provider_options_are_namespaced_hashable_and_order_free() -> None:
+    one = Record("mail.inlock.ai", "A", 60, ("192.0.2.1",)).with_options("b", x=1).with_options("a", y=True)
+    two = Record("mail.inlock.ai", "A", 60, ("192.0.2.1",)).with_options("a", y=True).with_options("b", x=1)
+    assert (
+        one == two
+        and hash(one) == hash(two)
+        and one.provider_options == (("a", (("y", True),)), ("b", (("x", 1),)))
+    )
+    assert Record("mail.inlock.ai", "A", 60, ("192.0.2.1",)).with_options("a").provider_options == ()
 
 
 def test_txt_slots_separate_spf_from_other_txt() -> None:
