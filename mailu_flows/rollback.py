@@ -49,7 +49,6 @@ from mailu_flows.deploy.releases import (
 )
 from mailu_flows.dns.provider import Provider, ProviderRecord
 from mailu_flows.host import Host
-from mailu_flows.remote import RemoteHost
 
 Mode = Literal["previous-release", "teardown"]
 MODES: tuple[Mode, ...] = ("previous-release", "teardown")
@@ -532,7 +531,7 @@ class Rollback:
     def __init__(
         self,
         cfg: StackConfig,
-        host: RemoteHost,  # Deployer's type until deploy/mailu_api.py takes a Host
+        host: Host,
         run: str,
         log: Log = lambda _m: None,
         restore: Restore | None = None,

@@ -42,7 +42,8 @@ from mailu_flows.deploy.releases import (
     save_release,
     start_release,
 )
-from mailu_flows.remote import TMP_SUFFIX, CommandFailed, RemoteHost, command_label
+from mailu_flows.host import Host
+from mailu_flows.remote import TMP_SUFFIX, CommandFailed, command_label
 
 Log = Callable[[str], None]
 
@@ -139,7 +140,7 @@ class DeployResult:
 class Deployer:
     """One deploy of `cfg` on `host`."""
 
-    def __init__(self, cfg: StackConfig, host: RemoteHost, log: Log = lambda _m: None) -> None:
+    def __init__(self, cfg: StackConfig, host: Host, log: Log = lambda _m: None) -> None:
         self.cfg, self.host, self.log = cfg, host, log
         self.root = str(cfg.host.stack_root)
         self.paths = cfg.paths  # this stack's release records, apart from other stacks in the root
@@ -451,7 +452,7 @@ def needed_secret_fields(rendered: RenderedStack) -> list[str]:
 
 def run_deploy(
     cfg: StackConfig,
-    host: RemoteHost,
+    host: Host,
     store: SecretsStore,
     *,
     dry_run: bool = False,

@@ -11,7 +11,6 @@ import json
 import shlex
 
 from mailu_flows.host import Host
-from mailu_flows.remote import RemoteHost
 
 # Runs with the admin image's python3: idempotent ensure of domains and the admin user.
 _ENSURE_SCRIPT = r"""
@@ -52,7 +51,7 @@ print(json.dumps(done))
 
 
 def ensure_domains_and_admin(
-    host: RemoteHost,
+    host: Host,
     compose_args: list[str],
     api_path: str,
     token: str,
