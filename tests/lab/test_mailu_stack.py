@@ -262,3 +262,107 @@ def test_the_api_the_flows_call_is_mailus_own(deployed: tuple[StackConfig, dict[
     out = subprocess.run(["docker", "exec", f"{cfg.mailu.compose_project}-admin-1", "python3", "-c", script],
                          capture_output=True, text=True, check=True).stdout  # fmt: skip
     assert "Mailu" in out
+
+
+# --- the mail canary on Mailu's code ------------------------------------------------------------------
+
+
+def _secret(name: str) -> str:
+    from prefect.blocks.system import Secret
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from blocks import load_block
+
+    with temporary_settings({PREFECT_API_URL: ep.PREFECT_API_URL}):
+        return str(load_block(Secret, name).get())
+
+
+@pytest.fixture(scope="module")
+def canary(deployed: tuple[StackConfig, dict[str, Any]]) -> tuple[StackConfig, str]:
+    """The canary mailbox in Mailu (through Mailu's API inside admin, the password on stdin), with the
+    password of the lab's canary block."""
+    cfg, _ = deployed
+    assert cfg.blocks.canary_password is not None
+    password = _secret(cfg.blocks.canary_password)
+    mailbox = cfg.canary.mailbox_for(cfg.mailu.domain)
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from blocks import MailuSecrets, load_block
+
+    with temporary_settings({PREFECT_API_URL: ep.PREFECT_API_URL}):
+        token = load_block(MailuSecrets, cfg.blocks.mailu_secrets).api_token.get_secret_value()
+    script = (
+        "import json, sys, urllib.request, urllib.error\n"
+        "req = json.load(sys.stdin)\n"
+        "def call(method, path, body=None):\n"
+        "    r = urllib.request.Request('http://127.0.0.1:8080/api/v1' + path, method=method,\n"
+        "        data=json.dumps(body).encode() if body else None,\n"
+        "        headers={'Authorization': 'Bearer ' + req['token'], 'Content-Type': 'application/json'})\n"
+        "    try:\n"
+        "        return urllib.request.urlopen(r, timeout=20).status\n"
+        "    except urllib.error.HTTPError as e:\n"
+        "        return e.code\n"
+        "if call('GET', '/user/' + req['email']) == 404:\n"
+        "    assert call('POST', '/user', {'email': req['email'], 'raw_password': req['password']}) < 300\n"
+        "else:\n"
+        "    assert call('PATCH', '/user/' + req['email'], {'raw_password': req['password']}) < 300\n"
+    )
+    import json
+
+    subprocess.run(
+        ["docker", "exec", "-i", f"{cfg.mailu.compose_project}-admin-1", "python3", "-c", script],
+        input=json.dumps({"token": token, "email": mailbox, "password": password}),
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return cfg, password
+
+
+def test_the_mail_canary_delivers_both_ways_judges_and_cleans_up(canary: tuple[StackConfig, str]) -> None:
+    """One run: submission on 587 and port 25 as an outside server both arrive; rspamd's DKIM signature
+    verifies against the key in the lab's DNS; the latency is a metric on the host; no probe is left."""
+    from flows.canary import mail_canary
+
+    cfg, password = canary
+    state = mail_canary(config=cfg, return_state=True)
+    assert state.is_completed(), exception_text(state)
+    report = state.result()
+    steps = {step.step: step for step in report.steps}
+    assert steps["DKIM signature verifies against the published key"].ok
+    assert steps["inbound: inbound SPF (rspamd)"].detail == "spf=pass"
+    assert set(report.latency_s) == {"outbound", "inbound"} and all(v > 0 for v in report.latency_s.values())
+    metric = Path(str(cfg.monitoring.textfile_dir)) / f"mailu_canary_{cfg.name}.prom"
+    text = metric.read_text()
+    assert f'mailu_canary_delivery_latency_seconds{{stack="{cfg.name}",direction="inbound"}}' in text
+    assert oct(metric.stat().st_mode & 0o777) == "0o644"
+    user = cfg.canary.mailbox_for(cfg.mailu.domain)
+    with _Imaps(ep.MAIL_HOSTNAME, _port(993), ssl_context=_ctx()) as imap:
+        imap.login(user, password)
+        imap.select("INBOX")
+        _, ids = imap.search(None, "HEADER", "X-Mailu-Canary", '""')
+        assert ids == [b""], "the canary left probe messages behind"
+
+
+def test_with_antispam_stopped_the_canary_fails_naming_the_step(canary: tuple[StackConfig, str]) -> None:
+    """Postfix tempfails mail while rspamd (its milter) is down: the canary run fails, its error names
+    the submission, and no success is recorded; antispam is started again afterwards."""
+    from flows.canary import mail_canary
+
+    cfg, _ = canary
+    metric = Path(str(cfg.monitoring.textfile_dir)) / f"mailu_canary_{cfg.name}.prom"
+    before = metric.read_text() if metric.exists() else ""
+    antispam = f"{cfg.mailu.compose_project}-antispam-1"
+    subprocess.run(["docker", "stop", antispam], check=True, capture_output=True)
+    try:
+        state = mail_canary(config=cfg, return_state=True)
+        assert state.is_failed()
+        assert "submit: SMTP" in exception_text(state), exception_text(state)
+        assert (metric.read_text() if metric.exists() else "") == before
+    finally:
+        subprocess.run(["docker", "start", antispam], check=True, capture_output=True)
+        deadline = time.monotonic() + 300
+        while subprocess.run(
+            ["docker", "inspect", "-f", "{{.State.Health.Status}}", antispam],
+            capture_output=True, text=True, check=False,
+        ).stdout.strip() != "healthy":  # fmt: skip
+            assert time.monotonic() < deadline, "antispam did not become healthy again"
+            time.sleep(2)
