@@ -191,6 +191,8 @@ def walked(lab_cfg: StackConfig) -> Iterator[dict[str, Any]]:
 
 
 def test_the_guide_takes_an_empty_host_to_a_verified_stack(walked: dict[str, Any]) -> None:
+    slowest = sorted(walked["took"], key=lambda row: -row[1])[:8]
+    print("slowest guide blocks:", "; ".join(f"{name}: {secs:.1f}s" for name, secs in slowest))
     # the last block is the checklist's second deploy: nothing to change on a verified stack
     again = (walked["operator"] / "deploy-again.json").read_text()
     assert '"summary": "no changes"' in again
