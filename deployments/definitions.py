@@ -95,6 +95,11 @@ DEPLOYMENTS: tuple[DeploymentSpec, ...] = (
         "flows/rollback.py:rollback",
         "Manual only: previous-release or teardown; needs confirm = the mail hostname.",
     ),
+    DeploymentSpec(
+        "rollback-review",
+        "flows/rollback.py:rollback_review",
+        "Manual only, from the UI: shows the rollback plan, then pauses and asks for the mail hostname.",
+    ),
 )
 
 

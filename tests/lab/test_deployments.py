@@ -242,3 +242,59 @@ def test_no_completed_backup_verify_in_time_notifies(serving: None, notification
         assert "mailu-backup-verify" in hits[0]["body"]
     finally:
         created.delete()
+
+
+def _wait_state(run_id: UUID, done: Callable[[Any], bool], timeout_s: float = 180) -> Any:
+    deadline = time.monotonic() + timeout_s
+    with _client() as client:
+        while True:
+            run = client.read_flow_run(run_id)
+            if run.state is not None and done(run.state):
+                return run
+            assert time.monotonic() < deadline, f"run {run.name} still {run.state}"
+            time.sleep(0.5)
+
+
+def _paused_review(client: Any, **params: Any) -> Any:
+    """A rollback-review run created as the UI creates it, once it shows its plan and waits."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    dep = client.read_deployment_by_name(_dep("rollback-review"))
+    run = client.create_flow_run_from_deployment(dep.id, parameters=params)
+    paused = _wait_state(run.id, lambda s: s.is_paused() or s.is_final())
+    assert paused.state.is_paused(), paused.state
+    arts = client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
+    return paused, {a.key: a for a in arts}
+
+
+def test_a_rollback_from_the_ui_shows_its_plan_then_proceeds_only_with_the_hostname(
+    serving: None, cfg: StackConfig
+) -> None:
+    """Wrong hostname: the run stops, nothing done. Right hostname: it goes on to the host lock, which
+    this test holds, so that it stops there too (`lock_wait_s=0`) and the lab's stack stays up."""
+    from mailu_flows.remote import HostLock
+    from tasks.host import connect_host
+
+    plan_key = f"mailu-rollback-plan-{cfg.name}"
+    with _client() as client:
+        wrong, arts = _paused_review(client, mode="teardown")
+        assert wrong.name == f"rollback-review-teardown-{cfg.name}"
+        assert plan_key in arts and "Rollback plan: teardown" in str(arts[plan_key].data)
+        client.resume_flow_run(wrong.id, run_input={"hostname": "not-the-mail-host.example"})
+        refused = _wait_state(wrong.id, lambda s: s.is_final())
+        assert refused.state.is_failed() and "Nothing was done" in (refused.state.message or ""), (
+            refused.state
+        )
+
+        host = connect_host(cfg)
+        lock = HostLock(host, cfg.paths.lock_file, "test_deployments holding the lock")
+        lock.acquire(wait_s=30)
+        try:
+            right, _ = _paused_review(client, mode="teardown", lock_wait_s=0)
+            client.resume_flow_run(right.id, run_input={"hostname": cfg.hostname.upper()})
+            stopped = _wait_state(right.id, lambda s: s.is_final())
+        finally:
+            lock.release()
+            host.close()
+    message = stopped.state.message or ""
+    assert stopped.state.is_failed() and "test_deployments holding the lock" in message, stopped.state
