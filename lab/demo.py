@@ -1,7 +1,8 @@
 """`make demo`: the main job end to end on the lab, started through the deployments as the UI would.
 
 deploy -> dkim-publish -> dns-propagation-wait -> backup -> backup-verify (started by the backup's
-completion) -> rollback (teardown, volumes kept). Prints a summary table, the UI's URL and how to stop everything.
+completion) -> rollback (teardown, volumes kept). Prints a summary table, the UI's URL and how to stop
+everything.
 """
 
 from __future__ import annotations
