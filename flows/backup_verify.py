@@ -16,6 +16,7 @@ from prefect.artifacts import create_table_artifact
 from flows.naming import artifact_key, flow_name, run_namer
 from mailu_core.backup import VerificationRecord
 from mailu_core.config import StackConfig
+from mailu_core.errors import MailuFlowsError
 from mailu_core.fields import WaitSeconds
 from mailu_core.render.monitoring import BACKUP_VERIFIED_METRIC, textfile_metric
 from mailu_flows import redact
@@ -39,7 +40,7 @@ def publish_verified_metric(host: RemoteHost, config: StackConfig) -> None:
     host.write_file(f"{directory}/mailu_backup_{config.name}.prom", text.encode(), mode=0o644)
 
 
-class BackupVerificationFailed(RuntimeError):
+class BackupVerificationFailed(MailuFlowsError, RuntimeError):
     """At least one check failed; the message lists each failed check with its file."""
 
 

@@ -19,17 +19,18 @@ from blocks import load_block
 from flows.naming import artifact_key, flow_name, run_namer
 from mailu_core.canary import CANARY_LAST_SUCCESS_METRIC, CANARY_LATENCY_METRIC
 from mailu_core.config import StackConfig
+from mailu_core.errors import MailuFlowsError
 from mailu_core.render.monitoring import textfile_metric
 from mailu_flows import redact
 from mailu_flows.canary import CanaryReport, run_canary
 from tasks.host import connect_host
 
 
-class CanaryFailed(RuntimeError):
+class CanaryFailed(MailuFlowsError, RuntimeError):
     """A step of the round trip failed; the message lists each failed step."""
 
 
-class CanaryNotConfigured(ValueError):
+class CanaryNotConfigured(MailuFlowsError, ValueError):
     """The config names no canary password block."""
 
 

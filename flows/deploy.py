@@ -14,6 +14,7 @@ from blocks import MailuSecrets, load_block
 from flows.naming import artifact_key, flow_name, run_namer
 from mailu_core.config import StackConfig
 from mailu_core.dns import Record
+from mailu_core.errors import MailuFlowsError
 from mailu_flows import redact
 from mailu_flows.deploy.engine import DeployPlan, DeployResult, SecretsStore, run_deploy
 from mailu_flows.deploy.preflight import Check
@@ -183,7 +184,7 @@ def certificates(config: StackConfig) -> str:
     return outcome
 
 
-class DnsStepFailed(RuntimeError):
+class DnsStepFailed(MailuFlowsError, RuntimeError):
     """The release is good and stays; publishing or checking DNS failed after it."""
 
 

@@ -19,6 +19,7 @@ from flows.dns_wait import dns_propagation_wait
 from flows.naming import flow_name, run_namer
 from mailu_core.config import StackConfig
 from mailu_core.dns import Record, dkim_public_key_der, dkim_txt_value
+from mailu_core.errors import MailuFlowsError
 from mailu_core.fields import IPAny
 from mailu_flows import redact
 from mailu_flows.dns.dkim import DkimKey, ensure_key
@@ -35,7 +36,7 @@ from tasks.dns import (
 from tasks.host import connect_host
 
 
-class DkimMismatch(RuntimeError):
+class DkimMismatch(MailuFlowsError, RuntimeError):
     """A nameserver serves a DKIM key other than the one on disk (or none): mail would fail DKIM."""
 
 
