@@ -17,7 +17,7 @@ from email.message import EmailMessage, Message
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mailu_core.fields import HostPort, MailAddress
+from mailu_core.fields import DnsName, HostPort, MailAddress
 
 __all__ = [
     "CANARY_HEADER",
@@ -56,10 +56,8 @@ class CanarySettings(BaseModel):
         "address on a domain whose SPF allows the flow runner's public address (Mailu refuses "
         "unauthenticated mail claiming its own domains); none = no inbound probe.",
     )
-    inbound_helo: str | None = Field(
+    inbound_helo: DnsName | None = Field(
         None,
-        max_length=253,
-        pattern=r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$",
         description="EHLO name of the inbound probe (the runner's name with forward and reverse DNS); "
         "default: the runner's FQDN.",
     )

@@ -178,6 +178,7 @@ def test_the_server_check_refuses_a_trailing_newline(name: str) -> None:
         "TraefikName": "secure-headers",
         "EntryPointName": "smtp",
         "LocalPart": "admin",
+        "MailAddress": "canary@example.com",
         "DkimSelector": "dkim",
         "StackName": "inlock-ai",
         "AbsolutePath": "/srv/mailu",

@@ -75,3 +75,21 @@ def test_second_run_is_fast_and_stable(lab_images: dict[str, str]) -> None:
     elapsed = time.monotonic() - start
     assert again == lab_images
     assert elapsed < 10, f"ensure_images() took {elapsed:.1f}s with nothing changed"
+
+
+def test_an_upgrade_plan_resolves_each_mailu_image_from_the_registry_it_came_from(
+    lab_images: dict[str, str],
+) -> None:
+    """The lab's Mailu images at their release tag resolve (through the registry's HTTP API) to the very
+    digests the lab pins, so a plan to that tag changes nothing; a tag the registry lacks is named."""
+    from lab.stack_config import lab_stack_config
+    from mailu_core.upgrade import mailu_images, plan_upgrade, release_reference
+    from mailu_flows.registry import RegistryError, resolve_digest, resolve_digests
+
+    cfg = lab_stack_config(lab_images, "/srv/apps")
+    current = mailu_images(cfg)
+    digests = resolve_digests({s: release_reference(ref, MAILU_VERSION) for s, ref in current.items()})
+    plan = plan_upgrade(cfg, MAILU_VERSION, digests)
+    assert [c.service for c in plan.changes if c.changed] == []
+    with pytest.raises(RegistryError, match="no such tag"):
+        resolve_digest(release_reference(current["admin"], "1999.01"))
