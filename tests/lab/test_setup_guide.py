@@ -226,7 +226,7 @@ def test_the_services_are_defined_for_users_and_keys_the_guide_created(walked: d
     values = walked["values"]
     units = Path(values["SYSTEMD_DIR"])
     env_file = Path(values["CONFIG_DIR"]) / "prefect-server.env"
-    assert env_file.stat().st_mode & 0o777 == 0o640
+    assert (env_file.stat().st_mode & 0o777, env_file.stat().st_uid) == (0o600, 0)  # the key: root only
     settings = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
     key = settings["PREFECT_SERVER_ENCRYPTION_KEY"]
     Fernet(key.encode())  # a valid key
