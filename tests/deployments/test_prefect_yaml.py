@@ -20,14 +20,18 @@ PREFECT = str(Path(sys.executable).parent / "prefect")
 
 def test_prefect_deploy_all_registers_every_deployment(tmp_path: Path, prefect_server: str) -> None:
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.workers.process import ProcessWorker
 
     cfg = load_stack_config(REPO / "examples" / "inlock.ai.yaml")
     prefect_file = tmp_path / "prefect.yaml"
     prefect_file.write_text(yaml.safe_dump(prefect_yaml(cfg, work_pool="mailu-process"), sort_keys=False))
     env = {**os.environ, "PREFECT_API_URL": prefect_server, "MAILU_FLOWS_DIR": str(REPO)}
-    pool = subprocess.run([PREFECT, "work-pool", "create", "mailu-process", "--type", "process"],
-                          env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert pool.returncode == 0, pool.stderr
+    # the pool as `prefect work-pool create --type process` makes it (in-process: one CLI start less)
+    with get_client(sync_client=True) as client:
+        template = ProcessWorker.get_default_base_job_template()
+        pool = WorkPoolCreate(name="mailu-process", type="process", base_job_template=template)
+        client.create_work_pool(pool)
     deployed = subprocess.run(
         [PREFECT, "--no-prompt", "deploy", "--all", "--prefect-file", str(prefect_file)],
         env=env, capture_output=True, text=True, cwd=REPO, timeout=300,
