@@ -191,7 +191,7 @@ BAD_CASES: list[tuple[str, Any, str, str]] = [
     ("mailu.message_size_limit", 10, "mailu.message_size_limit", "got 10; expected greater than or equal"),
     ("mailu.admin_path", "admin", "mailu.admin_path", "'admin' is not a URL path with a leading '/'"),
     ("mailu.webmail_path", "/admin", "mailu.webmail_path", "each web path must differ"),
-    ("mailu.api_enabled", False, "mailu.api_enabled", "false is not supported: the deploy creates the domains"),
+    ("mailu.api_enabled", False, "mailu.api_enabled", "false is not supported: the deploy creates"),
     ("mailu.postmaster", "Admin@inlock.ai", "mailu.postmaster", "is not the local part"),
     (
         "images.front",
