@@ -6,20 +6,24 @@ and the core imports nothing above it. Each class keeps the standard base it had
 (`tests/core/test_errors.py` checks that every exception class of the project derives from the root):
 
     MailuFlowsError
-    ├── mailu_core: ConfigError (ValueError), UnsafePlan → TooMuchChange, PropagationTimeout
-    │   (TimeoutError), backup and accounts errors (ValueError)
-    ├── RemoteError (RuntimeError), mailu_flows.host: the managed host
+    ├── the pure core (mailu_core): ConfigError (ValueError), UnsafePlan → TooMuchChange,
+    │   PropagationTimeout (TimeoutError), AdoptionRefused, OpenPgpError, TooManyDeletes
+    ├── RemoteError (RuntimeError, mailu_flows.host): the managed host
     │   ├── CommandFailed, CommandTimedOut, HostKeyMismatch, HostBusy
     │   ├── UnexpectedCommand (FakeHost: a command no answer was scripted for)
-    │   └── deploy, release, backup and DKIM errors that happen on the host
-    ├── DnsError, mailu_flows.dns.provider: a DNS provider or nameserver
+    │   └── UnreadableRelease, DkimKeyError
+    ├── DnsError (mailu_flows.dns.provider): a DNS provider or nameserver
     │   ├── ZoneNotFoundError, DnsAuthError, DnsConnectionError, PlanOutdatedError
     │   ├── RecordOutsideZoneError (ValueError), UnsupportedRecord (ValueError)
-    │   └── DnsConflicts (tasks.dns), UnknownProvider (registry)
-    └── the engines' and flows' own refusals (preflight, rollback, backup verify, blocks), each
-        documented where it is defined
+    │   └── UnknownProvider (LookupError, the registry), DnsConflicts (tasks.dns)
+    ├── the engines' own: DeployError → PreflightFailed, CertificateNotIssued, RollbackError →
+    │   ConfirmationRefused (ValueError) / NoPreviousRelease, BackupError, GpgError, RestoreRefused,
+    │   RestoreFailed, BackupNotAuthentic, DestinationBusy, UnsafeName (ValueError), AccountsApiError,
+    │   PasswordUnavailable, UnresolvedConflicts, RegistryError
+    └── the Prefect layer's: BlockInputError, BlockNotFound, FlattenedKeyError (ValueError),
+        DnsStepFailed, DkimMismatch, BackupVerificationFailed, CanaryFailed, CanaryNotConfigured
 
-`python -c "import mailu_core.errors as e; print(e.tree())"` prints the live tree.
+`tree()` prints the live tree of the classes imported so far (the error test imports every module).
 """
 
 from __future__ import annotations
