@@ -116,19 +116,18 @@ def config_blocks(config: Any) -> list[tuple[type[Any], str]]:
     """(block class, name) of every mailu block a stack config names, in the order the flows use them."""
     from blocks import (
         BackupSigningKey,
-        CloudflareDns,
         GpgBackupPrivateKey,
         GpgBackupPublicKey,
         MailuSecrets,
-        Rfc2136Dns,
         SshHost,
     )
+    from mailu_flows.dns.registry import provider_plugin
 
     names = config.blocks
-    dns = CloudflareDns if config.dns.provider == "cloudflare" else Rfc2136Dns
+    dns_block = provider_plugin(config.dns.provider).block_type  # the DNS provider's own block class
     return [
         (SshHost, names.ssh_host),
-        (dns, names.dns_provider),
+        *([(dns_block(), names.dns_provider)] if dns_block is not None else []),
         (GpgBackupPublicKey, names.gpg_public_key),
         (GpgBackupPrivateKey, names.gpg_private_key),
         (BackupSigningKey, names.backup_signing_key),

@@ -402,6 +402,16 @@ def _connect(config: StackConfig, owner: str) -> CloudflareProvider:
     return CloudflareProvider.from_block(block, config.dns.zone, owner=owner)
 
 
+def _block_type() -> type[Any]:
+    from blocks import CloudflareDns
+
+    return CloudflareDns
+
+
 PLUGIN = ProviderPlugin(
-    "cloudflare", "Cloudflare's API (token in a mailu-cloudflare block)", SUPPORT, _connect
+    "cloudflare",
+    "Cloudflare's API (token in a mailu-cloudflare block)",
+    SUPPORT,
+    _connect,
+    _block_type,
 )

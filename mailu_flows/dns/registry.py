@@ -20,7 +20,7 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mailu_flows.dns.provider import DnsError, Provider, ProviderSupport
 
@@ -52,6 +52,9 @@ class ProviderPlugin:
     description: str
     support: ProviderSupport
     connect: Callable[[StackConfig, str], Provider]
+    block_type: Callable[[], type[Any]] | None = None
+    """The Prefect block class holding its credentials (`blocks.dns_provider` names one), imported
+    only when asked (`mailu-flows blocks check`); None for a provider without credentials."""
 
 
 @functools.cache

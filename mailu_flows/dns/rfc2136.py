@@ -377,6 +377,16 @@ def _connect(config: StackConfig, owner: str) -> Rfc2136Provider:
     return Rfc2136Provider.from_block(block, config.dns.zone, owner=owner)
 
 
+def _block_type() -> type[Any]:
+    from blocks import Rfc2136Dns
+
+    return Rfc2136Dns
+
+
 PLUGIN = ProviderPlugin(
-    "rfc2136", "RFC 2136 updates signed with TSIG (a mailu-rfc2136 block)", SUPPORT, _connect
+    "rfc2136",
+    "RFC 2136 updates signed with TSIG (a mailu-rfc2136 block)",
+    SUPPORT,
+    _connect,
+    _block_type,
 )
