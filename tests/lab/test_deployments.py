@@ -258,10 +258,15 @@ def _wait_state(run_id: UUID, done: Callable[[Any], bool], timeout_s: float = 18
 def _paused_review(client: Any, **params: Any) -> Any:
     """A rollback-review run created as the UI creates it, once it shows its plan and waits."""
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.states import Cancelled
 
     dep = client.read_deployment_by_name(_dep("rollback-review"))
     run = client.create_flow_run_from_deployment(dep.id, parameters=params)
-    paused = _wait_state(run.id, lambda s: s.is_paused() or s.is_final())
+    try:
+        paused = _wait_state(run.id, lambda s: s.is_paused() or s.is_final())
+    except AssertionError:  # never started: it must not start (and wait an hour) after this test
+        client.set_flow_run_state(run.id, Cancelled(message="left over by a failed test"), force=True)
+        raise
     assert paused.state.is_paused(), paused.state
     arts = client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
     return paused, {a.key: a for a in arts}
