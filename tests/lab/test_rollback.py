@@ -151,7 +151,7 @@ def _host(cfg: StackConfig) -> Any:
 
 
 @pytest.mark.parametrize("mode", ["teardown", "previous-release"])
-@pytest.mark.parametrize("confirm", ["", "webmail.inlock.test", "yes"])
+@pytest.mark.parametrize("confirm", ["webmail.inlock.test", "yes"])  # "": refused by the schema, below
 def test_without_the_hostname_confirmation_nothing_is_touched(
     deployed: dict[str, Any], cfg: StackConfig, mode: str, confirm: str
 ) -> None:
@@ -180,6 +180,7 @@ def test_the_server_refuses_a_run_without_confirm(cfg: StackConfig) -> None:
 
     schema = rollback.parameters.model_dump()
     assert "confirm" in schema["required"] and "mode" in schema["required"]
+    assert schema["properties"]["confirm"]["minLength"] == 1  # an empty confirmation never starts a run
     assert schema["properties"]["mode"]["enum"] == ["previous-release", "teardown"]
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from deployments.definitions import DEPLOYMENTS
+from deployments.definitions import DEPLOYMENTS, SPECS_BY_NAME, deployment_id
 from lab import endpoints as ep
 
 pytestmark = pytest.mark.lab
@@ -47,7 +47,7 @@ def _chromium(url: str, *args: str) -> str:
 def _latest_completed_deploy_run() -> str | None:
     body = json.dumps(
         {
-            "flows": {"name": {"any_": ["deploy"]}},
+            "flows": {"name": {"any_": [SPECS_BY_NAME["deploy"].flow_name]}},
             "flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}},
             "sort": "END_TIME_DESC",
             "limit": 1,
@@ -73,7 +73,7 @@ def finished_deploy_run(lab: dict[str, Any]) -> str:
     ensure_serving(Path(lab["stack_config"]))
     run_id = _latest_completed_deploy_run()
     if run_id is None:
-        run: Any = run_deployment("deploy/deploy", timeout=900, poll_interval=1)
+        run: Any = run_deployment(deployment_id(SPECS_BY_NAME["deploy"]), timeout=900, poll_interval=1)
         assert run.state.is_completed(), run.state
         run_id = str(run.id)
     return run_id
