@@ -93,6 +93,13 @@ def test_an_unreachable_server_is_named() -> None:
     assert "export PREFECT_API_URL=http://127.0.0.1:4200/api" in message
 
 
+def test_without_prefect_api_url_the_message_says_so() -> None:
+    from blocks.registry import prefect_server
+
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        assert prefect_server() == "a temporary Prefect server of this process (PREFECT_API_URL is not set)"
+
+
 def test_blocks_check_names_the_server_for_each_missing_block(
     prefect_api: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -226,3 +226,19 @@ def test_prefect_block_register_registers_every_type(lab: dict[str, Any]) -> Non
             checksum = block_type._calculate_schema_checksum()
             schema = client.get(f"/block_schemas/checksum/{checksum}").raise_for_status().json()
             assert schema["block_type_id"] == server["id"]
+
+
+def test_a_flow_command_that_cannot_find_a_block_names_the_server(lab: dict[str, Any]) -> None:
+    """`mailu-flows plan` with a config whose blocks are on no server (the example's inlock-* names):
+    the failure says which server was asked and how to point at the lab's."""
+    env = {**os.environ, "PREFECT_API_URL": API}
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "mailu-flows"), "plan", "--config", "examples/inlock.ai.yaml"],
+        env=env, capture_output=True, text=True, timeout=300, cwd=ep.REPO_ROOT,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    # the command's own verdict (Prefect's log lines and shutdown warnings surround it)
+    verdict = [line for line in done.stderr.splitlines() if line.startswith("Failed: ")]
+    assert verdict, done.stderr
+    assert f"no mailu-ssh-host block named 'inlock-ssh' on the Prefect server at {API}" in verdict[0]
+    assert "export PREFECT_API_URL=http://127.0.0.1:4200/api" in verdict[0]
