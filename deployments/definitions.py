@@ -103,6 +103,33 @@ DEPLOYMENTS: tuple[DeploymentSpec, ...] = (
 )
 
 
+# Before flows had their `mailu-` prefix, each deployment was `<name>/<name>`: left on a server they keep
+# their schedules (runs nobody serves) and crowd the UI, so `serve` removes them.
+LEGACY_DEPLOYMENT_IDS = tuple(
+    f"{name}/{name}"
+    for name in ("deploy", "dkim-publish", "dns-propagation-wait", "backup", "backup-verify", "rollback")
+)
+
+
+def remove_legacy_deployments() -> list[str]:
+    """Delete the deployments earlier versions registered under the unprefixed flow names (only those
+    tagged `mailu`, as they were); returns the ids removed."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    removed = []
+    with get_client(sync_client=True) as client:
+        for legacy in LEGACY_DEPLOYMENT_IDS:
+            try:
+                dep = client.read_deployment_by_name(legacy)
+            except ObjectNotFound:
+                continue
+            if "mailu" in (dep.tags or []):
+                client.delete_deployment(dep.id)
+                removed.append(legacy)
+    return removed
+
+
 def deployment_id(spec: DeploymentSpec) -> str:
     """`<flow name>/<deployment name>`: how `run_deployment` and the CLI name it."""
     return f"{spec.flow_name}/{spec.name}"

@@ -47,10 +47,12 @@ def register(sub: Any) -> None:
 def _serve(args: argparse.Namespace) -> int:
     from prefect import serve
 
-    from deployments.definitions import build_deployments
+    from deployments.definitions import build_deployments, remove_legacy_deployments
 
     config = load_config_or_exit(args.config)
     deployments = build_deployments(config)
+    for legacy in remove_legacy_deployments():
+        print(f"removed {legacy}: the flows are named mailu-<name> now", file=sys.stderr)
     print(
         f"serving {len(deployments)} deployments: " + ", ".join(d.name for d in deployments), file=sys.stderr
     )

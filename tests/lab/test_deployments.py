@@ -303,3 +303,26 @@ def test_a_rollback_from_the_ui_shows_its_plan_then_proceeds_only_with_the_hostn
             host.close()
     message = stopped.state.message or ""
     assert stopped.state.is_failed() and "test_deployments holding the lock" in message, stopped.state
+
+
+def test_serve_removes_the_deployments_of_the_unprefixed_flow_names(serving: None) -> None:
+    """An upgraded server keeps `backup/backup` and its schedule unless someone removes it: serve does.
+    Another project's deployment of a flow that happens to be named `deploy` (no `mailu` tag) stays."""
+    from prefect.exceptions import ObjectNotFound
+
+    from deployments.definitions import remove_legacy_deployments
+
+    with _client() as client:
+        flow_id = client.create_flow_from_name("deploy")
+        ours = client.create_deployment(flow_id=flow_id, name="deploy", tags=["mailu"])
+        assert "deploy/deploy" in remove_legacy_deployments()
+        with pytest.raises(ObjectNotFound):
+            client.read_deployment(ours)
+        theirs = client.create_deployment(flow_id=flow_id, name="deploy", tags=["etl"])
+        try:
+            assert remove_legacy_deployments() == []
+            assert client.read_deployment(theirs).name == "deploy"
+        finally:
+            client.delete_deployment(theirs)
+        for spec in DEPLOYMENTS:  # ours, under their new names, untouched
+            assert client.read_deployment_by_name(deployment_id(spec)).name == spec.name
