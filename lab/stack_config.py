@@ -128,6 +128,11 @@ def lab_stack_config(
         },
         # The canary mailbox (canary@inlock.test) is declared in accounts; its inbound probe comes from
         # this host as a real outside server would (endpoints.RUNNER_*: A, PTR, example.org's SPF).
+        "accounts": {
+            "users": [
+                {"address": f"canary@{endpoints.ZONE}", "password_block": f"{block_prefix}-canary-password"}
+            ]
+        },
         "canary": {
             "inbound_sender": "canary-probe@example.org",
             "inbound_helo": endpoints.RUNNER_NAME,

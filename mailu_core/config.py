@@ -1075,6 +1075,24 @@ class StackConfig(_Model):
             problems.append(
                 ("canary.mailbox", f"{canary!r} is not in a mail domain {self.mail_domains}; use one of them")
             )
+        elif self.blocks.canary_password is not None:  # the canary's mailbox is ensured by accounts
+            users = {u.address: u for u in self.accounts.users}
+            user = users.get(canary)
+            wanted = f"{{address: {canary}, password_block: {self.blocks.canary_password}}}"
+            if user is None:
+                problems.append(
+                    ("canary.mailbox", f"{canary!r} is not a user in accounts.users; add {wanted} there")
+                )
+            elif (
+                user.password_block != self.blocks.canary_password or user.password_block_holds != "password"
+            ):
+                problems.append(
+                    (
+                        "blocks.canary_password",
+                        f"accounts.users declares {canary!r} with another password block; the canary logs "
+                        f"in with the user's password: use {wanted}",
+                    )
+                )
         admin = f"{m.postmaster}@{m.domain}"
         problems += [(f"accounts.{w}", d) for w, d in self.accounts.problems(self.mail_domains, admin)]
         _fail(problems)

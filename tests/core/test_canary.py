@@ -145,3 +145,14 @@ def test_a_canary_mailbox_outside_the_mail_domains_is_refused() -> None:
     data["canary"]["mailbox"] = "canary@elsewhere.example"
     with pytest.raises(ConfigError, match=r"canary\.mailbox.*not in a mail domain"):
         stack_config_from_mapping(data)
+
+
+def test_the_canary_mailbox_must_be_an_accounts_user_with_the_canary_block() -> None:
+    """The canary logs in with the password accounts-as-code set from blocks.canary_password."""
+    data = lab_stack_config(lab_images(), "/srv/apps").model_dump(mode="json")
+    data["accounts"]["users"] = []
+    with pytest.raises(ConfigError, match=r"canary\.mailbox: 'canary@inlock\.test' is not a user"):
+        stack_config_from_mapping(data)
+    data["accounts"]["users"] = [{"address": "canary@inlock.test", "password_block": "someone-else"}]
+    with pytest.raises(ConfigError, match=r"blocks\.canary_password: accounts\.users declares"):
+        stack_config_from_mapping(data)

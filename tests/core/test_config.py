@@ -640,7 +640,8 @@ def full_example() -> dict[str, Any]:
                     "forward": {"to": ["bo@example.org"]},
                     "reply": {"subject": "away", "body": ["back soon"]},
                     "password_block": "bo-password",
-                }
+                },
+                {"address": "canary@inlock.ai", "password_block": "inlock-canary-password"},
             ],
             "aliases": [{"address": "ops@team.inlock.ai", "to": ["bo@team.inlock.ai"], "comment": "ops"}],
             "relays": [{"name": "relay.inlock.ai", "smtp": "smtp.inlock.ai:25", "comment": "old"}],

@@ -279,42 +279,15 @@ def _secret(name: str) -> str:
 
 @pytest.fixture(scope="module")
 def canary(deployed: tuple[StackConfig, dict[str, Any]]) -> tuple[StackConfig, str]:
-    """The canary mailbox in Mailu (through Mailu's API inside admin, the password on stdin), with the
-    password of the lab's canary block."""
+    """The canary mailbox, made by the accounts flow from the lab config's accounts section, with the
+    password of the lab's canary block (blocks.canary_password)."""
+    from flows.accounts import accounts
+
     cfg, _ = deployed
     assert cfg.blocks.canary_password is not None
-    password = _secret(cfg.blocks.canary_password)
-    mailbox = cfg.canary.mailbox_for(cfg.mailu.domain)
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    from blocks import MailuSecrets, load_block
-
-    with temporary_settings({PREFECT_API_URL: ep.PREFECT_API_URL}):
-        token = load_block(MailuSecrets, cfg.blocks.mailu_secrets).api_token.get_secret_value()
-    script = (
-        "import json, sys, urllib.request, urllib.error\n"
-        "req = json.load(sys.stdin)\n"
-        "def call(method, path, body=None):\n"
-        "    r = urllib.request.Request('http://127.0.0.1:8080/api/v1' + path, method=method,\n"
-        "        data=json.dumps(body).encode() if body else None,\n"
-        "        headers={'Authorization': 'Bearer ' + req['token'], 'Content-Type': 'application/json'})\n"
-        "    try:\n"
-        "        return urllib.request.urlopen(r, timeout=20).status\n"
-        "    except urllib.error.HTTPError as e:\n"
-        "        return e.code\n"
-        "if call('GET', '/user/' + req['email']) == 404:\n"
-        "    assert call('POST', '/user', {'email': req['email'], 'raw_password': req['password']}) < 300\n"
-        "else:\n"
-        "    assert call('PATCH', '/user/' + req['email'], {'raw_password': req['password']}) < 300\n"
-    )
-    import json
-
-    subprocess.run(
-        ["docker", "exec", "-i", f"{cfg.mailu.compose_project}-admin-1", "python3", "-c", script],
-        input=json.dumps({"token": token, "email": mailbox, "password": password}),
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    return cfg, password
+    state = accounts(config=cfg, return_state=True)
+    assert state.is_completed(), exception_text(state)
+    return cfg, _secret(cfg.blocks.canary_password)
 
 
 def test_the_mail_canary_delivers_both_ways_judges_and_cleans_up(canary: tuple[StackConfig, str]) -> None:
