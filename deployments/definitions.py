@@ -14,6 +14,7 @@ deployment is `mailu-deploy/deploy`; backup-verify also runs when a backup of th
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
@@ -38,6 +39,15 @@ class DeploymentSpec:
     tags: tuple[str, ...] = ("mailu",)
     after: str | None = None  # deployment name: run when a run of its flow completes
     concurrency_limit: int | None = None  # runs of this deployment at once (more wait their turn)
+    # Set by the config rather than fixed: the schedule (cron or none) and whether the stack has it at all.
+    cron_from: Callable[[StackConfig], str | None] | None = None
+    wanted: Callable[[StackConfig], bool] | None = None
+
+    def cron_for(self, config: StackConfig) -> str | None:
+        return self.cron_from(config) if self.cron_from is not None else self.cron
+
+    def wanted_by(self, config: StackConfig) -> bool:
+        return self.wanted is None or self.wanted(config)
 
     @property
     def flow_name(self) -> str:
@@ -91,6 +101,13 @@ DEPLOYMENTS: tuple[DeploymentSpec, ...] = (
         "Keep Mailu's domains, users, aliases and relays as the config's accounts section says.",
     ),
     DeploymentSpec(
+        "mail-canary",
+        "flows/canary.py:mail_canary",
+        "Every 15 minutes by default: a probe each way through the stack, judged (DKIM, alignment, rspamd).",
+        cron_from=lambda cfg: cfg.canary.cron() if cfg.canary.scheduled else None,
+        wanted=lambda cfg: cfg.blocks.canary_password is not None,
+    ),
+    DeploymentSpec(
         "rollback",
         "flows/rollback.py:rollback",
         "Manual only: previous-release or teardown; needs confirm = the mail hostname.",
@@ -138,6 +155,11 @@ def deployment_id(spec: DeploymentSpec) -> str:
 SPECS_BY_NAME = {spec.name: spec for spec in DEPLOYMENTS}
 
 
+def deployments_for(config: StackConfig) -> list[DeploymentSpec]:
+    """The deployments this stack has (the mail canary only when its password block is named)."""
+    return [spec for spec in DEPLOYMENTS if spec.wanted_by(config)]
+
+
 def default_parameters(spec: DeploymentSpec, config: StackConfig) -> dict[str, Any]:
     return {"config": config.model_dump(mode="json"), **spec.parameters}
 
@@ -178,9 +200,10 @@ def build_deployments(config: StackConfig, timezone: str = "UTC") -> list[Runner
     from prefect.schedules import Cron
 
     out = []
-    for spec in DEPLOYMENTS:
+    for spec in deployments_for(config):
         flow = spec.load_flow()
-        schedules = [Cron(spec.cron, timezone=timezone)] if spec.cron else None
+        cron = spec.cron_for(config)
+        schedules = [Cron(cron, timezone=timezone)] if cron else None
         trigger = trigger_spec(spec, config)
         triggers = [DeploymentEventTrigger.model_validate(trigger)] if trigger else None
         out.append(
@@ -206,7 +229,8 @@ def prefect_yaml(
 ) -> dict[str, Any]:
     """A prefect.yaml for `prefect deploy --all` onto a process work pool, from the same table."""
     deployments = []
-    for spec in DEPLOYMENTS:
+    for spec in deployments_for(config):
+        cron = spec.cron_for(config)
         item: dict[str, Any] = {
             "name": spec.name,
             "entrypoint": spec.entrypoint,
@@ -215,7 +239,7 @@ def prefect_yaml(
             "parameters": default_parameters(spec, config),
             "enforce_parameter_schema": True,
             "work_pool": {"name": work_pool},
-            "schedules": [{"cron": spec.cron, "timezone": timezone}] if spec.cron else [],
+            "schedules": [{"cron": cron, "timezone": timezone}] if cron else [],
         }
         trigger = trigger_spec(spec, config)
         if trigger:

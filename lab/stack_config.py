@@ -138,6 +138,8 @@ def lab_stack_config(
             "inbound_helo": endpoints.RUNNER_NAME,
             "resolvers": [f"{endpoints.DNS_PRIMARY}:{endpoints.DNS_PORT}"],
             "delivery_timeout_s": 120,
+            # the lab's tests run the canary themselves; a schedule would send probes during other tests
+            "scheduled": False,
         },
     }
     return stack_config_from_mapping(data, source="lab_stack_config")

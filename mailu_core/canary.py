@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from email.message import EmailMessage, Message
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mailu_core.fields import DnsName, HostPort, MailAddress
 
@@ -78,7 +78,16 @@ class CanarySettings(BaseModel):
         60.0, gt=0, le=3600, description="Delivery latency above which the MailuCanarySlow alert fires."
     )
     interval_minutes: int = Field(
-        15, ge=1, le=1440, description="The canary deployment's schedule (minutes between runs)."
+        15,
+        ge=1,
+        le=1440,
+        description="The canary deployment's schedule: minutes between runs, a divisor of 60 (every N "
+        "minutes past the hour) or whole hours dividing 24.",
+    )
+    scheduled: bool = Field(
+        True,
+        description="false: the mail-canary deployment has no schedule (runs only when started, e.g. "
+        "during maintenance or in a test lab).",
     )
     no_success_alert_minutes: int = Field(
         60,
@@ -86,6 +95,22 @@ class CanarySettings(BaseModel):
         le=10080,
         description="MailuCanaryNoSuccess fires when no run has succeeded for this long.",
     )
+
+    @field_validator("interval_minutes")
+    @classmethod
+    def _cron_friendly(cls, minutes: int) -> int:
+        if 60 % minutes and (minutes % 60 or 24 % (minutes // 60)):
+            raise ValueError(
+                f"{minutes} is neither a divisor of 60 nor whole hours dividing 24 (e.g. 15, 60, 360)"
+            )
+        return minutes
+
+    def cron(self) -> str:
+        """The schedule as cron: every N minutes past the hour, or every N hours on the hour."""
+        m = self.interval_minutes
+        if 60 % m == 0:
+            return "* * * * *" if m == 1 else f"*/{m} * * * *"
+        return f"0 */{m // 60} * * *"
 
     def mailbox_for(self, domain: str) -> str:
         return self.mailbox or f"canary@{domain}"

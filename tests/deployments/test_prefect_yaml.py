@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from deployments.definitions import DEPLOYMENTS, prefect_yaml
+from deployments.definitions import deployments_for, prefect_yaml
 from mailu_core.config import load_stack_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,11 +38,11 @@ def test_prefect_deploy_all_registers_every_deployment(tmp_path: Path, prefect_s
     )  # fmt: skip
     assert deployed.returncode == 0, deployed.stdout[-2000:] + deployed.stderr[-2000:]
     with get_client(sync_client=True) as client:
-        for spec in DEPLOYMENTS:
+        for spec in deployments_for(cfg):
             dep = client.read_deployment_by_name(f"{spec.flow_name}/{spec.name}")
             assert dep.work_pool_name == "mailu-process"
             assert [getattr(s.schedule, "cron", None) for s in dep.schedules] == (
-                [spec.cron] if spec.cron else []
+                [spec.cron_for(cfg)] if spec.cron_for(cfg) else []
             )
             assert dep.enforce_parameter_schema
             assert dep.parameters["config"]["mailu"]["domain"] == cfg.mailu.domain

@@ -11,7 +11,16 @@ from typing import Any
 
 import pytest
 
-from deployments.definitions import DEPLOYMENTS, DeploymentSpec, deployment_id, prefect_yaml, trigger_spec
+from deployments.definitions import (
+    DEPLOYMENTS,
+    SPECS_BY_NAME,
+    DeploymentSpec,
+    build_deployments,
+    deployment_id,
+    deployments_for,
+    prefect_yaml,
+    trigger_spec,
+)
 from flows.naming import artifact_key, run_name
 from mailu_core.config import StackConfig, load_stack_config
 
@@ -98,3 +107,27 @@ def test_backup_verify_follows_a_completed_backup_of_the_same_stack(cfg: StackCo
     assert related["flow"]["prefect.resource.name"] == "mailu-backup"
     assert related["tag"]["prefect.resource.id"] == f"prefect.tag.mailu-stack:{cfg.name}"
     assert [trigger_spec(s, cfg) for s in DEPLOYMENTS if s is not verify] == [None] * (len(DEPLOYMENTS) - 1)
+
+
+def test_the_mail_canary_is_deployed_on_its_schedule_only_where_it_is_configured(cfg: StackConfig) -> None:
+    """A stack naming a canary password block gets the mail-canary deployment, every 15 minutes by
+    default (canary.interval_minutes); a stack without one does not; `scheduled: false` keeps it manual."""
+    from lab.stack_config import lab_stack_config
+    from tests.core.render.test_render import lab_images
+
+    lab = lab_stack_config(lab_images(), "/srv/apps")
+    data = lab.model_dump(mode="json")
+    data["canary"]["scheduled"] = True
+    scheduled = StackConfig.model_validate(data)
+    canary = {d.name: d for d in build_deployments(scheduled)}["mail-canary"]
+    assert [s.schedule.cron for s in canary.schedules] == ["*/15 * * * *"]  # type: ignore[union-attr]
+    data["canary"]["interval_minutes"] = 360
+    assert next(d for d in prefect_yaml(StackConfig.model_validate(data))["deployments"]
+            if d["name"] == "mail-canary")["schedules"][0]["cron"] == "0 */6 * * *"  # fmt: skip
+    assert "mail-canary" in [s.name for s in deployments_for(lab)]
+    assert SPECS_BY_NAME["mail-canary"].cron_for(lab) is None  # the lab's: started by its tests
+    data["blocks"]["canary_password"] = None
+    assert "mail-canary" not in [s.name for s in deployments_for(StackConfig.model_validate(data))]
+    data["canary"]["interval_minutes"] = 7
+    with pytest.raises(ValueError, match="neither a divisor of 60"):
+        StackConfig.model_validate(data)

@@ -21,6 +21,7 @@ from deployments.definitions import (
     VERIFY_CRON,
     build_deployments,
     deployment_id,
+    deployments_for,
     prefect_yaml,
 )
 from mailu_core.config import StackConfig, load_stack_config
@@ -86,7 +87,7 @@ def _about(
 def test_prefect_yaml_and_serve_define_the_same_deployments(cfg: StackConfig) -> None:
     doc = prefect_yaml(cfg)
     runner = {d.name: d for d in build_deployments(cfg)}
-    assert [d["name"] for d in doc["deployments"]] == [s.name for s in DEPLOYMENTS] == list(runner)
+    assert [d["name"] for d in doc["deployments"]] == [s.name for s in deployments_for(cfg)] == list(runner)
     for item in doc["deployments"]:
         dep = runner[item["name"]]
         assert dep.entrypoint is not None
