@@ -40,7 +40,16 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import PydanticCustomError, core_schema
 
 from mailu_core.errors import MailuFlowsError
-from mailu_core.fields import BlockName, Checked, DnsName, newline_safe_patterns, schema_pattern
+from mailu_core.fields import (
+    MAIL_ADDRESS_PATTERN,
+    MAIL_DOMAIN,
+    BlockName,
+    Checked,
+    DnsName,
+    MailAddress,
+    newline_safe_patterns,
+    schema_pattern,
+)
 
 __all__ = [
     "AccountAlias",
@@ -82,19 +91,12 @@ class _Model(BaseModel):
 
 # --- field types ---------------------------------------------------------------------------------
 
-_LOCAL = r"[a-z0-9](?:[a-z0-9._+-]{0,62}[a-z0-9])?"
-_DOMAIN = (
-    r"(?=[a-z0-9.-]{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?"
-)
-EMAIL_PATTERN = rf"^{_LOCAL}@{_DOMAIN}$"
+_DOMAIN = MAIL_DOMAIN
+EMAIL_PATTERN = MAIL_ADDRESS_PATTERN
 # Mailu's wildcard aliases match the local part with SQL LIKE: '%' any run, '_' one character.
 ALIAS_PATTERN = rf"^[a-z0-9%_](?:[a-z0-9._+%-]{{0,62}}[a-z0-9%_])?@{_DOMAIN}$"
 
-Email = Annotated[
-    str,
-    StringConstraints(max_length=320),
-    Checked(EMAIL_PATTERN, "a lowercase mail address such as alice@example.com"),
-]
+Email = MailAddress
 AliasAddress = Annotated[
     str,
     StringConstraints(max_length=320),

@@ -369,11 +369,13 @@ LocalPart = Annotated[
         "the local part of an address (before the '@'), lowercase, e.g. admin",
     ),
 ]
-MAIL_ADDRESS_PATTERN = rf"^[a-z0-9](?:[a-z0-9._+-]{{0,62}}[a-z0-9])?@(?=.{{1,253}}$)(?:{_LABEL}\.)+{_TLD}$"
+MAIL_LOCAL_PART = r"[a-z0-9](?:[a-z0-9._+-]{0,62}[a-z0-9])?"
+MAIL_DOMAIN = rf"(?=[a-z0-9.-]{{1,253}}$)(?:{_LABEL}\.)+{_TLD}"
+MAIL_ADDRESS_PATTERN = rf"^{MAIL_LOCAL_PART}@{MAIL_DOMAIN}$"
 MailAddress = Annotated[
     str,
-    StringConstraints(max_length=318),
-    Checked(MAIL_ADDRESS_PATTERN, "a mail address, lowercase, e.g. canary@example.com"),
+    StringConstraints(max_length=320),
+    Checked(MAIL_ADDRESS_PATTERN, "a lowercase mail address such as alice@example.com"),
 ]
 DkimSelector = Annotated[
     str,
