@@ -13,7 +13,9 @@ import sys
 from collections.abc import Sequence
 
 # Command modules, in the order `--help` lists them.
-COMMAND_MODULES = ("lab", "config", "blocks", "deploy", "backup", "dns", "serve", "rollback", "accounts")
+COMMAND_MODULES = (
+    "lab", "config", "blocks", "deploy", "backup", "dns", "serve", "rollback", "accounts", "canary",
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

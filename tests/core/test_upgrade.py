@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from lab.stack_config import lab_stack_config
@@ -63,3 +65,27 @@ def test_registry_references(reference: str, parts: tuple[str, str, str], scheme
 def test_a_reference_without_a_tag_is_refused() -> None:
     with pytest.raises(RegistryError, match="names no tag"):
         _split("127.0.0.1:5000/mailu/admin")
+
+
+def test_the_upgrade_plan_command_prints_old_new_and_the_images_block(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import mailu_flows.registry
+    from mailu_core.config import dump_stack_config
+    from mailu_flows.cli import main
+
+    path = tmp_path / "stack.yaml"
+    path.write_text(dump_stack_config(cfg()))
+    asked: list[dict[str, str]] = []
+
+    def registry(references: dict[str, str]) -> dict[str, str]:
+        asked.append(references)
+        return {service: NEW[service] for service in references}
+
+    monkeypatch.setattr(mailu_flows.registry, "resolve_digests", registry)
+    assert main(["upgrade-plan", "--config", str(path), "--to", "2024.06.10"]) == 0
+    out = capsys.readouterr().out
+    assert asked[0]["admin"].endswith("/mailu/admin:2024.06.10")
+    assert "| admin |" in out and f"admin: {repository_of(cfg().images.admin)}@{NEW['admin']}" in out
+    assert main(["upgrade-plan", "--config", str(path), "--to", "bad tag!"]) == 2
+    assert "not an image tag" in capsys.readouterr().err
