@@ -124,15 +124,10 @@ def lab_stack_config(
             "gpg_private_key": f"{block_prefix}-gpg-private",
             "backup_signing_key": f"{block_prefix}-backup-signing",
             "mailu_secrets": f"{block_prefix}-mailu-secrets",
-            "canary_password": f"{block_prefix}-canary-password",
         },
-        # The canary mailbox (canary@inlock.test) is declared in accounts; its inbound probe comes from
+        # The canary (on when a config adds blocks.canary_password and the mailbox to accounts, as
+        # with_canary() does; the lab's tests do); its inbound probe comes from
         # this host as a real outside server would (endpoints.RUNNER_*: A, PTR, example.org's SPF).
-        "accounts": {
-            "users": [
-                {"address": f"canary@{endpoints.ZONE}", "password_block": f"{block_prefix}-canary-password"}
-            ]
-        },
         "canary": {
             "inbound_sender": "canary-probe@example.org",
             "inbound_helo": endpoints.RUNNER_NAME,
@@ -143,3 +138,13 @@ def lab_stack_config(
         },
     }
     return stack_config_from_mapping(data, source="lab_stack_config")
+
+
+def with_canary(config: StackConfig, block_prefix: str = "lab") -> StackConfig:
+    """`config` with the mail canary on: its password block named and its mailbox declared in accounts."""
+    data = config.model_dump(mode="json")
+    block = f"{block_prefix}-canary-password"
+    mailbox = config.canary.mailbox_for(config.mailu.domain)
+    data["blocks"]["canary_password"] = block
+    data["accounts"]["users"] = [*data["accounts"]["users"], {"address": mailbox, "password_block": block}]
+    return stack_config_from_mapping(data, source="with_canary")

@@ -8,7 +8,7 @@ import email
 import pytest
 
 from flows.canary import canary_metrics
-from lab.stack_config import lab_stack_config
+from lab.stack_config import lab_stack_config, with_canary
 from mailu_core.canary import (
     CANARY_HEADER,
     aligned,
@@ -133,7 +133,7 @@ def test_a_probe_carries_its_tag_in_the_subject_and_the_canary_header() -> None:
 
 
 def test_the_metrics_name_the_stack_and_each_direction() -> None:
-    cfg = lab_stack_config(lab_images(), "/srv/apps")
+    cfg = with_canary(lab_stack_config(lab_images(), "/srv/apps"))
     report = CanaryReport(latency_s={"outbound": 1.5, "inbound": 3.25})
     text = canary_metrics(cfg, report, 1.7e9)
     assert 'mailu_canary_last_success_timestamp_seconds{stack="lab"} 1700000000' in text
@@ -141,7 +141,7 @@ def test_the_metrics_name_the_stack_and_each_direction() -> None:
 
 
 def test_a_canary_mailbox_outside_the_mail_domains_is_refused() -> None:
-    data = lab_stack_config(lab_images(), "/srv/apps").model_dump(mode="json")
+    data = with_canary(lab_stack_config(lab_images(), "/srv/apps")).model_dump(mode="json")
     data["canary"]["mailbox"] = "canary@elsewhere.example"
     with pytest.raises(ConfigError, match=r"canary\.mailbox.*not in a mail domain"):
         stack_config_from_mapping(data)
@@ -149,7 +149,7 @@ def test_a_canary_mailbox_outside_the_mail_domains_is_refused() -> None:
 
 def test_the_canary_mailbox_must_be_an_accounts_user_with_the_canary_block() -> None:
     """The canary logs in with the password accounts-as-code set from blocks.canary_password."""
-    data = lab_stack_config(lab_images(), "/srv/apps").model_dump(mode="json")
+    data = with_canary(lab_stack_config(lab_images(), "/srv/apps")).model_dump(mode="json")
     data["accounts"]["users"] = []
     with pytest.raises(ConfigError, match=r"canary\.mailbox: 'canary@inlock\.test' is not a user"):
         stack_config_from_mapping(data)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from lab.stack_config import lab_stack_config
+from lab.stack_config import lab_stack_config, with_canary
 from mailu_core.canary import CANARY_LAST_SUCCESS_METRIC, CANARY_LATENCY_METRIC
 from mailu_core.config import ConfigError, StackConfig, stack_config_from_mapping
 from mailu_core.render import render_stack
@@ -47,7 +47,7 @@ needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool (Debian p
 
 @pytest.fixture
 def cfg() -> StackConfig:
-    return lab_stack_config(lab_images(), "/srv/mailu-lab/apps")
+    return with_canary(lab_stack_config(lab_images(), "/srv/mailu-lab/apps"))
 
 
 def _write(tmp: Path, cfg: StackConfig) -> dict[str, Path]:

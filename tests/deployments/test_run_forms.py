@@ -112,10 +112,10 @@ def test_backup_verify_follows_a_completed_backup_of_the_same_stack(cfg: StackCo
 def test_the_mail_canary_is_deployed_on_its_schedule_only_where_it_is_configured(cfg: StackConfig) -> None:
     """A stack naming a canary password block gets the mail-canary deployment, every 15 minutes by
     default (canary.interval_minutes); a stack without one does not; `scheduled: false` keeps it manual."""
-    from lab.stack_config import lab_stack_config
+    from lab.stack_config import lab_stack_config, with_canary
     from tests.core.render.test_render import lab_images
 
-    lab = lab_stack_config(lab_images(), "/srv/apps")
+    lab = with_canary(lab_stack_config(lab_images(), "/srv/apps"))
     data = lab.model_dump(mode="json")
     data["canary"]["scheduled"] = True
     scheduled = StackConfig.model_validate(data)

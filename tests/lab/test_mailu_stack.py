@@ -282,8 +282,9 @@ def canary(deployed: tuple[StackConfig, dict[str, Any]]) -> tuple[StackConfig, s
     """The canary mailbox, made by the accounts flow from the lab config's accounts section, with the
     password of the lab's canary block (blocks.canary_password)."""
     from flows.accounts import accounts
+    from lab.stack_config import with_canary
 
-    cfg, _ = deployed
+    cfg = with_canary(deployed[0])
     assert cfg.blocks.canary_password is not None
     state = accounts(config=cfg, return_state=True)
     assert state.is_completed(), exception_text(state)
