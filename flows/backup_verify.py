@@ -22,22 +22,21 @@ from mailu_core.render.monitoring import BACKUP_VERIFIED_METRIC, textfile_metric
 from mailu_flows import redact
 from mailu_flows.remote import RemoteHost
 from tasks.backup import default_destination, verify_newest_backup
-from tasks.host import connect_host
+from tasks.host import connect_host, textfile_dir, write_textfile_metric
 
 
 def publish_verified_metric(host: RemoteHost, config: StackConfig) -> None:
     """Feed the "newest verified backup too old" alert: the node exporter's textfile collector reads
     `<textfile_dir>/mailu_backup_<stack>.prom` (written atomically, world-readable: no secret in it)."""
-    directory = config.monitoring.textfile_dir
-    if not (config.monitoring.enabled and directory):
+    directory = textfile_dir(config)
+    if directory is None:
         return
     text = textfile_metric(
         BACKUP_VERIFIED_METRIC,
         "Unix time of the newest backup-verify run that passed every check.",
         {(("stack", config.name),): time.time()},
     )
-    host.run(["mkdir", "-p", directory])
-    host.write_file(f"{directory}/mailu_backup_{config.name}.prom", text.encode(), mode=0o644)
+    write_textfile_metric(host, directory, f"mailu_backup_{config.name}", text)
 
 
 class BackupVerificationFailed(MailuFlowsError, RuntimeError):

@@ -23,7 +23,7 @@ from mailu_core.errors import MailuFlowsError
 from mailu_core.render.monitoring import textfile_metric
 from mailu_flows import redact
 from mailu_flows.canary import CanaryReport, run_canary
-from tasks.host import connect_host
+from tasks.host import connect_host, textfile_dir, write_textfile_metric
 
 
 class CanaryFailed(MailuFlowsError, RuntimeError):
@@ -67,17 +67,15 @@ def canary_metrics(config: StackConfig, report: CanaryReport, now: float) -> str
 @task(retries=1, retry_delay_seconds=5, timeout_seconds=120)
 def publish_canary_metrics(config: StackConfig, report: CanaryReport) -> str | None:
     """Write `<textfile_dir>/mailu_canary_<stack>.prom` on the host (atomically, 0644: nothing secret)."""
-    directory = config.monitoring.textfile_dir
-    if not (config.monitoring.enabled and directory):
+    directory = textfile_dir(config)
+    if directory is None:
         return None
-    path = f"{directory}/mailu_canary_{config.name}.prom"
     host = connect_host(config)
     try:
-        host.run(["mkdir", "-p", directory])
-        host.write_file(path, canary_metrics(config, report, time.time()).encode(), mode=0o644)
+        text = canary_metrics(config, report, time.time())
+        return write_textfile_metric(host, directory, f"mailu_canary_{config.name}", text)
     finally:
         host.close()
-    return path
 
 
 @flow(name=flow_name("mail-canary"), flow_run_name=run_namer("mail-canary"))

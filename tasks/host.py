@@ -5,6 +5,7 @@ from __future__ import annotations
 from blocks import SshHost, load_block
 from mailu_core.config import StackConfig
 from mailu_flows import redact
+from mailu_flows.host import Host
 from mailu_flows.remote import RemoteHost
 
 
@@ -23,3 +24,17 @@ def connect_host(config: StackConfig) -> RemoteHost:
         max_command_s=config.host.max_command_s,
     )
     return host.connect()
+
+
+def textfile_dir(config: StackConfig) -> str | None:
+    """The node exporter's textfile-collector directory the flows write metrics into (none: off)."""
+    directory = config.monitoring.textfile_dir
+    return str(directory) if config.monitoring.enabled and directory else None
+
+
+def write_textfile_metric(host: Host, directory: str, name: str, text: str) -> str:
+    """Write `<directory>/<name>.prom` on the host (atomically, 0644: no secret in it); returns its path."""
+    path = f"{directory}/{name}.prom"
+    host.run(["mkdir", "-p", directory])
+    host.write_file(path, text.encode(), mode=0o644)
+    return path
