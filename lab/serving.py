@@ -29,7 +29,8 @@ def _deployment_names() -> set[str]:
 def ensure_serving(config: Path, restart: bool = False, timeout: float = 120) -> None:
     """Run `mailu-flows serve --config <config>` against the lab's Prefect server, polling every second
     (so a run created in the UI starts at once), until every deployment is registered."""
-    from deployments.definitions import DEPLOYMENTS
+    from deployments.definitions import deployments_for
+    from mailu_core.config import load_stack_config
 
     if restart:
         stop_daemon(SERVE_NAME)
@@ -40,7 +41,9 @@ def ensure_serving(config: Path, restart: bool = False, timeout: float = 120) ->
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "DO_NOT_TRACK": "1",
     }
-    wanted = {d.name for d in DEPLOYMENTS}
+    # The deployments this config has (the mail canary only where its password block is named), not
+    # every one defined: a fresh server never gets the others, and waiting for them would never end.
+    wanted = {d.name for d in deployments_for(load_stack_config(config))}
     start_daemon(
         SERVE_NAME,
         [cli, "serve", "--config", str(config)],

@@ -16,7 +16,6 @@ from uuid import UUID
 import pytest
 
 from deployments.definitions import (
-    DEPLOYMENTS,
     SPECS_BY_NAME,
     VERIFY_CRON,
     build_deployments,
@@ -98,12 +97,13 @@ def test_prefect_yaml_and_serve_define_the_same_deployments(cfg: StackConfig) ->
         assert dep.enforce_parameter_schema and item["enforce_parameter_schema"]
 
 
-def test_every_deployment_is_registered_with_its_schedule(serving: None) -> None:
+def test_every_deployment_is_registered_with_its_schedule(serving: None, cfg: StackConfig) -> None:
     with _client() as client:
-        for spec in DEPLOYMENTS:
+        for spec in deployments_for(cfg):
             dep = client.read_deployment_by_name(deployment_id(spec))
             crons = [s.schedule.cron for s in dep.schedules]
-            assert crons == ([spec.cron] if spec.cron else []), spec.name
+            cron = spec.cron_for(cfg)
+            assert crons == ([cron] if cron else []), spec.name
             assert dep.enforce_parameter_schema
             assert "config" in dep.parameter_openapi_schema["properties"]
         verify = client.read_deployment_by_name(_dep("backup-verify"))
@@ -112,9 +112,9 @@ def test_every_deployment_is_registered_with_its_schedule(serving: None) -> None
         assert rollback.schedules == []
 
 
-def test_every_parameter_shows_its_help_text_on_the_server(serving: None) -> None:
+def test_every_parameter_shows_its_help_text_on_the_server(serving: None, cfg: StackConfig) -> None:
     with _client() as client:
-        for spec in DEPLOYMENTS:
+        for spec in deployments_for(cfg):
             dep = client.read_deployment_by_name(deployment_id(spec))
             properties = dep.parameter_openapi_schema["properties"]
             bare = [name for name, prop in properties.items() if not prop.get("description")]
@@ -306,7 +306,7 @@ def test_a_rollback_from_the_ui_shows_its_plan_then_proceeds_only_with_the_hostn
     assert stopped.state.is_failed() and "test_deployments holding the lock" in message, stopped.state
 
 
-def test_serve_removes_the_deployments_of_the_unprefixed_flow_names(serving: None) -> None:
+def test_serve_removes_the_deployments_of_the_unprefixed_flow_names(serving: None, cfg: StackConfig) -> None:
     """An upgraded server keeps `backup/backup` and its schedule unless someone removes it: serve does.
     Another project's deployment of a flow that happens to be named `deploy` (no `mailu` tag) stays."""
     from prefect.exceptions import ObjectNotFound
@@ -325,5 +325,5 @@ def test_serve_removes_the_deployments_of_the_unprefixed_flow_names(serving: Non
             assert client.read_deployment(theirs).name == "deploy"
         finally:
             client.delete_deployment(theirs)
-        for spec in DEPLOYMENTS:  # ours, under their new names, untouched
+        for spec in deployments_for(cfg):  # ours, under their new names, untouched
             assert client.read_deployment_by_name(deployment_id(spec)).name == spec.name

@@ -192,8 +192,6 @@ class TestProviderContract(ProviderContract):
             cleanup(f"{label}-b")  # the contract's second owner: its ownership entry in the zone
 
 
-
-
 def test_first_apply_creates_exactly_the_desired_records_second_writes_nothing(
     provider_factory: Callable[[str], Provider],
     label: str,
@@ -288,9 +286,7 @@ def test_change_threshold_counts_our_records_in_a_shared_zone(
 
     # a new server address updates A and AAAA: two changes always pass
     moved = {"A": "192.0.2.20", "AAAA": "2001:db8::20"}
-    new_ip = [
-        Record(r.name, r.type, r.ttl, (moved[r.type],)) if r.type in moved else r for r in want
-    ]
+    new_ip = [Record(r.name, r.type, r.ttl, (moved[r.type],)) if r.type in moved else r for r in want]
     move, _ = plan_for(provider, new_ip)
     assert sorted(c.kind for c in move.changes) == ["update", "update"]
     move.raise_if_unsafe(0.3)

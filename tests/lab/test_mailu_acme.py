@@ -99,7 +99,6 @@ def test_first_deploy_waits_for_the_certificate_and_ends_healthy(
     assert any("300 s" in w and ep.MAIL_HOSTNAME in w for w in result["waits_for"]), result
 
 
-
 @pytest.mark.parametrize("port", [25, 587])
 def test_smtp_starttls_verifies_against_the_acme_root(
     deployed: tuple[StackConfig, dict[str, Any]], pebble_root: Path, port: int

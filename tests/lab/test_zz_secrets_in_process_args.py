@@ -169,8 +169,10 @@ def test_temporary_files_of_the_flows_are_private(sampled: dict[str, Any]) -> No
     left = [
         p
         for p in temp
-        if p.count("/") == 2 and os.path.exists(p)
-        and p not in sampled["preexisting"] and not p.startswith(own)
+        if p.count("/") == 2
+        and os.path.exists(p)
+        and p not in sampled["preexisting"]
+        and not p.startswith(own)
     ]
     assert not left, f"temporary homedirs left by these runs: {left}"
 

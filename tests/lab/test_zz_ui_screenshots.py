@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from deployments.definitions import DEPLOYMENTS, SPECS_BY_NAME, deployment_id
+from deployments.definitions import SPECS_BY_NAME, deployment_id, deployments_for
 from lab import endpoints as ep
+from mailu_core.config import load_stack_config
 
 pytestmark = pytest.mark.lab
 
@@ -79,14 +80,14 @@ def finished_deploy_run(lab: dict[str, Any]) -> str:
     return run_id
 
 
-def test_deployments_page(finished_deploy_run: str) -> None:
+def test_deployments_page(lab: dict[str, Any], finished_deploy_run: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     url = f"http://127.0.0.1:{ep.PREFECT_PORT}/deployments"
     png = ARTIFACTS / "ui-deployments.png"
     _chromium(url, f"--screenshot={png}")
     assert png.stat().st_size > 20_000
     dom = _chromium(url, "--dump-dom")
-    for spec in DEPLOYMENTS:
+    for spec in deployments_for(load_stack_config(Path(lab["stack_config"]))):
         assert spec.name in dom, f"deployment {spec.name} not shown on {url}"
 
 
