@@ -8,8 +8,6 @@ and a run that changes nothing says "no changes".
 
 from __future__ import annotations
 
-import difflib
-import hashlib
 import secrets as pysecrets
 import shlex
 from collections.abc import Callable
@@ -20,15 +18,26 @@ from pathlib import PurePosixPath
 from mailu_core.config import StackConfig
 from mailu_core.errors import MailuFlowsError
 from mailu_core.render import RenderedStack, render_stack
-from mailu_flows.deploy.certificates import certificate_present, plan_note, uses_acme, waiting_check
+from mailu_flows.deploy.certificates import certificate_present, uses_acme, waiting_check
 from mailu_flows.deploy.hoststate import HostState, read_host_state
 from mailu_flows.deploy.monitoring import (
-    monitoring_changed,
     prometheus_checks,
     reload_prometheus,
     reload_quietly,
 )
-from mailu_flows.deploy.preflight import Check, preflight_checks
+from mailu_flows.deploy.plan import (
+    DeployFacts,
+    DeployPlan,
+    FileChange,
+    files_to_keep,
+    managed_paths,
+    plan_deploy,
+    release_files,
+    sha256,
+    wanted_services,
+    with_diffs,
+)
+from mailu_flows.deploy.preflight import Check
 from mailu_flows.deploy.releases import (
     Release,
     adopt_legacy_records,
@@ -45,6 +54,22 @@ from mailu_flows.deploy.releases import (
 from mailu_flows.host import Host
 from mailu_flows.remote import TMP_SUFFIX, CommandFailed, command_label
 
+__all__ = [
+    "DeployError",
+    "DeployFacts",
+    "DeployPlan",
+    "DeployResult",
+    "Deployer",
+    "FileChange",
+    "PreflightFailed",
+    "SecretsStore",
+    "compose_args",
+    "config_checksum",
+    "run_deploy",
+    "scratch_config",
+    "sha256",
+]
+
 Log = Callable[[str], None]
 
 
@@ -56,10 +81,6 @@ class PreflightFailed(DeployError):
     pass
 
 
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def config_checksum(cfg: StackConfig) -> str:
     return sha256(cfg.model_dump_json().encode())
 
@@ -67,62 +88,6 @@ def config_checksum(cfg: StackConfig) -> str:
 def compose_args(cfg: StackConfig) -> list[str]:
     compose_file = str(cfg.host.resolve(cfg.host.compose_file))
     return ["docker", "compose", "-p", cfg.mailu.compose_project, "-f", compose_file]
-
-
-@dataclass
-class FileChange:
-    path: str  # relative to the stack root
-    action: str  # create | update | mode
-    diff: str
-    mode: int
-
-
-@dataclass
-class DeployPlan:
-    """What a deploy would do: file changes (with diffs), secrets to generate, services to start."""
-
-    files: list[FileChange] = field(default_factory=list)
-    secret_files: list[str] = field(default_factory=list)  # names of secret files to (re)write
-    secrets_to_generate: list[str] = field(default_factory=list)  # block fields that are empty
-    services_not_running: list[str] = field(default_factory=list)
-    # running services that mount a secret file this run rewrites: Mailu reads those files at start only
-    services_to_recreate: list[str] = field(default_factory=list)
-    compose_dry_run: str = ""  # what `docker compose up --dry-run` says it would do
-    waits_for: list[str] = field(default_factory=list)  # what the deploy cannot have yet, and its deadline
-    preflight: list[Check] = field(default_factory=list)
-
-    @property
-    def changes(self) -> bool:
-        return bool(self.files or self.secret_files or self.secrets_to_generate or self.services_not_running)
-
-    def markdown(self) -> str:
-        lines = ["# Deploy plan", ""]
-        if not self.changes:
-            lines.append("**No changes**: files and containers already match.")
-        lines += ["", "## Preflight", "", "| check | ok | detail |", "|---|---|---|"]
-        lines += [f"| {c.name} | {'yes' if c.ok else '**NO**'} | {_cell(c.detail)} |" for c in self.preflight]
-        if self.secrets_to_generate:
-            lines += ["", "## Secrets to generate (names only)", ""]
-            lines += [f"- {name}" for name in self.secrets_to_generate]
-        if self.secret_files:
-            lines += ["", "## Secret files to write (0600)", ""] + [f"- {n}" for n in self.secret_files]
-        if self.services_to_recreate:
-            lines += ["", "## Services to recreate (a secret file they read changes)", ""]
-            lines += [f"- {s}" for s in self.services_to_recreate]
-        if self.services_not_running:
-            lines += ["", "## Services to (re)create", ""] + [f"- {s}" for s in self.services_not_running]
-        if self.waits_for:
-            lines += ["", "## Waits for", ""] + [f"- {w}" for w in self.waits_for]
-        if self.compose_dry_run:
-            lines += ["", "## docker compose up --dry-run", "", "```", self.compose_dry_run.rstrip(), "```"]
-        for change in self.files:
-            lines += ["", f"## {change.action}: `{change.path}` (mode {oct(change.mode)})", "", "```diff"]
-            lines += [change.diff.rstrip("\n") or "(mode only)", "```"]
-        return "\n".join(lines) + "\n"
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", "<br>")
 
 
 @dataclass
@@ -154,10 +119,9 @@ class Deployer:
         return str(PurePosixPath(self.root) / rel)
 
     def read_state(self) -> HostState:
-        paths = [self.abs(p) for p in self.rendered.files] + [s.host_path for s in self.rendered.secrets]
         return read_host_state(
             self.host,
-            paths,
+            managed_paths(self.cfg, self.rendered),
             self.cfg.mailu.compose_project,
             str(self.cfg.traefik.api_url),
             images=self.cfg.images.model_dump(exclude_none=True).values(),
@@ -165,57 +129,15 @@ class Deployer:
 
     def wanted_services(self) -> dict[str, str]:
         """service -> pinned image, for the services the rendered compose runs."""
-        import yaml
+        return wanted_services(self.cfg, self.rendered)
 
-        doc = yaml.safe_load(self.rendered.files[self.cfg.host.compose_file].content)
-        return {name: svc["image"] for name, svc in doc["services"].items()}
-
-    def plan(self, state: HostState, secret_values: dict[str, str], to_generate: list[str]) -> DeployPlan:
-        plan = DeployPlan(preflight=preflight_checks(self.cfg, state), secrets_to_generate=to_generate)
-        changed_paths = []
-        for rel, rf in sorted(self.rendered.files.items()):
-            have = state.files.get(self.abs(rel))
-            if have is None:
-                changed_paths.append((rel, "create"))
-            elif have.sha256 != sha256(rf.content):
-                changed_paths.append((rel, "update"))
-            elif have.mode != rf.mode:
-                changed_paths.append((rel, "mode"))
-        for rel, action in changed_paths:
-            rf = self.rendered.files[rel]
-            old = b""
-            if action == "update":
-                old = self.host.read_file(self.abs(rel)) or b""
-            diff = (
-                ""
-                if action == "mode"
-                else "".join(
-                    difflib.unified_diff(
-                        old.decode(errors="replace").splitlines(keepends=True),
-                        rf.content.decode().splitlines(keepends=True),
-                        fromfile=f"a/{rel}",
-                        tofile=f"b/{rel}",
-                    )
-                )
-            )
-            plan.files.append(FileChange(rel, action, diff, rf.mode))
-        for spec in self.rendered.secrets:
-            value = secret_values.get(spec.block_field, "")
-            have = state.files.get(spec.host_path)
-            if (
-                have is None
-                or have.sha256 != sha256(value.encode())
-                or have.mode != spec.mode
-                or (spec.gid is not None and have.gid != spec.gid)
-            ):
-                plan.secret_files.append(spec.name)
-        plan.services_to_recreate = self.services_reading_changed_secrets(plan, state)
-        running = state.by_service()
-        for service, image in self.wanted_services().items():
-            c = running.get(service)
-            if c is None or c.state != "running" or c.image != image:
-                plan.services_not_running.append(service)
-        return plan
+    def plan(self, facts: DeployFacts) -> DeployPlan:
+        """The pure plan (plan.py), with the diffs of the files it updates read from the host."""
+        plan = plan_deploy(self.cfg, self.rendered, facts)
+        updated = [c.path for c in plan.files if c.action == "update"]
+        old = {rel: self.host.read_file(self.abs(rel)) or b"" for rel in updated}
+        self.awaiting_certificate = plan.awaiting_certificate
+        return with_diffs(plan, self.rendered, old)
 
     # --- writing -------------------------------------------------------------------------------
 
@@ -227,8 +149,7 @@ class Deployer:
         A file we did not write ourselves (not in the previous release) is copied into the release's
         `replaced/` first, so that it can be restored."""
         changed = {c.path for c in plan.files}
-        ours = set(previous.files) if previous else set()
-        replaced = sorted(rel for rel in changed if self.abs(rel) in state.files and rel not in ours)
+        replaced = files_to_keep(plan, previous)
         start_release(
             self.host,
             self.paths,
@@ -362,12 +283,6 @@ class Deployer:
             for c in rows
         ]
 
-    def services_reading_changed_secrets(self, plan: DeployPlan, state: HostState) -> list[str]:
-        """Services that were already running before this run and mount a secret file it rewrote."""
-        was_running = {c.service for c in state.containers if c.state == "running"}
-        changed = [s for s in self.rendered.secrets if s.name in plan.secret_files]
-        return sorted({svc for spec in changed for svc in spec.services} & was_running)
-
     # --- checks --------------------------------------------------------------------------------
 
     def container_checks(self, state: HostState) -> list[Check]:
@@ -467,12 +382,10 @@ def run_deploy(
     generated = generate_missing_secrets(current, needed)
     values = {**current, **generated}
     state = deployer.read_state()
-    plan = deployer.plan(state, values, sorted(generated))
-    if uses_acme(cfg) and not certificate_present(host, cfg):
-        deployer.awaiting_certificate = True
-        plan.waits_for.append(plan_note(cfg))
+    present = certificate_present(host, cfg) if uses_acme(cfg) else None
+    plan = deployer.plan(DeployFacts(state, values, sorted(generated), present))
     on_plan(plan)
-    failures = [c for c in plan.preflight if c.blocking and not c.ok]
+    failures = plan.preflight_failures
     if failures:
         raise PreflightFailed(
             "preflight failed, nothing was changed on the host:\n"
@@ -519,10 +432,7 @@ def run_deploy(
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         config_sha256=config_checksum(cfg),
         images=deployer.wanted_services(),
-        files={
-            rel: {"sha256": sha256(rf.content), "mode": rf.mode}
-            for rel, rf in deployer.rendered.files.items()
-        },
+        files=release_files(deployer.rendered),
         previous_good=previous.id if previous else None,
     )
     created: list[str] = []
@@ -551,7 +461,7 @@ def run_deploy(
             raise DeployError(
                 f"deploy failed: {reason}; returning to the previous good release ALSO failed: {why[-500:]}"
             ) from None
-        if monitoring_changed(cfg, [c.path for c in plan.files]):
+        if plan.monitoring_reload:
             reload_quietly(host, cfg, log)
         raise DeployError(f"deploy failed: {reason}; {back}") from None
     release.status = "good"
@@ -638,7 +548,7 @@ def _post_checks(deployer: Deployer, traefik_wait_s: float = 20.0) -> list[Check
 
 def _reload_monitoring(deployer: Deployer, plan: DeployPlan) -> list[Check]:
     """Ask Prometheus to reload when a monitoring file changed (rules are read only on reload)."""
-    if not monitoring_changed(deployer.cfg, [c.path for c in plan.files]):
+    if not plan.monitoring_reload:
         return []
     check = reload_prometheus(deployer.host, deployer.cfg, deployer.log)
     return [check] if check is not None else []
@@ -671,8 +581,6 @@ def scratch_config(cfg: StackConfig, tmp: str) -> StackConfig:
     if host.get("certs_dir") and not str(host["certs_dir"]).startswith("/"):
         host["certs_dir"] = str(cfg.host.resolve(str(host["certs_dir"])))
     return type(cfg).model_validate(data)
-
-
 
 
 def _restore_replaced(deployer: Deployer, release: Release, rels: list[str]) -> None:
