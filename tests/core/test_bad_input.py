@@ -208,10 +208,11 @@ def test_the_table_covers_every_field_family() -> None:
 def test_hostile_value_is_refused_quickly_naming_the_field(path: str, value: Any, field: str) -> None:
     data = _example()
     _set(data, path, value)
-    started = time.perf_counter()
+    # Timed in this thread's CPU time: other load on the machine must not fail the check.
+    started = time.thread_time()
     with cpu_limit(5), pytest.raises(ValueError) as caught:
         stack_config_from_mapping(data, source="hostile.yaml")
-    elapsed = time.perf_counter() - started
+    elapsed = time.thread_time() - started
     assert elapsed < 1.0, f"{path}: took {elapsed:.2f} s"
     error = caught.value
     assert isinstance(error, ConfigError)
@@ -242,6 +243,7 @@ FLOW_CASES: list[tuple[str, str, Any, str]] = [
     ("deploy", "lock_wait_s", 10**30, "lock_wait_s"),
     ("deploy", "lock_wait_s", "60`id`", "lock_wait_s"),
     ("deploy", "publish_dns", "yes\nno", "publish_dns"),
+    ("deploy", "canary", "on; id", "canary"),
     # --- dns-propagation-wait ---
     (
         "dns-propagation-wait", "config", {"traefik": {"mgmt_address": ":" * LONG + "!"}},
@@ -399,10 +401,10 @@ def test_hostile_flow_parameter_is_refused_quickly_naming_it(
 
     flow = _flows()[flow_name]
     params = _parameters(flow_name, parameter, value)
-    started = time.perf_counter()
+    started = time.thread_time()
     with cpu_limit(5), pytest.raises(ParameterTypeError) as caught:
         flow.validate_parameters(params)
-    elapsed = time.perf_counter() - started
+    elapsed = time.thread_time() - started
     assert elapsed < 1.0, f"{flow_name} {parameter}: took {elapsed:.2f} s"
     problems = str(caught.value).splitlines()[1:]  # " - <loc>: <message>", one per bad parameter
     named = [line.removeprefix(" - ").split(":", 1)[0] for line in problems]
@@ -434,9 +436,9 @@ def test_prefect_server_refuses_hostile_flow_parameter_quickly(
 
     schema = parameter_schema(_flows()[flow_name].fn).model_dump_for_openapi()
     params = _parameters(flow_name, parameter, value)
-    started = time.perf_counter()
+    started = time.thread_time()
     with cpu_limit(5), pytest.raises(PrefectValidationError) as caught:
         validate(params, schema, raise_on_error=True)
-    elapsed = time.perf_counter() - started
+    elapsed = time.thread_time() - started
     assert elapsed < 1.0, f"{flow_name} {parameter}: took {elapsed:.2f} s"
     assert f"'{parameter}" in str(caught.value) or f"'{where}" in str(caught.value), str(caught.value)[:300]

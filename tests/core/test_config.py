@@ -707,6 +707,7 @@ def test_pattern_runs_in_linear_time(path: str, pattern: str) -> None:
     compiled = re.compile(pattern)
     valid = get_path(data, path)
     assert compiled.search(valid), f"{path}: the example value does not match"
+    # Timed in this thread's CPU time: other load on the machine must not fail a linear-time check.
     slowest = (0.0, "", "")
     checks: list[tuple[str, tuple[str, ...]]] = [
         (value, ("schema", "pydantic")) for value in near_misses(valid)
@@ -715,7 +716,7 @@ def test_pattern_runs_in_linear_time(path: str, pattern: str) -> None:
     for value, kinds in checks:
         set_path(data, path, value)
         for check in kinds:
-            started = time.perf_counter()
+            started = time.thread_time()
             try:
                 with cpu_limit(2):
                     if check == "schema":
@@ -725,7 +726,7 @@ def test_pattern_runs_in_linear_time(path: str, pattern: str) -> None:
                             stack_config_from_mapping(data)
             except CpuLimitExceeded:
                 pytest.fail(f"{path}: {check} check backtracks on {value[:20]!r}...{value[-3:]!r}")
-            elapsed = time.perf_counter() - started
+            elapsed = time.thread_time() - started
             slowest = max(slowest, (elapsed, check, value))
     elapsed, check, value = slowest
     assert elapsed < 0.1, f"{path}: {check} check took {elapsed:.3f} s on {value[:20]!r}...{value[-3:]!r}"
@@ -771,10 +772,10 @@ def test_prefect_server_check_is_fast_on_a_near_miss(path: str, value: Any) -> N
     openapi = parameter_schema(deploy).model_dump_for_openapi()
     bad = load_stack_config(EXAMPLE).model_dump(mode="json")
     set_path(bad, path, value)
-    started = time.perf_counter()
+    started = time.thread_time()
     with cpu_limit(5), pytest.raises(PrefectValidationError):
         validate({"config": bad}, openapi, raise_on_error=True)
-    assert time.perf_counter() - started < 0.5
+    assert time.thread_time() - started < 0.5
 
 
 def _strings(node: Any, path: str = "") -> list[tuple[str, dict[str, Any]]]:
