@@ -3,16 +3,22 @@
     .venv/bin/python bench/deploy_noop.py [--config .lab/stack.yaml] [--runs 5]
 
 Prints the median wall time of:
-- raw:      `ssh host docker compose -p P -f F up -d --wait` (what a shell script would run),
-- deploy:   a whole no-op deploy flow run (plan, preflight, checks through Traefik, DNS in place) on the
-            Prefect server, as the caller waits for it,
-- prefect:  an empty flow run on the same server (Prefect's own per-run cost, shown separately),
-- *-inflow: the same two runs from the server's start to end time (the flow's body and its task runs,
-            without the client's set-up and teardown),
-and the ratios. The target is deploy/raw <= 2.5 (the Ansible role is about 5x). Prefect's flow-run
+- raw:         `ssh host docker compose -p P -f F up -d --wait` (what a shell script would run),
+- deploy:      a whole no-op deploy flow run (facts, plan, preflight, checks through Traefik and the
+               probes, Prometheus, DNS in place) on the Prefect server, as the caller waits for it: what
+               a served deployment's runner spends on the run (its polling interval comes on top, on its
+               own line),
+- cli:         `mailu-flows deploy --config ...` as a whole process (imports, the flow run in-process,
+               the log and event flush at exit), as an operator waits for it,
+- cli-import:  that process's Python start and imports alone,
+- prefect:     an empty flow run on the same server (Prefect's own per-run cost, shown separately),
+- *-inflow:    the same runs from the server's start to end time (the flow's body and its task runs,
+               without the client's set-up and teardown),
+then the two ratios the targets are on: deploy/raw <= 1.3 and cli/raw <= 2.5. Prefect's flow-run
 heartbeat thread sleeps in whole seconds and is joined at the end of every run, so a run's total is
-rounded up towards the next second: compare the in-flow figures for the work itself.
-Needs the lab up and a first deploy done (`make demo`).
+rounded up towards the next second: compare the in-flow figures for the work itself. The in-process
+runs' resident memory is printed after the warm-up and after the last run (it should stay flat).
+Needs the lab up and a first deploy done (`make demo`, or tests/lab/test_deploy.py).
 """
 
 from __future__ import annotations
@@ -22,10 +28,29 @@ import os
 import shlex
 import statistics
 import subprocess
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("PREFECT_API_URL", "http://127.0.0.1:4200/api")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+DEPLOY_TARGET = 1.3
+CLI_TARGET = 2.5
+
+
+def rss_mib() -> float:
+    """This process's resident memory now (not its peak)."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / (1 << 20)
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
 
 
 def main() -> None:
@@ -35,6 +60,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.settings import get_current_settings
 
     from blocks import SshHost, load_block
     from flows.deploy import deploy
@@ -57,21 +84,15 @@ def main() -> None:
         f"{block.user}@{block.address}",
         shlex.join([*compose_args(cfg), "up", "-d", "--wait"]),
     ]
+    cli = str(Path(sys.executable).parent / "mailu-flows")
 
     @flow(name="bench-empty")
     def empty() -> None:
         return None
 
-    from prefect.client.orchestration import get_client
-
-    def timed(fn: object) -> tuple[float, object]:
-        start = time.perf_counter()
-        out = fn()  # type: ignore[operator]
-        return time.perf_counter() - start, out
-
-    def inflow(state: object) -> float:
+    def inflow(state: Any) -> float:
         with get_client(sync_client=True) as client:
-            run = client.read_flow_run(state.state_details.flow_run_id)  # type: ignore[attr-defined]
+            run = client.read_flow_run(state.state_details.flow_run_id)
         assert run.start_time is not None and run.end_time is not None
         seconds: float = (run.end_time - run.start_time).total_seconds()
         return seconds
@@ -79,35 +100,55 @@ def main() -> None:
     def raw() -> None:
         subprocess.run(ssh, check=True, capture_output=True)
 
-    def noop() -> object:
+    def noop() -> Any:
         state = deploy(config=cfg, return_state=True)
         result = state.result()
         assert result["summary"] == "no changes", result
         return state
 
-    def empty_run() -> object:
+    def cli_run() -> None:
+        out = subprocess.run([cli, "deploy", "--config", args.config], capture_output=True, text=True)
+        assert out.returncode == 0 and "deploy: no changes" in out.stdout, (out.stdout, out.stderr[-2000:])
+
+    def cli_import() -> None:
+        code = "import mailu_flows.cli, mailu_flows.commands.deploy, flows.deploy"  # what `deploy` imports
+        subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+    def empty_run() -> Any:
         return empty(return_state=True)
 
     noop()  # warm up (imports, first connection)
-    samples: dict[str, list[float]] = {
-        k: [] for k in ("raw", "deploy", "prefect", "deploy-inflow", "prefect-inflow")
-    }
+    cli_run()
+    rss_start = rss_mib()
+    names = ("raw", "deploy", "cli", "cli-import", "prefect", "deploy-inflow", "prefect-inflow")
+    samples: dict[str, list[float]] = {k: [] for k in names}
     for _ in range(args.runs):  # interleaved, so drift hits all of them alike
         samples["raw"].append(timed(raw)[0])
         took, state = timed(noop)
         samples["deploy"].append(took)
         samples["deploy-inflow"].append(inflow(state))
+        samples["cli"].append(timed(cli_run)[0])
+        samples["cli-import"].append(timed(cli_import)[0])
         took, state = timed(empty_run)
         samples["prefect"].append(took)
         samples["prefect-inflow"].append(inflow(state))
+    rss_end = rss_mib()
     med = {k: statistics.median(v) for k, v in samples.items()}
     print(f"{'what':<16}{'median s':>10}{'min s':>10}{'max s':>10}")
     for k, v in samples.items():
         print(f"{k:<16}{med[k]:>10.3f}{min(v):>10.3f}{max(v):>10.3f}")
-    print(f"deploy/raw                           = {med['deploy'] / med['raw']:.2f}  (target <= 2.5)")
-    print(f"(deploy-prefect)/raw                 = {(med['deploy'] - med['prefect']) / med['raw']:.2f}")
+    deploy_ratio, cli_ratio = med["deploy"] / med["raw"], med["cli"] / med["raw"]
+    print(f"deploy/raw = {deploy_ratio:.2f}  {_verdict(deploy_ratio, DEPLOY_TARGET)}")
+    print(f"cli/raw    = {cli_ratio:.2f}  {_verdict(cli_ratio, CLI_TARGET)}")
     own = med["deploy-inflow"] - med["prefect-inflow"]
     print(f"(deploy-inflow - prefect-inflow)/raw = {own / med['raw']:.2f}  (our own work)")
+    poll = get_current_settings().runner.poll_frequency
+    print(f"a run handed to a served deployment adds the runner's polling: up to {poll} s")
+    print(f"memory of this process: {rss_start:.0f} MiB after the warm-up, {rss_end:.0f} MiB after the runs")
+
+
+def _verdict(ratio: float, target: float) -> str:
+    return f"(target <= {target}: {'met' if ratio <= target else 'NOT met'})"
 
 
 if __name__ == "__main__":
