@@ -15,6 +15,7 @@ from collections.abc import Sequence
 # Command modules, in the order `--help` lists them.
 COMMAND_MODULES = (
     "lab", "config", "blocks", "deploy", "backup", "dns", "serve", "rollback", "accounts", "canary",
+    "upgrade",
 )  # fmt: skip
 
 
@@ -30,10 +31,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def unreachable_prefect_api(exc: BaseException) -> bool:
+    """Prefect's client says "Failed to reach API at <url>" (a RuntimeError) when no server answers,
+    and httpx raises a ConnectError on a call made after that check."""
+    import httpx
+
+    if isinstance(exc, httpx.ConnectError):
+        return True
+    return isinstance(exc, RuntimeError) and str(exc).startswith("Failed to reach API at")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+    except Exception as exc:
+        if not unreachable_prefect_api(exc):
+            raise
+        from blocks.registry import prefect_server, where_hint
+
+        print(
+            f"mailu-flows {args.command}: {prefect_server()} does not answer ({exc}); start it "
+            f"(docs/setup.md, the Prefect server), or {where_hint()}",
+            file=sys.stderr,
+        )
+        return 2
     return code
 
 
