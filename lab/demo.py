@@ -1,8 +1,11 @@
 """`make demo`: the main job end to end on the lab, started through the deployments as the UI would.
 
-deploy -> dkim-publish -> dns-propagation-wait -> backup -> backup-verify (started by the backup's
-completion) -> rollback (teardown, volumes kept). Prints a summary table, the UI's URL and how to stop
-everything.
+deploy -> accounts -> dkim-publish -> dns-propagation-wait -> mail-canary -> backup -> backup-verify
+(started by the backup's completion) -> rollback (teardown, volumes kept). Prints a summary table, the
+UI's URL and how to stop everything.
+
+The demo serves `.lab/demo-stack.yaml`: the lab's config with the mail canary on (its mailbox declared
+in accounts, its password in the lab's block), unscheduled so that no probe runs after the teardown.
 """
 
 from __future__ import annotations
@@ -56,17 +59,21 @@ def main() -> int:
 
     from deployments.definitions import DEPLOYMENTS, deployment_id
     from lab.serving import ensure_serving
-    from mailu_core.config import load_stack_config
+    from lab.stack_config import with_canary
+    from mailu_core.config import dump_stack_config, load_stack_config
 
-    config_path = ep.lab_dir() / "stack.yaml"
-    cfg = load_stack_config(config_path)
+    config_path = ep.lab_dir() / "demo-stack.yaml"
+    cfg = with_canary(load_stack_config(ep.lab_dir() / "stack.yaml"))
+    config_path.write_text(dump_stack_config(cfg))
     print("demo: serving every deployment (mailu-flows serve) ...", flush=True)
     ensure_serving(config_path, restart=True)
     ids = {spec.name: deployment_id(spec) for spec in DEPLOYMENTS}
     steps: list[tuple[str, dict[str, Any]]] = [
         ("deploy", {}),
+        ("accounts", {}),  # deploy applied them already: this run plans no change
         ("dkim-publish", {}),
         ("dns-propagation-wait", {}),
+        ("mail-canary", {}),  # a probe each way, judged (DKIM, alignment, rspamd's verdict)
         ("backup", {}),
         ("backup-verify", {}),  # started by the backup's completion (event trigger): waited for
         ("rollback", {"mode": "teardown", "confirm": cfg.hostname}),

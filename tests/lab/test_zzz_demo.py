@@ -14,7 +14,16 @@ from lab import endpoints as ep
 
 pytestmark = pytest.mark.lab
 
-FLOWS = ("deploy", "dkim-publish", "dns-propagation-wait", "backup", "backup-verify", "rollback")
+FLOWS = (
+    "deploy",
+    "accounts",
+    "dkim-publish",
+    "dns-propagation-wait",
+    "mail-canary",
+    "backup",
+    "backup-verify",
+    "rollback",
+)
 
 
 def test_make_demo_runs_every_flow_to_completion(lab: dict[str, Any]) -> None:
