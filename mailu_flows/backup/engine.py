@@ -13,7 +13,8 @@ so a possibly torn file is never silent; pausing the service (`pause_services`) 
 other tar complaint fails the backup.
 
 Volumes are mounted with `--mount type=volume`, which takes only a volume name: even a hostile
-name could never become a bind mount of a host path.
+name could never become a bind mount of a host path (`mailu_flows.dockercmd` spells every command
+line and checks its operands).
 
 Each backup's manifest is signed with the signing-key block's key (`manifest.sig`); retention
 considers only signed backups of this stack, so files planted in the destination are never
@@ -52,7 +53,7 @@ from mailu_core.backup import (
 )
 from mailu_core.config import StackConfig
 from mailu_core.errors import MailuFlowsError
-from mailu_core.fields import DOCKER_NAME_PATTERN
+from mailu_flows import dockercmd
 from mailu_flows.backup.destination import Destination, Staging
 from mailu_flows.backup.gpg import CipherStats, Keyring, encrypt_stream, encryption_keyring
 from mailu_flows.backup.signing import BackupNotAuthentic, authentic_manifest
@@ -89,30 +90,16 @@ def helper_image(config: StackConfig) -> str:
     return config.images.redis
 
 
-_VOLUME_NAME = re.compile(DOCKER_NAME_PATTERN)
-
-
-def volume_mount(volume: str, target: str, *, read_only: bool) -> str:
-    """A `--mount` value for a named volume. `type=volume` never mounts a host path, and the name is
-    held to Docker's volume-name shape first (no `/`, no `,` that would add mount options)."""
-    if not _VOLUME_NAME.fullmatch(volume):
-        raise ValueError(f"{volume!r} is not a Docker volume name")
-    return f"type=volume,source={volume},target={target}" + (",readonly" if read_only else "")
-
-
 def helper_run(image: str, name: str, mounts: Sequence[str], entrypoint: str, args: Sequence[str],
                *, stdin: bool = False) -> str:  # fmt: skip
-    """`docker run` of a throwaway helper: no network, no log driver (stdout may be plaintext)."""
-    cmd = ["docker", "run", "--rm", *(["-i"] if stdin else []), "--name", name, "--network", "none",
-           "--log-driver", "none"]  # fmt: skip
-    for mount in mounts:
-        cmd += ["--mount", mount]
-    return shlex.join([*cmd, "--entrypoint", entrypoint, image, *args])
+    """`docker run` of a throwaway helper (`dockercmd.helper_run`), as one shell command: helpers run
+    as streams over a channel."""
+    return shlex.join(dockercmd.helper_run(image, name, mounts, entrypoint, args, stdin=stdin))
 
 
 def volume_source(volume: str, image: str, name: str) -> Source:
     command = helper_run(
-        image, name, [volume_mount(volume, "/v", read_only=True)], "tar",
+        image, name, [dockercmd.volume_mount(volume, "/v", read_only=True)], "tar",
         ["-C", "/v", "--numeric-owner", "-cf", "-", "."],
     )  # fmt: skip
     return Source(volume, "volume", command)
@@ -139,7 +126,7 @@ def stack_files_source(config: StackConfig, image: str, name: str) -> Source:
         dirs.append(layout.resolve(layout.certs_dir))
     inside: list[str] = []
     outside: list[str] = []
-    mounts = [f"type=bind,source={root},target=/s,readonly"]
+    mounts = [dockercmd.bind_mount(str(root), "/s")]
     mounted: set[PurePosixPath] = set()
     for path, is_dir in [*((f, False) for f in files), *((d, True) for d in dirs)]:
         if path.is_relative_to(root):
@@ -148,7 +135,7 @@ def stack_files_source(config: StackConfig, image: str, name: str) -> Source:
         directory = path if is_dir else path.parent
         if directory not in mounted:
             mounted.add(directory)
-            mounts.append(f"type=bind,source={directory},target=/{OUTSIDE_ROOT}{directory},readonly")
+            mounts.append(dockercmd.bind_mount(str(directory), f"/{OUTSIDE_ROOT}{directory}"))
         outside.append(f"{OUTSIDE_ROOT}{path}")
     # keep the paths that exist: relative to /s first; after `--`, relative to / (tar's `-C /`)
     script = (
@@ -163,24 +150,17 @@ def stack_files_source(config: StackConfig, image: str, name: str) -> Source:
 
 
 def _compose_container(host: Host, config: StackConfig, service: str) -> str | None:
-    out = host.run(
-        [
-            "docker",
-            "ps",
-            "-q",
-            "--filter",
-            f"label=com.docker.compose.project={config.mailu.compose_project}",
-            "--filter",
-            f"label=com.docker.compose.service={service}",
-        ]
-    ).text()
+    argv = dockercmd.ps(
+        dockercmd.project_filter(config.mailu.compose_project), dockercmd.service_filter(service)
+    )
+    out = host.run(argv).text()
     ids = out.split()
     return ids[0] if ids else None
 
 
 def missing_volumes(host: Host, volumes: Sequence[str]) -> list[str]:
     """Volumes that do not exist (`docker run -v` would silently create an empty one)."""
-    existing = set(host.run(["docker", "volume", "ls", "-q"]).text().split())
+    existing = set(host.run(dockercmd.volume_ls()).text().split())
     return [v for v in volumes if v not in existing]
 
 
@@ -381,16 +361,14 @@ def live_copy_note(entry: ArchiveEntry) -> str:
     )
 
 
-def _prepare_consistency(
-    host: Host, config: StackConfig, targets: Sequence[str], log: Log
-) -> list[str]:
+def _prepare_consistency(host: Host, config: StackConfig, targets: Sequence[str], log: Log) -> list[str]:
     notes = [f"{v}: copied live from a read-only mount" for v in targets]
     if config.volumes.redis in targets:
         redis = _compose_container(host, config, "redis")
         if redis is None:
             notes.append("redis: no running redis container; its volume copied as it is on disk")
         else:
-            host.run(["docker", "exec", redis, "redis-cli", "SAVE"], timeout=300)
+            host.run(dockercmd.exec_(redis, ["redis-cli", "SAVE"]), timeout=300)
             notes.append("redis: SAVE completed before the copy (dump.rdb is current)")
             log("redis: SAVE done")
     return notes
@@ -420,7 +398,7 @@ def _pause(host: Host, config: StackConfig, services: Sequence[str], log: Log) -
     for service in services:
         container = _compose_container(host, config, service)
         if container is not None:
-            host.run(["docker", "pause", container])
+            host.run(dockercmd.pause(container))
             paused.append(container)
             log(f"paused {service} while the volumes are read")
     return paused
@@ -428,7 +406,7 @@ def _pause(host: Host, config: StackConfig, services: Sequence[str], log: Log) -
 
 def _unpause(host: Host, containers: Sequence[str]) -> None:
     for container in containers:
-        host.run(["docker", "unpause", container], check=False)
+        host.run(dockercmd.unpause(container), check=False)
 
 
 def clean_host_leftovers(host: Host, config: StackConfig) -> list[str]:
@@ -439,17 +417,18 @@ def clean_host_leftovers(host: Host, config: StackConfig) -> list[str]:
     from mailu_flows.backup.postgres import ROLE_LABEL, STACK_LABEL
 
     found: list[str] = []
-    project = f"label=com.docker.compose.project={config.mailu.compose_project}"
-    paused = host.run(["docker", "ps", "-q", "--filter", project, "--filter", "status=paused"]).text().split()
+    project = dockercmd.project_filter(config.mailu.compose_project)
+    paused = host.run(dockercmd.ps(project, "status=paused")).text().split()
     for container in paused:
-        host.run(["docker", "unpause", container], check=False)
+        host.run(dockercmd.unpause(container), check=False)
         found.append(f"paused container {container}")
-    servers = host.run(
-        ["docker", "ps", "-aq", "--filter", f"label={STACK_LABEL}={config.name}", "--filter",
-         f"label={ROLE_LABEL}=restore"]
-    ).text().split()  # fmt: skip
+    stack, role = (
+        dockercmd.label_filter(STACK_LABEL, config.name),
+        dockercmd.label_filter(ROLE_LABEL, "restore"),
+    )
+    servers = host.run(dockercmd.ps(stack, role, all_states=True)).text().split()
     for container in servers:
-        host.run(["docker", "rm", "-f", container], check=False)
+        host.run(dockercmd.rm(container), check=False)
         found.append(f"throwaway PostgreSQL {container}")
     return found
 
@@ -457,9 +436,9 @@ def clean_host_leftovers(host: Host, config: StackConfig) -> list[str]:
 def _cleanup_containers(host: Host, run_tag: str) -> None:
     """Best effort: stop helper containers of a failed run (the connection may be gone)."""
     try:
-        ids = host.run(["docker", "ps", "-q", "--filter", f"name=mailu-backup-{run_tag}-"], check=False)
-        if ids.text().split():
-            host.run(["docker", "rm", "-f", *ids.text().split()], check=False)
+        ids = host.run(dockercmd.ps(f"name=mailu-backup-{run_tag}-"), check=False).text().split()
+        if ids:
+            host.run(dockercmd.rm(*ids), check=False)
     except Exception:  # a dead transport raises paramiko's own types, or AttributeError
         pass
 

@@ -22,7 +22,8 @@ from collections.abc import Iterator
 from mailu_core.config import StackConfig
 from mailu_core.render.secrets import secret_file_specs
 from mailu_core.services import POSTGRES_DATA_DIR
-from mailu_flows.backup.engine import helper_run, volume_mount
+from mailu_flows import dockercmd
+from mailu_flows.backup.engine import helper_run
 from mailu_flows.host import Host
 
 STACK_LABEL = "mailu-flows.stack"  # on throwaway servers and drill volumes: whose, so cleanup stays per stack
@@ -43,9 +44,7 @@ _WITH_PASSWORD = (
 def client_command(container: str, program: str, args: list[str], *, stdin: bool = False) -> str:
     """`docker exec` of a PostgreSQL client in `container`, authenticated from the server's password file."""
     script = _WITH_PASSWORD + 'exec "$@"'
-    return shlex.join(
-        ["docker", "exec", *(["-i"] if stdin else []), container, "sh", "-c", script, program, program, *args]
-    )
+    return shlex.join(dockercmd.exec_(container, ["sh", "-c", script, program, program, *args], stdin=stdin))
 
 
 def dump_command(container: str, config: StackConfig) -> str:
@@ -78,7 +77,7 @@ def empty_volume(host: Host, config: StackConfig, volume: str) -> None:
     from mailu_flows.backup.engine import helper_image
 
     name = f"mailu-restore-{uuid.uuid4().hex[:8]}"
-    mount = volume_mount(volume, "/v", read_only=False)
+    mount = dockercmd.volume_mount(volume, "/v", read_only=False)
     host.run(helper_run(helper_image(config), name, [mount], "sh", ["-c", "find /v -mindepth 1 -delete"]))
 
 
@@ -96,25 +95,26 @@ def throwaway_server(
     if image is None:
         raise ValueError("images.postgres is not set: a database dump needs the PostgreSQL image to restore")
     name = f"mailu-restore-pg-{uuid.uuid4().hex[:8]}"
-    run = ["docker", "run", "-d", "--name", name, "--network", "none", "--log-driver", "none",
-           "--label", f"{STACK_LABEL}={config.name}", "--label", f"{ROLE_LABEL}={role}",
-           "--mount", volume_mount(volume, POSTGRES_DATA_DIR, read_only=False),
-           "-e", f"POSTGRES_USER={db.user}", "-e", f"POSTGRES_DB={db.name}",
-           "-e", f"PGDATA={POSTGRES_DATA_DIR}"]  # fmt: skip
+    mounts = [dockercmd.volume_mount(volume, POSTGRES_DATA_DIR, read_only=False)]
+    env = [f"POSTGRES_USER={db.user}", f"POSTGRES_DB={db.name}", f"PGDATA={POSTGRES_DATA_DIR}"]
+    draw = ""
     if password_file is not None:
-        secret = f"type=bind,source={password_file},target={PASSWORD_FILE_IN_CONTAINER},readonly"
-        run += ["--mount", secret, "-e", f"POSTGRES_PASSWORD_FILE={PASSWORD_FILE_IN_CONTAINER}"]
-        command = shlex.join([*run, image])
+        mounts.append(dockercmd.bind_mount(password_file, PASSWORD_FILE_IN_CONTAINER))
+        env.append(f"POSTGRES_PASSWORD_FILE={PASSWORD_FILE_IN_CONTAINER}")
     else:
-        run += ["-e", "POSTGRES_PASSWORD"]  # the value comes from the environment set just before
+        env.append("POSTGRES_PASSWORD")  # the value comes from the environment set just before
         draw = "POSTGRES_PASSWORD=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \\n'); export POSTGRES_PASSWORD; "
-        command = draw + shlex.join([*run, image])
+    run = dockercmd.run(
+        image, container_name=name, remove=False, detach=True, log_driver="none", mounts=mounts, env=env,
+        labels={STACK_LABEL: config.name, ROLE_LABEL: role},
+    )  # fmt: skip
+    command = draw + shlex.join(run)
     try:
         host.run(command, timeout=120)
         deadline = time.monotonic() + READY_TIMEOUT_S
         ready = client_command(name, "pg_isready", ["-q", "-h", "127.0.0.1", "-U", db.user, "-d", db.name])
         while not host.run(ready, check=False, timeout=30).ok:
-            inspect = ["docker", "inspect", "-f", "{{.State.Running}}", name]
+            inspect = dockercmd.inspect(name, format="{{.State.Running}}")
             state = host.run(inspect, check=False).text().strip()
             if state != "true" or time.monotonic() > deadline:
                 # its log is not kept (--log-driver none: pg_restore errors may quote rows)
@@ -123,10 +123,9 @@ def throwaway_server(
             time.sleep(0.5)
         yield name
     finally:
-        host.run(["docker", "stop", "-t", "60", name], check=False, timeout=120)  # clean: a checkpoint
-        host.run(["docker", "rm", "-f", name], check=False)
+        host.run(dockercmd.stop(name, timeout_s=60), check=False, timeout=120)  # clean: a checkpoint
+        host.run(dockercmd.rm(name), check=False)
 
 
 def count_tables(host: Host, config: StackConfig, container: str) -> int:
     return int(host.run(table_count_command(container, config), timeout=120).text().strip() or "0")
-

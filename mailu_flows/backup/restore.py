@@ -21,6 +21,7 @@ from blocks.gpg import GpgBackupPrivateKey, GpgBackupPublicKey
 from mailu_core.backup import PG_DUMP, CheckResult
 from mailu_core.config import StackConfig
 from mailu_core.errors import MailuFlowsError
+from mailu_flows import dockercmd
 from mailu_flows.backup.destination import Destination
 from mailu_flows.backup.engine import clean_host_leftovers, helper_image, missing_volumes, run_backup
 from mailu_flows.backup.gpg import decryption_keyring
@@ -51,7 +52,7 @@ def volumes_in_use(host: Host, volumes: Sequence[str]) -> dict[str, list[str]]:
     """Running containers (names) per volume."""
     busy: dict[str, list[str]] = {}
     for volume in volumes:
-        cmd = ["docker", "ps", "--filter", f"volume={volume}", "--format", "{{.Names}}"]
+        cmd = dockercmd.ps(f"volume={dockercmd.name(volume, 'Docker volume')}", format="{{.Names}}")
         names = host.run(cmd).text().split()
         if names:
             busy[volume] = names

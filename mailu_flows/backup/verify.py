@@ -30,8 +30,9 @@ from mailu_core.backup import (
     signing_key_id,
 )
 from mailu_core.config import StackConfig
+from mailu_flows import dockercmd
 from mailu_flows.backup.destination import Destination
-from mailu_flows.backup.engine import helper_image, helper_run, volume_mount
+from mailu_flows.backup.engine import helper_image, helper_run
 from mailu_flows.backup.gpg import GpgError, Keyring, decrypt_stream, decryption_keyring
 from mailu_flows.backup.signing import BackupNotAuthentic, authentic_manifest
 from mailu_flows.backup.stream import CHUNK, StreamIn, TarInspector, TarReport, stream_out
@@ -40,6 +41,7 @@ from mailu_flows.remote import RemoteError
 
 DEFAULT_THROUGHPUT = 50e6  # bytes/s assumed before a run has measured one
 STATE = "verify"
+SCRATCH_LABEL = "mailu-flows.scratch"  # on the drill's decrypted scratch volumes
 DkimDnsCheck = Callable[[str, bytes], CheckResult]
 
 
@@ -54,13 +56,15 @@ class ArchiveReadResult:
 def restore_command(volume: str, image: str, name: str) -> str:
     """Empty the volume, then extract stdin into it keeping owners and modes (as root in a container)."""
     script = "find /v -mindepth 1 -delete && tar -C /v --numeric-owner -xpf - && cat >/dev/null"
-    mount = volume_mount(volume, "/v", read_only=False)
+    mount = dockercmd.volume_mount(volume, "/v", read_only=False)
     return helper_run(image, name, [mount], "sh", ["-c", script], stdin=True)
 
 
 def hash_command(volume: str, image: str, name: str) -> str:
     script = "cd /v && find . -type f -print0 | xargs -0r sha256sum"
-    return helper_run(image, name, [volume_mount(volume, "/v", read_only=True)], "sh", ["-c", script])
+    return helper_run(
+        image, name, [dockercmd.volume_mount(volume, "/v", read_only=True)], "sh", ["-c", script]
+    )
 
 
 def compare_volume_hashes(
@@ -273,8 +277,7 @@ def _scratch_volume(host: Host, stack: str) -> str:
     from mailu_flows.backup.postgres import STACK_LABEL
 
     name = f"mailu-drill-{uuid.uuid4().hex[:10]}"
-    labels = ["--label", "mailu-flows.scratch=restore-drill", "--label", f"{STACK_LABEL}={stack}"]
-    host.run(["docker", "volume", "create", *labels, name])
+    host.run(dockercmd.volume_create(name, {SCRATCH_LABEL: "restore-drill", STACK_LABEL: stack}))
     return name
 
 
@@ -284,16 +287,16 @@ def clean_drill_leftovers(host: Host, config: StackConfig) -> list[str]:
     and nothing else makes these."""
     from mailu_flows.backup.postgres import ROLE_LABEL, STACK_LABEL
 
-    stack = f"label={STACK_LABEL}={config.name}"
+    stack = dockercmd.label_filter(STACK_LABEL, config.name)
     found: list[str] = []
-    servers = host.run(["docker", "ps", "-aq", "--filter", stack, "--filter", f"label={ROLE_LABEL}=drill"])
+    servers = host.run(dockercmd.ps(stack, dockercmd.label_filter(ROLE_LABEL, "drill"), all_states=True))
     for container in servers.text().split():
-        host.run(["docker", "rm", "-f", container], check=False)
+        host.run(dockercmd.rm(container), check=False)
         found.append(f"throwaway PostgreSQL {container}")
-    scratch = "label=mailu-flows.scratch=restore-drill"
-    volumes = host.run(["docker", "volume", "ls", "-q", "--filter", scratch, "--filter", stack])
+    scratch = dockercmd.label_filter(SCRATCH_LABEL, "restore-drill")
+    volumes = host.run(dockercmd.volume_ls(scratch, stack))
     for volume in volumes.text().split():
-        host.run(["docker", "volume", "rm", "-f", volume], check=False)
+        host.run(dockercmd.volume_rm(volume), check=False)
         found.append(f"restore-drill volume {volume}")
     return found
 
@@ -406,7 +409,7 @@ def verify_backup(
                         )  # fmt: skip
                 finally:
                     if scratch is not None and host is not None:
-                        host.run(["docker", "volume", "rm", "-f", scratch], check=False)
+                        host.run(dockercmd.volume_rm(scratch), check=False)
                 rows += result.rows
                 read_bytes += archive.cipher_bytes
                 if capture:

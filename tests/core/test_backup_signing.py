@@ -32,8 +32,9 @@ from mailu_core.backup import (
 )
 from mailu_core.config import StackConfig
 from mailu_flows.backup.destination import LocalDirectory, UnsafeName, safe_member
-from mailu_flows.backup.engine import changed_while_read, prune, volume_mount
+from mailu_flows.backup.engine import changed_while_read, prune
 from mailu_flows.backup.signing import BackupNotAuthentic, authentic_manifest
+from mailu_flows.dockercmd import volume_mount
 from tests.core.test_config import MINIMAL
 
 KEY = b"k" * 40
