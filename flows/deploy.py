@@ -11,6 +11,8 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import Field, SecretStr
 
 from blocks import MailuSecrets, load_block
+from flows.accounts import SecretBlockPasswords
+from flows.canary import canary_password
 from flows.naming import artifact_key, flow_name, run_namer
 from mailu_core.config import StackConfig
 from mailu_core.dns import Record
@@ -22,6 +24,13 @@ from mailu_flows.dns.provider import DnsError
 from mailu_flows.remote import HostLock, RemoteError, RemoteHost
 from tasks.dns import DkimSelectors, desired_for, dkim_txt_for, dns_plan, publish_records
 from tasks.host import connect_host
+from tasks.post_deploy import (
+    accounts_after_release,
+    accounts_failure,
+    canary_after_release,
+    canary_round_trip,
+    return_to_previous_release,
+)
 
 
 class BlockSecretsStore(SecretsStore):
@@ -87,16 +96,21 @@ def deploy(
     dry_run: bool = False,
     lock_wait_s: Annotated[int, Field(ge=0, le=3600)] = 60,
     publish_dns: bool = True,
+    canary: bool = True,
 ) -> dict[str, Any]:
     """Render, preflight, write only what differs, `compose up` only when needed, check through
-    Traefik; on failure put the last good release back and fail with the reason. Then (unless
-    `publish_dns` is off) the DNS step: a DNS failure fails the run but keeps the good release.
+    Traefik; on failure put the last good release back and fail with the reason. Still under the host
+    lock, apply the accounts section (never forced; a failure keeps the release). Then (unless
+    `publish_dns` is off) the DNS step: a DNS failure fails the run but keeps the good release. Last,
+    one mail-canary round trip: a release that does not deliver mail is undone like a failed check.
 
     Args:
         config: The stack: host, Mailu settings, images, DNS, backup (the stack config file's values).
         dry_run: Show the plan (files, services, DNS) and change nothing.
         lock_wait_s: Seconds to wait for the host lock held by another run (0 to 3600).
         publish_dns: After a good release, publish DNS, then run dkim-publish and the propagation wait.
+        canary: After a good release, send and fetch one mail-canary message (when blocks.canary_password
+            is set); a failure returns to the previous good release and fails the run.
     """
     from prefect.runtime import flow_run
 
@@ -105,20 +119,23 @@ def deploy(
     dkim: DkimSelectors | None = None
     dkim_error: Exception | None = None
     dns_plan_md: str | None = None
+    accounts: dict[str, Any] | None = None
+    accounts_error: Exception | None = None
+    holder = f"deploy (flow run {flow_run.get_name() or flow_run.get_id()})"
     try:
         if dry_run:
             result = converge(config, host, True)
             if publish_dns:
                 dns_plan_md = dry_run_dns_plan(config, host)
         else:
-            lock = HostLock(
-                host,
-                config.paths.lock_file,
-                f"deploy (flow run {flow_run.get_name() or flow_run.get_id()})",
-            )
+            lock = HostLock(host, config.paths.lock_file, holder)
             lock.acquire(wait_s=lock_wait_s)
             try:
                 result = converge(config, host, False)
+                try:  # the engine, not the accounts flow: that flow would wait for this lock
+                    accounts = accounts_after_release(config, host, SecretBlockPasswords())
+                except Exception as exc:  # after a good release: reported at the end, never undone
+                    accounts_error = exc
             finally:
                 lock.release()
             if publish_dns:
@@ -135,10 +152,32 @@ def deploy(
             description="Post-deploy checks",
         )
     get_run_logger().info("deploy: %s", result.summary)
-    dns = run_dns_step(config, result, dkim, dkim_error, lock_wait_s) if publish_dns and not dry_run else None
+    try:
+        dns = (
+            run_dns_step(config, result, dkim, dkim_error, lock_wait_s)
+            if publish_dns and not dry_run
+            else None
+        )
+    except DnsStepFailed as exc:
+        if accounts_error is None:
+            raise
+        raise DnsStepFailed(f"{exc}; the accounts step failed too: {accounts_error}") from exc
     certificate = None
     if result.awaiting_certificate and not dry_run:
         certificate = certificates(config)  # raises at its deadline; the release stays
+    mail = None
+    if not dry_run:
+        if accounts_error is not None:
+            raise accounts_failure(result.release_id, accounts_error) from accounts_error
+        mail = canary_after_release(
+            config,
+            enabled=canary,
+            release=result.release_id,
+            changed=result.changed,
+            round_trip=lambda: canary_round_trip(config, canary_password),
+            go_back=lambda: return_to_previous_release(config, str(result.release_id), lock_wait_s, holder),
+            log=get_run_logger().info,
+        ).as_dict()
     plan = None
     if dry_run:
         plan = result.plan.markdown() + (f"\n{dns_plan_md}" if dns_plan_md else "")
@@ -152,6 +191,8 @@ def deploy(
         "dns": dns,
         "waits_for": result.plan.waits_for,
         "certificate": certificate,
+        "accounts": accounts,
+        "canary": mail,
     }
 
 
