@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from mailu_core.accounts import AccountUser, Change, Current, Plan, TooManyDeletes, is_password_hash, plan
 from mailu_core.config import StackConfig
 from mailu_core.errors import MailuFlowsError
-from mailu_flows.deploy.engine import compose_args
+from mailu_flows import dockercmd
 from mailu_flows.deploy.mailu_api import api_calls
 from mailu_flows.host import Host
 
@@ -89,7 +89,9 @@ class MailuAccountsApi:
         self.cfg, self.host, self._token = cfg, host, token
 
     def _calls(self, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return api_calls(self.host, compose_args(self.cfg), self.cfg.mailu.api_path, self._token, calls)
+        return api_calls(
+            self.host, dockercmd.stack_compose(self.cfg), self.cfg.mailu.api_path, self._token, calls
+        )
 
     def read(self) -> Current:
         paths = ["/domain", "/alternative", "/relay", "/user", "/alias"]
@@ -112,7 +114,9 @@ class MailuAccountsApi:
         """Mailu's own `config-import --update`, the hash on stdin (never on a command line)."""
         doc = json.dumps({"user": [{"email": email, "password": password_hash}]})
         script = "cd /app && flask mailu config-import --update --quiet -"
-        cmd = shlex.join([*compose_args(self.cfg), "exec", "-T", "admin", "sh", "-c", script])
+        cmd = shlex.join(
+            dockercmd.compose_exec(dockercmd.stack_compose(self.cfg), "admin", ["sh", "-c", script])
+        )
         self.host.run(cmd, stdin=doc.encode())
 
 

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from mailu_flows import dockercmd
 from mailu_flows.host import Host
 
 __all__ = [
@@ -47,11 +48,6 @@ T = TypeVar("T")
 
 FACTS_SECTION = "@@mailu-flows@@"  # starts the line that names the next fact's output
 NO_DAEMON = "no-daemon"  # docker_version when the CLI is there but its daemon does not answer
-
-
-def _go_template(text: str) -> str:
-    """A docker `--format` template, quoted for sh."""
-    return shlex.quote(text)
 
 
 @dataclass(frozen=True)
@@ -120,9 +116,10 @@ class Containers(Fact[list[Container]]):
     name: str = "containers"
 
     def command(self) -> str:
-        label = shlex.quote(f"label=com.docker.compose.project={self.project}")
-        return f"""ids=$(docker ps -aq --filter {label})
-if [ -n "$ids" ]; then docker inspect $ids; else echo '[]'; fi"""
+        ps = shlex.join(dockercmd.ps(dockercmd.project_filter(self.project), all_states=True))
+        inspect = shlex.join(dockercmd.inspect())
+        return f"""ids=$({ps})
+if [ -n "$ids" ]; then {inspect} $ids; else echo '[]'; fi"""
 
     def parse(self, output: str) -> list[Container]:
         containers = []
@@ -149,7 +146,7 @@ class Networks(Fact[set[str]]):
     name: str = "networks"
 
     def command(self) -> str:
-        return f"docker network ls --format {_go_template('{{.Name}}')}"
+        return shlex.join(dockercmd.network_ls(format="{{.Name}}"))
 
     def parse(self, output: str) -> set[str]:
         return set(output.split())
@@ -160,7 +157,7 @@ class Volumes(Fact[set[str]]):
     name: str = "volumes"
 
     def command(self) -> str:
-        return f"docker volume ls --format {_go_template('{{.Name}}')}"
+        return shlex.join(dockercmd.volume_ls(format="{{.Name}}"))
 
     def parse(self, output: str) -> set[str]:
         return set(output.split())
@@ -174,10 +171,10 @@ class Versions(Fact[tuple[str, str]]):
     name: str = "versions"
 
     def command(self) -> str:
-        template = _go_template("{{.Server.Version}}")
-        return f"""docker version --format {template} 2>/dev/null \\
+        version = shlex.join(dockercmd.version(format="{{.Server.Version}}"))
+        return f"""{version} 2>/dev/null \\
   || {{ command -v docker >/dev/null && echo {NO_DAEMON} || echo none; }}
-docker compose version --short 2>/dev/null || echo none"""
+{shlex.join(dockercmd.compose_version())} 2>/dev/null || echo none"""
 
     def parse(self, output: str) -> tuple[str, str]:
         words = output.split()
@@ -205,8 +202,7 @@ class PublishedPorts(Fact[dict[int, str]]):
     name: str = "published"
 
     def command(self) -> str:
-        template = _go_template("{{.Names}}\t{{.Ports}}")
-        return f"docker ps --format {template}"
+        return shlex.join(dockercmd.ps(format="{{.Names}}\t{{.Ports}}"))
 
     def parse(self, output: str) -> dict[int, str]:
         published: dict[int, str] = {}
@@ -226,8 +222,8 @@ class ContainerAddresses(Fact[dict[str, set[str]]]):
     name: str = "ips"
 
     def command(self) -> str:
-        template = _go_template("{{.Name}}{{range .NetworkSettings.Networks}} {{.IPAddress}}{{end}}")
-        return f"docker ps -q | xargs -r docker inspect --format {template}"
+        template = "{{.Name}}{{range .NetworkSettings.Networks}} {{.IPAddress}}{{end}}"
+        return f"{shlex.join(dockercmd.ps())} | xargs -r {shlex.join(dockercmd.inspect(format=template))}"
 
     def parse(self, output: str) -> dict[str, set[str]]:
         addresses: dict[str, set[str]] = {}
@@ -245,8 +241,8 @@ class DiskFree(Fact[int]):
     name: str = "disk"
 
     def command(self) -> str:
-        template = _go_template("{{.DockerRootDir}}")
-        return f"""root=$(docker info --format {template} 2>/dev/null || echo /)
+        info = shlex.join(dockercmd.info(format="{{.DockerRootDir}}"))
+        return f"""root=$({info} 2>/dev/null || echo /)
 df -Pk "$root" 2>/dev/null | awk 'NR==2 {{print $4}}'"""
 
     def parse(self, output: str) -> int:
@@ -280,9 +276,10 @@ class LocalImages(Fact[set[str]]):
     name: str = "images"
 
     def command(self) -> str:
-        refs = " ".join(shlex.quote(i) for i in self.images)
-        inspect = f"docker image inspect --format {_go_template('{{.Id}}')}"
-        return f'for i in {refs}; do {inspect} "$i" >/dev/null 2>&1 && echo "$i"; done'
+        inspect = [
+            (shlex.join(dockercmd.image_inspect(i, format="{{.Id}}")), shlex.quote(i)) for i in self.images
+        ]
+        return "; ".join(f"{{ {probe} >/dev/null 2>&1 && echo {ref}; }}" for probe, ref in inspect) or "true"
 
     def parse(self, output: str) -> set[str]:
         return set(output.split())
