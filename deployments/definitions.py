@@ -108,6 +108,12 @@ DEPLOYMENTS: tuple[DeploymentSpec, ...] = (
         wanted=lambda cfg: cfg.blocks.canary_password is not None,
     ),
     DeploymentSpec(
+        "upgrade",
+        "flows/upgrade.py:upgrade",
+        "Manual only: a newer Mailu release (backup, verify, deploy, canary; back with admin's data on "
+        "failure); needs confirm = the mail hostname.",
+    ),
+    DeploymentSpec(
         "rollback",
         "flows/rollback.py:rollback",
         "Manual only: previous-release or teardown; needs confirm = the mail hostname.",

@@ -51,7 +51,8 @@ class ImageChange:
 
     @property
     def changed(self) -> bool:
-        return self.old != self.new
+        """A different image: the digests differ (an informative `:tag` in the old pin is no change)."""
+        return self.old.rsplit("@", 1)[-1] != self.new.rsplit("@", 1)[-1]
 
 
 @dataclass(frozen=True)
