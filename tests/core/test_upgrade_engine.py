@@ -78,8 +78,8 @@ def fake_host(cfg: StackConfig, *releases: Release) -> FakeHost:
 class Steps:
     """Fake backup/verify/deploy/restore/canary, recording what ran, in order."""
 
-    def __init__(self, host: FakeHost, cfg: StackConfig, **fail: Any) -> None:
-        self.host, self.cfg, self.fail = host, cfg, fail
+    def __init__(self, host: FakeHost, cfg: StackConfig, fail: dict[str, Any] | None = None) -> None:
+        self.host, self.cfg, self.fail = host, cfg, fail or {}
         self.events: list[str] = []
         self.stopped_before_restore: list[str] = []
 
@@ -121,12 +121,15 @@ class Steps:
 
 
 def setup(
-    cfg: StackConfig | None = None, digests: dict[str, str] | None = None, **fail: Any
+    cfg: StackConfig | None = None,
+    digests: dict[str, str] | None = None,
+    *,
+    fail: dict[str, Any] | None = None,
 ) -> tuple[StackConfig, UpgradePlan, FakeHost, Steps]:
     cfg = cfg or base_config()
     plan = plan_upgrade(cfg, TAG, digests or NEW)
     host = fake_host(cfg, release(cfg, "20261130T020000000000Z"))
-    return cfg, plan, host, Steps(host, cfg, **fail)
+    return cfg, plan, host, Steps(host, cfg, fail)
 
 
 def stops(host: FakeHost) -> list[str]:
@@ -147,10 +150,13 @@ def test_a_good_upgrade_backs_up_verifies_deploys_the_new_pins_and_runs_the_cana
 def test_the_deploy_gets_the_config_pinned_to_the_new_digests_not_the_file() -> None:
     cfg, plan, host, steps = setup()
     deployed: list[StackConfig] = []
+
+    def deploy(config: StackConfig) -> DeployResult:
+        deployed.append(config)
+        return steps.deploy(config)
+
     wired = steps.wired(canary=False)
-    Upgrade(cfg, plan, TAG, host, UpgradeSteps(
-        wired.backup, wired.verify, lambda c: deployed.append(c) or steps.deploy(c), wired.restore
-    )).run()  # fmt: skip
+    Upgrade(cfg, plan, TAG, host, UpgradeSteps(wired.backup, wired.verify, deploy, wired.restore)).run()
     assert deployed[0].images.admin == f"{repository_of(cfg.images.admin)}@{NEW['admin']}"
     assert deployed[0].images.redis == cfg.images.redis  # not one of Mailu's images
     assert cfg.images.admin != deployed[0].images.admin  # the caller's config is untouched
@@ -186,14 +192,14 @@ def test_a_host_running_other_images_than_the_config_is_refused_before_any_backu
 
 
 def test_a_backup_that_fails_verification_stops_before_the_deploy() -> None:
-    cfg, plan, host, steps = setup(verify=["sha256 of mail.tar.gpg: mismatch"])
+    cfg, plan, host, steps = setup(fail={"verify": ["sha256 of mail.tar.gpg: mismatch"]})
     with pytest.raises(UpgradeRefused, match=r"failed verification: sha256 of mail\.tar\.gpg"):
         Upgrade(cfg, plan, TAG, host, steps.wired()).run()
     assert steps.events == ["backup", f"verify {BACKUP}"]
 
 
 def test_a_refused_preflight_changes_nothing_and_restores_nothing() -> None:
-    cfg, plan, host, steps = setup(**{"deploy new": PreflightFailed("preflight failed: disk")})
+    cfg, plan, host, steps = setup(fail={"deploy new": PreflightFailed("preflight failed: disk")})
     with pytest.raises(UpgradeRefused, match="preflight refused it, nothing on the stack changed"):
         Upgrade(cfg, plan, TAG, host, steps.wired()).run()
     assert steps.events == ["backup", f"verify {BACKUP}", "deploy new"]
@@ -202,7 +208,7 @@ def test_a_refused_preflight_changes_nothing_and_restores_nothing() -> None:
 
 def test_a_failed_deploy_stops_admin_restores_its_volume_then_deploys_the_previous_config() -> None:
     cfg, plan, host, steps = setup(
-        **{"deploy new": DeployError("post-deploy checks failed: admin unhealthy")}
+        fail={"deploy new": DeployError("post-deploy checks failed: admin unhealthy")}
     )
     with pytest.raises(UpgradeFailed) as failed:
         Upgrade(cfg, plan, TAG, host, steps.wired()).run()
@@ -218,7 +224,7 @@ def test_a_failed_deploy_stops_admin_restores_its_volume_then_deploys_the_previo
 def test_when_admins_image_does_not_change_nothing_is_stopped_or_restored() -> None:
     cfg = base_config()
     same_admin = {**NEW, "admin": cfg.images.admin.split("@")[1]}
-    cfg, plan, host, steps = setup(cfg, same_admin, **{"deploy new": DeployError("front unhealthy")})
+    cfg, plan, host, steps = setup(cfg, same_admin, fail={"deploy new": DeployError("front unhealthy")})
     assert not plan.admin_changes
     with pytest.raises(UpgradeFailed, match="admin's image did not change: no data restored"):
         Upgrade(cfg, plan, TAG, host, steps.wired()).run()
@@ -227,7 +233,7 @@ def test_when_admins_image_does_not_change_nothing_is_stopped_or_restored() -> N
 
 
 def test_a_failed_canary_returns_and_marks_the_upgrade_release_rolled_back() -> None:
-    cfg, plan, host, steps = setup(canary=["submit: 451 4.7.1 try again later"])
+    cfg, plan, host, steps = setup(fail={"canary": ["submit: 451 4.7.1 try again later"]})
     with pytest.raises(UpgradeFailed, match="the mail canary failed: submit: 451"):
         Upgrade(cfg, plan, TAG, host, steps.wired()).run()
     assert steps.events == [
@@ -241,7 +247,7 @@ def test_a_failed_canary_returns_and_marks_the_upgrade_release_rolled_back() -> 
 
 def test_a_failed_restore_leaves_admin_stopped_and_never_starts_the_old_images() -> None:
     cfg, plan, host, steps = setup(
-        **{"deploy new": DeployError("admin unhealthy"), "restore": RuntimeError("gpg: decryption failed")}
+        fail={"deploy new": DeployError("admin unhealthy"), "restore": RuntimeError("gpg: decryption failed")}
     )
     with pytest.raises(UpgradeFailed) as failed:
         Upgrade(cfg, plan, TAG, host, steps.wired()).run()
@@ -252,7 +258,7 @@ def test_a_failed_restore_leaves_admin_stopped_and_never_starts_the_old_images()
 
 def test_a_failed_return_names_both_failures() -> None:
     cfg, plan, host, steps = setup(
-        **{"deploy new": DeployError("admin unhealthy"), "deploy old": DeployError("front unhealthy")}
+        fail={"deploy new": DeployError("admin unhealthy"), "deploy old": DeployError("front unhealthy")}
     )
     also = r"admin unhealthy.*returning to the previous release ALSO failed: front unhealthy"
     with pytest.raises(UpgradeFailed, match=also):
