@@ -12,6 +12,7 @@ APT_PACKAGES=(
   pebble
   gnupg
   prometheus prometheus-blackbox-exporter
+  postgresql  # the PostgreSQL-backed Prefect server the workers test runs on (lab/prefect_pg.py)
   iproute2 procps ca-certificates curl
   chromium
 )

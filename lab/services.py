@@ -106,6 +106,16 @@ def prefect_healthy() -> bool:
         return False
 
 
+def prefect_encryption_key_file() -> Path:
+    """The lab's block encryption key (0600), made once; every lab Prefect server encrypts blocks with it."""
+    key_file = secrets_dir() / "prefect-encryption-key"
+    if not key_file.exists():
+        from cryptography.fernet import Fernet
+
+        write_atomic(key_file, Fernet.generate_key().decode())
+    return key_file
+
+
 def ensure_prefect() -> str:
     """A Prefect server with its UI on loopback; blocks are encrypted at rest with a lab key."""
     if prefect_healthy():

@@ -81,9 +81,11 @@ def lab_down(remove_images: bool = False) -> list[str]:
     from lab.cf_emulator import stop_cf_emulator
     from lab.dns import stop_dns
     from lab.pebble import stop_pebble
+    from lab.prefect_pg import stop_prefect_pg
     from lab.procs import stop_daemon
 
     done: list[str] = [name for name in ("serve", "webhook") if stop_daemon(name)]
+    done += stop_prefect_pg()  # started on demand (tests/lab/test_workers.py): workers, server, PostgreSQL
     done += services.stop_services()
     stop_cf_emulator()
     stop_pebble()
