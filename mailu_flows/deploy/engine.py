@@ -18,6 +18,7 @@ from pathlib import PurePosixPath
 from mailu_core.config import StackConfig
 from mailu_core.errors import MailuFlowsError
 from mailu_core.render import RenderedStack, render_stack
+from mailu_flows import dockercmd
 from mailu_flows.deploy.certificates import certificate_present, uses_acme, waiting_check
 from mailu_flows.deploy.hoststate import HostState, read_host_state
 from mailu_flows.deploy.monitoring import (
@@ -86,8 +87,8 @@ def config_checksum(cfg: StackConfig) -> str:
 
 
 def compose_args(cfg: StackConfig) -> list[str]:
-    compose_file = str(cfg.host.resolve(cfg.host.compose_file))
-    return ["docker", "compose", "-p", cfg.mailu.compose_project, "-f", compose_file]
+    """The stack's compose base (`dockercmd.stack_compose`), kept under its old name for callers."""
+    return dockercmd.stack_compose(cfg)
 
 
 @dataclass
@@ -197,19 +198,22 @@ class Deployer:
         deploy user may not belong to that group, so a root container from the stack's own admin image
         does it (no network, the file alone mounted); the owner stays the deploy user."""
         script = f"chgrp {gid} /secret && chmod {mode:o} /secret"
-        self.host.run(
-            shlex.join(
-                [
-                    "docker", "run", "--rm", "--network", "none", "--user", "0:0",
-                    "--entrypoint", "/bin/sh", "-v", f"{path}:/secret", self.cfg.images.admin,
-                    "-c", script,
-                ]
-            ),
-            timeout=120,
-        )  # fmt: skip
+        argv = dockercmd.run(
+            self.cfg.images.admin,
+            ["-c", script],
+            user="0:0",
+            entrypoint="/bin/sh",
+            mounts=[dockercmd.bind_mount(path, "/secret", read_only=False)],
+        )
+        self.host.run(shlex.join(argv), timeout=120)
 
     def compose(self, *args: str, timeout: float = 600) -> str:
-        return self.host.run(shlex.join([*compose_args(self.cfg), *args]), timeout=timeout).text()
+        """`docker compose` of this stack with `args` (its project and compose file first)."""
+        return self.run_argv([*dockercmd.stack_compose(self.cfg), *args], timeout=timeout)
+
+    def run_argv(self, argv: list[str], timeout: float = 600) -> str:
+        """A `dockercmd` command line on the host; its stdout."""
+        return self.host.run(shlex.join(argv), timeout=timeout).text()
 
     def compose_dry_run(self) -> str:
         """What `docker compose up --dry-run` would do with the new files, without touching the live ones:
@@ -231,8 +235,8 @@ class Deployer:
             self.host.run("mkdir -p " + " ".join(shlex.quote(d) for d in sorted(dirs)))
             for path, content in writes.items():
                 self.host.write_file(path, content, mode=0o600)
-            args = compose_args(scratch)
-            result = self.host.run(shlex.join([*args, "up", "--dry-run", "--detach"]), check=False)
+            up = dockercmd.compose_up(dockercmd.stack_compose(scratch), wait_timeout_s=None, dry_run=True)
+            result = self.host.run(shlex.join(up), check=False)
             text = (result.stdout + result.stderr).decode(errors="replace")
             return "\n".join(line for line in text.splitlines() if "DRY-RUN MODE" in line or "rror" in line)
         finally:
@@ -241,25 +245,26 @@ class Deployer:
     def converge_containers(self, plan: DeployPlan | None = None) -> None:
         """`compose up`, then recreate the running services whose secret files this run rewrote: compose
         compares only its own config, and Mailu reads a secret file once, at start."""
-        self.compose("config", "--quiet")
+        base = dockercmd.stack_compose(self.cfg)
+        self.run_argv(dockercmd.compose_config(base))
         if self.awaiting_certificate:
             self._up_without_front_health()
         else:
-            self.compose("up", "--detach", "--wait", "--wait-timeout", "240", timeout=900)
+            self.run_argv(dockercmd.compose_up(base), timeout=900)
         stale = plan.services_to_recreate if plan else []
         if stale:
             self.log(f"recreating {', '.join(stale)}: their secret files changed")
-            self.compose(
-                "up", "--detach", "--wait", "--wait-timeout", "240", "--force-recreate", "--no-deps", *stale,
-                timeout=900,
-            )  # fmt: skip
+            up = dockercmd.compose_up(base, *stale, force_recreate=True, no_deps=True)
+            self.run_argv(up, timeout=900)
 
     def _up_without_front_health(self, limit_s: float = 240.0) -> None:
         """`compose up`, then wait for every service's health except front's, which cannot pass before
         its first certificate exists (certificates.py): front need only be running."""
         import time
 
-        self.compose("up", "--detach", timeout=900)
+        self.run_argv(
+            dockercmd.compose_up(dockercmd.stack_compose(self.cfg), wait_timeout_s=None), timeout=900
+        )
         deadline = time.monotonic() + limit_s
         while True:
             bad = [c for c in self.relaxed_container_checks(self.read_state()) if not c.ok]
@@ -517,7 +522,7 @@ def _ensure_accounts(deployer: Deployer, values: dict[str, str]) -> list[str]:
     cfg = deployer.cfg
     return ensure_domains_and_admin(
         deployer.host,
-        compose_args(cfg),
+        dockercmd.stack_compose(cfg),
         cfg.mailu.api_path,
         values["api_token"],
         cfg.mail_domains,
@@ -610,7 +615,7 @@ def _return_to(deployer: Deployer, previous: Release | None, failed: Release, cr
             gone = [deployer.abs(rel) for rel in added if rel not in failed.replaced]
             if gone:
                 host.run(["rm", "-f", *gone])
-            deployer.compose("up", "--detach", "--wait", "--wait-timeout", "240", timeout=900)
+            deployer.run_argv(dockercmd.compose_up(dockercmd.stack_compose(deployer.cfg)), timeout=900)
             state = deployer.read_state()
             bad = [c for c in deployer.container_checks_for(previous, state) if not c.ok]
             if bad:
@@ -621,7 +626,7 @@ def _return_to(deployer: Deployer, previous: Release | None, failed: Release, cr
         compose_file = deployer.abs(deployer.cfg.host.compose_file)
         host.run(
             f"[ -f {shlex.quote(compose_file)} ] && "
-            f"{shlex.join([*compose_args(deployer.cfg), 'stop'])} || true",
+            f"{shlex.join(dockercmd.compose_stop(dockercmd.stack_compose(deployer.cfg)))} || true",
             timeout=600,
         )
         if created:
