@@ -205,7 +205,13 @@ def canary_after_release(
     if skipped is not None:
         log(f"mail canary: {skipped}")
         return CanaryOutcome("skipped", skipped)
-    report = round_trip()
+    try:
+        report = round_trip()
+    except Exception as exc:  # no verdict on the release (a missing block, a crash): it stays
+        raise DeployCanaryFailed(
+            f"the mail canary could not run: {type(exc).__name__}: {exc}; release {release or 'none'} "
+            "stays (only a round trip that ran and failed undoes a release)"
+        ) from exc
     rows = [step.row() for step in report.steps]
     if report.ok:
         detail = "mail delivered: " + ", ".join(f"{d} {s:.1f}s" for d, s in sorted(report.latency_s.items()))

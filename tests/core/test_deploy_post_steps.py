@@ -169,6 +169,24 @@ def test_a_failed_canary_when_nothing_changed_fails_without_returning() -> None:
     assert "this deploy changed nothing (release A)" in str(caught.value)
 
 
+def test_a_canary_that_cannot_run_fails_the_deploy_and_keeps_the_release() -> None:
+    calls = Calls(ok=True)
+
+    def broken() -> CanaryReport:
+        raise LookupError("no Secret block named 'lab-canary-password'")
+
+    with pytest.raises(DeployCanaryFailed) as caught:
+        canary_after_release(
+            _canary_cfg(), enabled=True, release="B", changed=True, round_trip=broken,
+            go_back=calls.go_back, log=calls.lines.append,
+        )  # fmt: skip
+    assert calls.went_back == 0
+    assert str(caught.value) == (
+        "the mail canary could not run: LookupError: no Secret block named 'lab-canary-password'; "
+        "release B stays (only a round trip that ran and failed undoes a release)"
+    )
+
+
 def test_the_deploy_flow_has_the_canary_parameter_on_by_default_with_help() -> None:
     from flows.deploy import deploy
 
