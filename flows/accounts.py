@@ -22,8 +22,7 @@ from mailu_core.accounts import Plan
 from mailu_core.config import StackConfig
 from mailu_flows import redact
 from mailu_flows.accounts import MailuAccountsApi, PasswordStore, run_accounts
-from mailu_flows.remote import HostLock
-from tasks.host import connect_host
+from mailu_flows.session import host_session
 
 
 class SecretBlockPasswords(PasswordStore):
@@ -69,8 +68,6 @@ def accounts(
         adopt: Take over declared objects Mailu holds without this stack's mark.
         lock_wait_s: Seconds to wait for the host lock held by another run (0 to 3600).
     """
-    from prefect.runtime import flow_run
-
     redact.install()
     logger = get_run_logger()
     secrets_block = load_block(MailuSecrets, config.blocks.mailu_secrets)
@@ -88,31 +85,18 @@ def accounts(
             description="Accounts plan",
         )
 
-    host = connect_host(config)
-    try:
+    with host_session(config, "accounts", lock_wait_s, lock=not dry_run) as host:  # a dry run writes nothing
         api = MailuAccountsApi(config, host, token)
-        if dry_run:
-            result = run_accounts(
-                config, api, SecretBlockPasswords(), dry_run=True, log=logger.info, on_plan=show
-            )
-        else:
-            holder = f"accounts (flow run {flow_run.get_name() or flow_run.get_id()})"
-            lock = HostLock(host, config.paths.lock_file, holder)
-            lock.acquire(wait_s=lock_wait_s)
-            try:
-                result = run_accounts(
-                    config,
-                    api,
-                    SecretBlockPasswords(),
-                    force=force,
-                    adopt=adopt,
-                    log=logger.info,
-                    on_plan=show,
-                )
-            finally:
-                lock.release()
-    finally:
-        host.close()
+        result = run_accounts(
+            config,
+            api,
+            SecretBlockPasswords(),
+            dry_run=dry_run,
+            force=force,
+            adopt=adopt and not dry_run,  # as before: a dry run plans without adopting
+            log=logger.info,
+            on_plan=show,
+        )
     logger.info("accounts: %s (%d API write(s))", result.summary, result.writes)
     return {
         "summary": result.summary,

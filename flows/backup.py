@@ -13,7 +13,6 @@ from typing import Annotated
 
 from prefect import flow
 from prefect.artifacts import create_table_artifact
-from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
 from flows.naming import artifact_key, flow_name, run_namer
@@ -21,9 +20,8 @@ from mailu_core.backup import ArchiveEntry
 from mailu_core.config import StackConfig
 from mailu_core.fields import ComposeService, WaitSeconds
 from mailu_flows import redact
-from mailu_flows.remote import HostLock
+from mailu_flows.session import host_session
 from tasks.backup import apply_retention, backup_volumes, default_destination
-from tasks.host import connect_host
 
 
 class BackupReport(BaseModel):
@@ -54,16 +52,8 @@ def backup(
     """
     redact.install()
     destination = default_destination(config)
-    host = connect_host(config)
-    try:
-        lock = HostLock(host, config.paths.lock_file, f"backup flow run {flow_run.get_id() or 'local'}")
-        lock.acquire(wait_s=lock_wait_s)
-        try:
-            outcome = backup_volumes(host, config, destination, pause_services or ())
-        finally:
-            lock.release()
-    finally:
-        host.close()
+    with host_session(config, "backup", lock_wait_s) as host:
+        outcome = backup_volumes(host, config, destination, pause_services or ())
     plan = apply_retention(config, destination)
     manifest = outcome.manifest
     create_table_artifact(

@@ -20,12 +20,13 @@ from mailu_core.errors import MailuFlowsError
 from mailu_core.fields import WaitSeconds
 from mailu_core.render.monitoring import BACKUP_VERIFIED_METRIC, textfile_metric
 from mailu_flows import redact
-from mailu_flows.remote import RemoteHost
+from mailu_flows.host import Host
+from mailu_flows.session import host_session
 from tasks.backup import default_destination, verify_newest_backup
-from tasks.host import connect_host, textfile_dir, write_textfile_metric
+from tasks.host import textfile_dir, write_textfile_metric
 
 
-def publish_verified_metric(host: RemoteHost, config: StackConfig) -> None:
+def publish_verified_metric(host: Host, config: StackConfig) -> None:
     """Feed the "newest verified backup too old" alert: the node exporter's textfile collector reads
     `<textfile_dir>/mailu_backup_<stack>.prom` (written atomically, world-readable: no secret in it)."""
     directory = textfile_dir(config)
@@ -59,13 +60,10 @@ def backup_verify(
     """
     redact.install()
     destination = default_destination(config)
-    host = connect_host(config)
-    try:
+    with host_session(config, "backup-verify", 0, lock=False) as host:  # reads only; drills in scratch
         record = verify_newest_backup(host, config, destination, time_budget_s, drill)
         if record.ok:
             publish_verified_metric(host, config)
-    finally:
-        host.close()
     create_table_artifact(
         [{"check": r.check, "file": r.file, "ok": r.ok, "detail": r.detail} for r in record.checks],
         key=artifact_key("backup-verify", config.name),

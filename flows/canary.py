@@ -23,7 +23,7 @@ from mailu_core.errors import MailuFlowsError
 from mailu_core.render.monitoring import textfile_metric
 from mailu_flows import redact
 from mailu_flows.canary import CanaryReport, run_canary
-from tasks.host import connect_host, textfile_dir, write_textfile_metric
+from tasks.host import host_session, textfile_dir, write_textfile_metric
 
 
 class CanaryFailed(MailuFlowsError, RuntimeError):
@@ -70,12 +70,9 @@ def publish_canary_metrics(config: StackConfig, report: CanaryReport) -> str | N
     directory = textfile_dir(config)
     if directory is None:
         return None
-    host = connect_host(config)
-    try:
+    with host_session(config, "mail-canary", 0, lock=False) as host:  # one metrics file, no stack state
         text = canary_metrics(config, report, time.time())
         return write_textfile_metric(host, directory, f"mailu_canary_{config.name}", text)
-    finally:
-        host.close()
 
 
 @flow(name=flow_name("mail-canary"), flow_run_name=run_namer("mail-canary"))

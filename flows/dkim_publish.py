@@ -24,7 +24,8 @@ from mailu_core.fields import IPAny
 from mailu_flows import redact
 from mailu_flows.dns.dkim import DkimKey, ensure_key
 from mailu_flows.dns.propagation import check_propagation, nameservers_for
-from mailu_flows.remote import HostLock, RemoteHost
+from mailu_flows.host import Host
+from mailu_flows.session import host_session
 from tasks.dns import (
     DkimSelectors,
     desired_for,
@@ -33,7 +34,6 @@ from tasks.dns import (
     torn_down_since,
     without_mail_routing,
 )
-from tasks.host import connect_host
 
 
 class DkimMismatch(MailuFlowsError, RuntimeError):
@@ -41,7 +41,7 @@ class DkimMismatch(MailuFlowsError, RuntimeError):
 
 
 @task(name="dkim-key", cache_policy=NO_CACHE)
-def ensure_dkim_key(config: StackConfig, host: RemoteHost, rotate: bool) -> DkimKey:
+def ensure_dkim_key(config: StackConfig, host: Host, rotate: bool) -> DkimKey:
     """The configured selector's key in the dkim volume: created if missing, replaced only on `rotate`."""
     logger = get_run_logger()
     key = ensure_key(host, config, rotate=rotate)
@@ -59,7 +59,7 @@ def ensure_dkim_key(config: StackConfig, host: RemoteHost, rotate: bool) -> Dkim
 
 
 @task(name="dkim-selectors", cache_policy=NO_CACHE)
-def dkim_selectors(config: StackConfig, host: RemoteHost, current: DkimKey) -> DkimSelectors:
+def dkim_selectors(config: StackConfig, host: Host, current: DkimKey) -> DkimSelectors:
     """The TXT of the current key plus the retired selectors still in their grace period."""
     selectors = dkim_txt_for(config, host, current=current)
     for note in selectors.notes:
@@ -135,26 +135,12 @@ def dkim_publish(
         bootstrap_resolver: Resolver address used to find the zone's NS set; empty: the system resolver.
         lock_wait_s: Seconds to wait for the host lock held by another run (0 to 3600).
     """
-    from prefect.runtime import flow_run
-
     redact.install()
     logger = get_run_logger()
-    host = connect_host(config)
-    try:
-        lock = HostLock(
-            host,
-            config.paths.lock_file,
-            f"dkim-publish (flow run {flow_run.get_name() or flow_run.get_id()})",
-        )
-        lock.acquire(wait_s=lock_wait_s)
-        try:
-            key = ensure_dkim_key(config, host, rotate)
-            selectors = dkim_selectors(config, host, key)
-            torn_down = torn_down_since(host, config)
-        finally:
-            lock.release()
-    finally:
-        host.close()
+    with host_session(config, "dkim-publish", lock_wait_s) as host:
+        key = ensure_dkim_key(config, host, rotate)
+        selectors = dkim_selectors(config, host, key)
+        torn_down = torn_down_since(host, config)
 
     records = desired_for(config, selectors.txt)
     if torn_down:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from typing import TypeVar, overload
 
 from blocks import SshHost, load_block
 from mailu_core.config import StackConfig
@@ -65,23 +66,62 @@ def stack_lock(host: Host, config: StackConfig, holder: str, wait_s: float) -> I
         lock.release()
 
 
-@contextlib.contextmanager
+HostT = TypeVar("HostT", bound=Host)
+
+
+@overload
 def host_session(
     config: StackConfig,
     purpose: str,
     lock_wait_s: float,
     *,
     lock: bool = True,
-    connect: Connect | None = None,
+    connect: None = None,
     holder: str | None = None,
-) -> Iterator[Host]:
+) -> contextlib.AbstractContextManager[RemoteHost]: ...
+
+
+@overload
+def host_session(
+    config: StackConfig,
+    purpose: str,
+    lock_wait_s: float,
+    *,
+    lock: bool = True,
+    connect: Callable[[StackConfig], HostT],
+    holder: str | None = None,
+) -> contextlib.AbstractContextManager[HostT]: ...
+
+
+def host_session(
+    config: StackConfig,
+    purpose: str,
+    lock_wait_s: float,
+    *,
+    lock: bool = True,
+    connect: Callable[[StackConfig], Host] | None = None,
+    holder: str | None = None,
+) -> contextlib.AbstractContextManager[Host]:
     """Connect to the stack's host and, unless `lock` is False (a read-only run), hold its lock for the
     block, waiting up to `lock_wait_s` seconds. The lock is released and the connection closed however
     the block ends; a busy lock (`HostBusy`, naming its holder) closes the connection too.
 
     `purpose` names the run in the lock's holder text (`<purpose> flow run <name>`; `holder` replaces
-    the whole text); `connect` replaces the SSH connection from the block (tests pass a FakeHost)."""
-    host = (connect or connect_host)(config)
+    the whole text); `connect` replaces the SSH connection from the block (tests pass a FakeHost). The
+    block gets what `connect` returns: a `RemoteHost` by default."""
+    return _session(config, purpose, lock_wait_s, lock, connect or connect_host, holder)
+
+
+@contextlib.contextmanager
+def _session(
+    config: StackConfig,
+    purpose: str,
+    lock_wait_s: float,
+    lock: bool,
+    connect: Callable[[StackConfig], Host],
+    holder: str | None,
+) -> Iterator[Host]:
+    host = connect(config)
     try:
         if not lock:
             yield host
