@@ -288,9 +288,10 @@ class Upgrade:
                 restored = self.steps.restore(backup_id, restore)
             except Exception as exc:
                 self.row("restore admin's data", "FAILED", _short(exc))
+                stays = f"{', '.join(stop)} {'stays' if len(stop) == 1 else 'stay'} stopped"
                 raise UpgradeFailed(
                     f"{why}; restoring admin's data ({', '.join(restore)}) from the pre-upgrade backup "
-                    f"{backup_id} FAILED: {_short(exc)}. {', '.join(stop)} stay stopped so that the older "
+                    f"{backup_id} FAILED: {_short(exc)}. {stays} so that the older "
                     f"images never run on data the newer admin migrated. Either restore {backup_id} into "
                     f"{', '.join(restore)} (rollback flow, restore_backup) and deploy the config, or deploy "
                     f"the {self.tag} images again"

@@ -253,7 +253,7 @@ def test_a_failed_restore_leaves_admin_stopped_and_never_starts_the_old_images()
         Upgrade(cfg, plan, TAG, host, steps.wired()).run()
     assert "deploy old" not in steps.events
     text = str(failed.value)
-    assert "decryption failed" in text and "admin stay stopped" in text and BACKUP in text
+    assert "decryption failed" in text and "admin stays stopped" in text and BACKUP in text
 
 
 def test_a_failed_return_names_both_failures() -> None:
