@@ -11,18 +11,21 @@ from __future__ import annotations
 import secrets as pysecrets
 import shlex
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
+from typing import Any
 
 from mailu_core.config import StackConfig
 from mailu_core.errors import MailuFlowsError
 from mailu_core.render import RenderedStack, render_stack
 from mailu_flows import dockercmd
 from mailu_flows.deploy.certificates import certificate_present, uses_acme, waiting_check
-from mailu_flows.deploy.hoststate import HostState, read_host_state
+from mailu_flows.deploy.hoststate import Fact, HostState, deploy_facts, gather, host_state_from
 from mailu_flows.deploy.monitoring import (
     prometheus_checks,
+    prometheus_facts,
     reload_prometheus,
     reload_quietly,
 )
@@ -40,11 +43,14 @@ from mailu_flows.deploy.plan import (
 )
 from mailu_flows.deploy.preflight import Check
 from mailu_flows.deploy.releases import (
+    RecordsRead,
     Release,
+    StackReleases,
     adopt_legacy_records,
     last_good,
     list_releases,
     new_release_id,
+    parse_records,
     prune_releases,
     read_stack_records,
     release_file,
@@ -103,6 +109,13 @@ class DeployResult:
     awaiting_certificate: bool = False
 
 
+@dataclass(frozen=True)
+class FirstRead:
+    state: HostState
+    records: RecordsRead
+    prometheus: dict[str, Any]
+
+
 class Deployer:
     """One deploy of `cfg` on `host`."""
 
@@ -119,14 +132,24 @@ class Deployer:
     def abs(self, rel: str) -> str:
         return str(PurePosixPath(self.root) / rel)
 
-    def read_state(self) -> HostState:
-        return read_host_state(
-            self.host,
+    def _facts(self) -> list[Fact[Any]]:
+        return deploy_facts(
             managed_paths(self.cfg, self.rendered),
             self.cfg.mailu.compose_project,
             str(self.cfg.traefik.api_url),
             images=self.cfg.images.model_dump(exclude_none=True).values(),
         )
+
+    def read_state(self) -> HostState:
+        return host_state_from(gather(self.host, self._facts()))
+
+    def read_first(self) -> FirstRead:
+        """The deploy's first look, in one round trip: the host facts, plus this stack's release records
+        and Prometheus' targets and rules (what a no-op deploy checks), read under the same batch."""
+        extra: list[Fact[Any]] = [StackReleases(self.paths.releases_dir), *prometheus_facts(self.cfg)]
+        values = gather(self.host, [*self._facts(), *extra])
+        prometheus = {f.name: values[f.name] for f in extra if f.name != "releases"}
+        return FirstRead(host_state_from(values), values["releases"], prometheus)
 
     def wanted_services(self) -> dict[str, str]:
         """service -> pinned image, for the services the rendered compose runs."""
@@ -382,11 +405,14 @@ def run_deploy(
     """Plan; stop on a failed preflight (nothing written); apply; check; on failure put the last good
     release back and fail with the original reason."""
     deployer = Deployer(cfg, host, log)
-    current = store.load()
+    with ThreadPoolExecutor(max_workers=1) as pool:  # the host's round trip and the block's, side by side
+        reading = pool.submit(deployer.read_first)
+        current = store.load()
+        first = reading.result()
     needed = needed_secret_fields(deployer.rendered)
     generated = generate_missing_secrets(current, needed)
     values = {**current, **generated}
-    state = deployer.read_state()
+    state = first.state
     present = certificate_present(host, cfg) if uses_acme(cfg) else None
     plan = deployer.plan(DeployFacts(state, values, sorted(generated), present))
     on_plan(plan)
@@ -405,19 +431,23 @@ def run_deploy(
         return DeployResult(
             False, None, "dry run: " + ("changes planned" if plan.changes else "no changes"), plan
         )
-    adopt_legacy_records(host, cfg, log)  # before anything else changes: it may refuse
+    if not first.records.dir_exists:  # the stack's own records are not there yet: adopt the legacy ones
+        adopt_legacy_records(host, cfg, log)  # before anything else changes: it may refuse
     if generated:
         store.save(values)  # the block is the source of truth: saved before any file is written
         log(f"generated and saved to the secrets block: {', '.join(sorted(generated))}")
     deployer.secret_values = values
 
-    releases = list_releases(host, deployer.paths)
+    if first.records.dir_exists:  # read with the facts, under this run's lock: still what is there
+        releases = parse_records(host.label, first.records.output)
+    else:
+        releases = list_releases(host, deployer.paths)
     previous = last_good(releases)
     if not plan.changes:
         state = _wait_while_starting(deployer, state, log)
         checks = deployer.relaxed_container_checks(state) + deployer.traefik_checks(state)
         checks += [waiting_check(cfg)] if deployer.awaiting_certificate else probes(cfg)
-        checks += prometheus_checks(host, cfg)
+        checks += prometheus_checks(host, cfg, first=first.prometheus)
         failed = [c for c in checks if not c.ok and c.blocking]
         if failed:
             raise DeployError(

@@ -12,8 +12,10 @@ endpoints normally listen on the host's loopback only, where the flows' runner c
 from __future__ import annotations
 
 import json
+import shlex
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from mailu_core.config import StackConfig
@@ -23,15 +25,18 @@ from mailu_core.render.monitoring import (
     probes,
     rspamd_target,
 )
+from mailu_flows.deploy.hoststate import Fact
 from mailu_flows.deploy.preflight import Check
 from mailu_flows.host import Host
 from mailu_flows.remote import CommandFailed
 
 __all__ = [
+    "PrometheusApi",
     "expected_targets",
     "listed_addresses",
     "monitoring_changed",
     "prometheus_checks",
+    "prometheus_facts",
     "reload_prometheus",
 ]
 
@@ -69,13 +74,50 @@ def expected_targets(cfg: StackConfig) -> list[tuple[str, str]]:
 
 def _api_get(host: Host, url: str) -> dict[str, Any] | None:
     result = host.run(["curl", "-fsS", "-m", "10", url], check=False)
-    if not result.ok:
-        return None
+    return _api_doc(result.stdout) if result.ok else None
+
+
+def _api_doc(output: str | bytes) -> dict[str, Any] | None:
+    """An API answer's document when Prometheus says `success` (None otherwise)."""
     try:
-        doc: dict[str, Any] = json.loads(result.stdout)
+        doc: dict[str, Any] = json.loads(output)
     except ValueError:
         return None
-    return doc if doc.get("status") == "success" else None
+    return doc if isinstance(doc, dict) and doc.get("status") == "success" else None
+
+
+def _targets_url(api: str) -> str:
+    return f"{api}/api/v1/targets?state=active"
+
+
+def _rules_url(api: str) -> str:
+    return f"{api}/api/v1/rules?type=alert"
+
+
+@dataclass(frozen=True)
+class PrometheusApi(Fact["dict[str, Any] | None"]):
+    """One document of Prometheus' API, read from the host with the deploy's other facts."""
+
+    url: str
+    name: str
+
+    def command(self) -> str:
+        return f"curl -fsS -m 10 {shlex.quote(self.url)} || echo null"
+
+    def parse(self, output: str) -> dict[str, Any] | None:
+        return _api_doc(output.strip() or "null")
+
+
+def prometheus_facts(cfg: StackConfig) -> list[PrometheusApi]:
+    """The targets and rules documents `prometheus_checks` evaluates first, as facts (none when
+    monitoring is off or no Prometheus URL is configured)."""
+    api = cfg.monitoring.prometheus_api() if cfg.monitoring.enabled else None
+    if api is None:
+        return []
+    return [
+        PrometheusApi(_targets_url(api), "prometheus-targets"),
+        PrometheusApi(_rules_url(api), "prometheus-rules"),
+    ]
 
 
 def listed_addresses(active: list[dict[str, Any]], stack: str) -> set[str]:
@@ -112,19 +154,22 @@ def _evaluate(cfg: StackConfig, targets: dict[str, Any] | None, rules: dict[str,
     return rows
 
 
-def prometheus_checks(host: Host, cfg: StackConfig, wait_s: float = 30.0) -> list[Check]:
+def prometheus_checks(
+    host: Host, cfg: StackConfig, wait_s: float = 30.0, first: Mapping[str, Any] | None = None
+) -> list[Check]:
     """Prometheus lists every Mailu target and alert rule (polled: file_sd applies changes within
-    seconds, not at once). Empty when monitoring is off or no Prometheus URL is configured."""
+    seconds, not at once). Empty when monitoring is off or no Prometheus URL is configured. `first`
+    holds the values of `prometheus_facts` when they were read already: evaluated before any poll."""
     api = cfg.monitoring.prometheus_api() if cfg.monitoring.enabled else None
     if api is None:
         return []
     deadline = time.monotonic() + wait_s
+    if first is not None:
+        rows = _evaluate(cfg, first.get("prometheus-targets"), first.get("prometheus-rules"))
+        if all(r.ok for r in rows):
+            return rows
     while True:
-        rows = _evaluate(
-            cfg,
-            _api_get(host, f"{api}/api/v1/targets?state=active"),
-            _api_get(host, f"{api}/api/v1/rules?type=alert"),
-        )
+        rows = _evaluate(cfg, _api_get(host, _targets_url(api)), _api_get(host, _rules_url(api)))
         if all(r.ok for r in rows) or time.monotonic() > deadline:
             return rows
         time.sleep(1)

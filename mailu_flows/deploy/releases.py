@@ -33,6 +33,7 @@ from mailu_core.stack_paths import (
     StackPaths,
     decide_adoption,
 )
+from mailu_flows.deploy.hoststate import Fact
 from mailu_flows.host import Host
 from mailu_flows.remote import HostBusy, HostLock, RemoteError
 
@@ -67,13 +68,17 @@ class UnreadableRelease(RemoteError):
     around, so that a deploy or rollback does not pick the wrong previous release."""
 
 
-def _read_releases(host: Host, dirs: list[str]) -> list[Release]:
-    """Every record under `dirs`, each line `<path> <base64 of its bytes>`: a damaged record is told
-    apart from the others and named, whatever bytes it holds."""
+def _records_script(dirs: list[str]) -> str:
+    """Prints every record under `dirs`, one line each: `<path> <base64 of its bytes>`."""
     loop = " ".join(f"{shlex.quote(d)}/*/release.json" for d in dirs)
-    script = f'for f in {loop}; do [ -f "$f" ] && printf "%s " "$f" && base64 -w0 < "$f" && echo; done; true'
+    return f'for f in {loop}; do [ -f "$f" ] && printf "%s " "$f" && base64 -w0 < "$f" && echo; done; true'
+
+
+def parse_records(label: str, output: str) -> list[Release]:
+    """The records `_records_script` printed, oldest first: a damaged record is told apart from the
+    others and named, whatever bytes it holds."""
     releases = []
-    for line in host.run(script).text().splitlines():
+    for line in output.splitlines():
         if not line.strip():
             continue
         path, _, encoded = line.rpartition(" ")
@@ -81,11 +86,44 @@ def _read_releases(host: Host, dirs: list[str]) -> list[Release]:
             releases.append(Release(**json.loads(base64.b64decode(encoded))))
         except (ValueError, TypeError) as exc:
             raise UnreadableRelease(
-                f"release record {path} on {host.label} is unreadable ({type(exc).__name__}); nothing "
+                f"release record {path} on {label} is unreadable ({type(exc).__name__}); nothing "
                 f"was changed. Move it aside (mv {shlex.quote(path)} {shlex.quote(path + '.unreadable')}) "
                 "or put it back from a backup, then run again"
             ) from None
     return sorted(releases, key=lambda r: r.id)
+
+
+def _read_releases(host: Host, dirs: list[str]) -> list[Release]:
+    """Every record under `dirs` (one round trip)."""
+    return parse_records(host.label, host.run(_records_script(dirs)).text())
+
+
+@dataclass(frozen=True)
+class RecordsRead:
+    """The `StackReleases` fact: whether the stack's releases directory exists (when it does, there is
+    nothing to adopt from the legacy place), and its records as printed, parsed when they are used
+    (`parse_records`), so that a damaged one is named where the deploy reads its releases."""
+
+    dir_exists: bool
+    output: str
+
+
+@dataclass(frozen=True)
+class StackReleases(Fact[RecordsRead]):
+    """This stack's release records, as a fact of the deploy's one round trip."""
+
+    releases_dir: str
+    name: str = "releases"
+
+    def command(self) -> str:
+        d = shlex.quote(self.releases_dir)
+        return (
+            f"if [ -d {d} ]; then echo present; {_records_script([self.releases_dir])}; else echo absent; fi"
+        )
+
+    def parse(self, output: str) -> RecordsRead:
+        first, _, rest = output.partition("\n")
+        return RecordsRead(first.strip() == "present", rest)
 
 
 def last_good(releases: list[Release]) -> Release | None:
@@ -130,9 +168,7 @@ def replaced_file_path(paths: StackPaths, release_id: str, rel: str) -> str:
     return f"{paths.releases_dir}/{release_id}/replaced/{rel}"
 
 
-def prune_releases(
-    host: Host, paths: StackPaths, releases: list[Release], keep: int = KEEP_RELEASES
-) -> None:
+def prune_releases(host: Host, paths: StackPaths, releases: list[Release], keep: int = KEEP_RELEASES) -> None:
     """Keep the newest `keep` releases and always the newest good one."""
     good = last_good(releases)
     old = [r for r in releases[:-keep] if good is None or r.id != good.id] if len(releases) > keep else []
