@@ -140,7 +140,7 @@ class CanaryOutcome:
         }
 
 
-@task(name="mail-canary-round-trip", cache_policy=NO_CACHE, timeout_seconds=900)
+@task(name="mail-canary-round-trip", cache_policy=NO_CACHE)
 def canary_round_trip(config: StackConfig, password_for: Callable[[StackConfig], str]) -> CanaryReport:
     """One mail round trip through the stack's entrypoints; a table artifact of every step."""
     report = run_canary(config, password_for(config))
