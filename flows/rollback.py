@@ -1,8 +1,9 @@
 """The rollback flow (manual trigger only): put the previous good release back, or tear the stack down
 as the seed's rollback plan says, keeping every volume. A thin Prefect layer over
-`mailu_flows.rollback`: type-to-confirm first, then the plan as an artifact, then the host lock, then
-the steps, and a table of what was done and checked. `rollback-review` is the same rollback as a person
-starts it from the UI: the plan first, then a paused run asking for the hostname."""
+`mailu_flows.rollback` (the plan, its steps, the runner): type-to-confirm first, then the plan as an
+artifact, then the host lock, then the steps, and a table of what was done and checked.
+`rollback-review` is the same rollback as a person starts it from the UI: the plan first, then a paused
+run asking for the hostname."""
 
 from __future__ import annotations
 
@@ -18,9 +19,9 @@ from mailu_core.config import StackConfig
 from mailu_core.fields import BackupId, ConfirmText, ReleaseId
 from mailu_flows import redact
 from mailu_flows.dns.provider import Provider
-from mailu_flows.remote import HostLock, RemoteHost
+from mailu_flows.remote import RemoteHost
 from mailu_flows.rollback import Mode, Rollback, RollbackError, RollbackPlan, check_confirmation
-from tasks.host import connect_host
+from mailu_flows.session import connect_host, lock_holder, stack_lock
 
 
 @flow(name=flow_name("rollback"), flow_run_name=run_namer("rollback", "mode"), log_prints=False)
@@ -120,9 +121,8 @@ def _engine(config: StackConfig, host: RemoteHost, run_label: str) -> Rollback:
 
 
 def _run_label() -> str:
-    from prefect.runtime import flow_run
-
-    return f"rollback (flow run {flow_run.get_name() or flow_run.get_id() or 'local'})"
+    """`rollback flow run <name>`: the lock's holder text, the restore's and the release note's."""
+    return lock_holder("rollback")
 
 
 def _check_release(mode: str, release: str | None) -> None:
@@ -178,9 +178,7 @@ def _rollback(
                 "is out of date, nothing was done; run the rollback again"
             )
         _publish_plan(config, shown)
-        lock = HostLock(host, config.paths.lock_file, run_label)
-        lock.acquire(wait_s=lock_wait_s)
-        try:
+        with stack_lock(host, config, run_label, lock_wait_s):
             plan, releases, journal = rb.read_plan(mode, restore_backup, release, adopt=True)
             if plan.identity() != shown.identity():
                 raise RollbackError(
@@ -196,8 +194,6 @@ def _rollback(
                         key=artifact_key("rollback-result", config.name),
                         description=f"Rollback ({mode}): what was done and checked",
                     )
-        finally:
-            lock.release()
     finally:
         host.close()
     logger.info("rollback: %s", result.summary())

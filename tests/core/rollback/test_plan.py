@@ -28,7 +28,7 @@ from mailu_flows.rollback import (
     teardown_files,
 )
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "inlock.ai.yaml"
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "inlock.ai.yaml"
 
 
 def config(monitoring: bool = False, **mailu: Any) -> StackConfig:
