@@ -100,8 +100,8 @@ class RollbackContext:
     volumes_before: set[str] | None = None
     traefik_before: dict[str, Any] | None = None
     files_written: list[str] = field(default_factory=list)
-    _deployer: Deployer | None = None
-    _provider: Provider | None = None
+    _deployer: Deployer | None = field(default=None, init=False, repr=False)
+    _provider: Provider | None = field(default=None, init=False, repr=False)
 
     @property
     def paths(self) -> StackPaths:
