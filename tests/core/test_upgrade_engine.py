@@ -307,3 +307,41 @@ def test_the_confirmation_must_name_the_mail_hostname() -> None:
         with pytest.raises(ConfirmationRefused, match=f"type the mail hostname '{cfg.hostname}'"):
             check_confirmation(cfg, wrong, TAG)
     assert set(mailu_images(cfg)) == set(MAILU)
+
+
+@pytest.mark.parametrize(
+    ("parameter", "value"),
+    [
+        ("to", "2024.06.10; rm -rf /"),
+        ("to", "../../latest"),
+        ("to", "a" * 200),
+        ("to", ""),
+        ("confirm", "mail.inlock.test\n"),
+        ("confirm", ""),
+        ("verify_time_budget_s", 86_401),
+        ("verify_time_budget_s", float("nan")),
+        ("lock_wait_s", 3601),
+        ("canary", "maybe"),
+        ("verify_drill", "sometimes"),
+        ("config", {"host": {"stack_root": "relative"}}),
+    ],
+)
+def test_hostile_upgrade_parameters_are_refused_naming_them(parameter: str, value: Any) -> None:
+    """As the run validates them (the server checks the same schema when a run is created)."""
+    from prefect.exceptions import ParameterTypeError
+
+    from flows.upgrade import upgrade
+
+    cfg = base_config()
+    params: dict[str, Any] = {"config": cfg.model_dump(mode="json"), "to": TAG, "confirm": cfg.hostname}
+    if parameter == "config":
+        params["config"]["host"].update(value["host"])
+    else:
+        params[parameter] = value
+    with pytest.raises(ParameterTypeError) as caught:
+        upgrade.validate_parameters(params)
+    named = [line.removeprefix(" - ").split(":", 1)[0] for line in str(caught.value).splitlines()[1:]]
+    assert named and all(loc.startswith(parameter) for loc in named), caught.value
+    valid = upgrade.validate_parameters({"config": cfg.model_dump(mode="json"), "to": "2024.06.10-lab",
+                                         "confirm": cfg.hostname, "verify_time_budget_s": None})  # fmt: skip
+    assert valid["to"] == "2024.06.10-lab" and valid["canary"] is True
