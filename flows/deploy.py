@@ -29,6 +29,7 @@ from tasks.post_deploy import (
     accounts_failure,
     canary_after_release,
     canary_round_trip,
+    dry_run_accounts_plan,
     return_to_previous_release,
 )
 
@@ -119,12 +120,14 @@ def deploy(
     dkim: DkimSelectors | None = None
     dkim_error: Exception | None = None
     dns_plan_md: str | None = None
+    accounts_plan_md = ""
     accounts: dict[str, Any] | None = None
     accounts_error: Exception | None = None
     holder = f"deploy (flow run {flow_run.get_name() or flow_run.get_id()})"
     try:
         if dry_run:
             result = converge(config, host, True)
+            accounts_plan_md = dry_run_accounts_plan(config, host, SecretBlockPasswords())
             if publish_dns:
                 dns_plan_md = dry_run_dns_plan(config, host)
         else:
@@ -180,7 +183,7 @@ def deploy(
         ).as_dict()
     plan = None
     if dry_run:
-        plan = result.plan.markdown() + (f"\n{dns_plan_md}" if dns_plan_md else "")
+        plan = result.plan.markdown() + f"\n{accounts_plan_md}" + (f"\n{dns_plan_md}" if dns_plan_md else "")
     return {
         "changed": result.changed,
         "release": result.release_id,

@@ -44,6 +44,7 @@ __all__ = [
     "canary_after_release",
     "canary_round_trip",
     "canary_skip_reason",
+    "dry_run_accounts_plan",
     "return_to_previous_release",
 ]
 
@@ -102,6 +103,21 @@ def accounts_after_release(config: StackConfig, host: Host, passwords: PasswordS
     redact.register_secret(token)
     api = MailuAccountsApi(config, host, token)
     return apply_accounts(config, api, passwords, get_run_logger().info, _plan_artifact(config))
+
+
+def dry_run_accounts_plan(config: StackConfig, host: Host, passwords: PasswordStore) -> str:
+    """The accounts plan as markdown for `mailu-flows plan` (reads Mailu, writes nothing); shown as not
+    available when Mailu cannot be asked (a first deploy: no admin, no token yet)."""
+    try:
+        token = load_block(MailuSecrets, config.blocks.mailu_secrets).api_token.get_secret_value()
+        if not token:
+            return "# Accounts plan\n\nNot available: no API token yet (the first deploy makes one).\n"
+        redact.register_secret(token)
+        api = MailuAccountsApi(config, host, token)
+        result = run_accounts(config, api, passwords, dry_run=True)
+    except (MailuFlowsError, OSError) as exc:
+        return f"# Accounts plan\n\nNot available: {exc}\n"
+    return f"# Accounts plan\n\n{result.plan_markdown}"
 
 
 def accounts_failure(release: str | None, exc: Exception) -> AccountsStepFailed:
