@@ -345,3 +345,41 @@ def test_hostile_upgrade_parameters_are_refused_naming_them(parameter: str, valu
     valid = upgrade.validate_parameters({"config": cfg.model_dump(mode="json"), "to": "2024.06.10-lab",
                                          "confirm": cfg.hostname, "verify_time_budget_s": None})  # fmt: skip
     assert valid["to"] == "2024.06.10-lab" and valid["canary"] is True
+
+
+def test_the_upgrade_command_runs_the_flow_and_prints_the_pins_to_put_into_the_config(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import flows.upgrade
+    from mailu_core.config import dump_stack_config
+    from mailu_flows.cli import main
+
+    path = tmp_path / "stack.yaml"
+    path.write_text(dump_stack_config(base_config()))
+    asked: list[dict[str, Any]] = []
+    pins = {"admin": "127.0.0.1:5000/mailu/admin@" + NEW["admin"]}
+
+    class Done:
+        name = "Completed"
+
+        def is_completed(self) -> bool:
+            return True
+
+        def result(self) -> dict[str, Any]:
+            row = {"step": "deploy", "result": "done", "detail": "release R"}
+            return {"summary": f"upgraded to {TAG}", "rows": [row], "images": pins}
+
+    def run(**params: Any) -> Done:
+        asked.append(params)
+        return Done()
+
+    monkeypatch.setattr(flows.upgrade, "upgrade", run)
+    assert (
+        main(["upgrade", "--config", str(path), "--to", TAG, "--confirm", "mail.inlock.test", "--no-drill"])
+        == 0
+    )
+    assert {k: asked[0][k] for k in ("to", "confirm", "verify_drill", "canary")} == {
+        "to": TAG, "confirm": "mail.inlock.test", "verify_drill": False, "canary": True,
+    }  # fmt: skip
+    out = capsys.readouterr().out
+    assert f"upgraded to {TAG}" in out and f"admin: {pins['admin']}" in out and "put the new pins" in out

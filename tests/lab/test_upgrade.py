@@ -192,15 +192,25 @@ def test_the_good_upgrade_changes_the_digests_keeps_mail_and_passes_the_canary(
 
 
 def test_a_broken_upgrade_returns_to_the_old_release_healthy_with_mail_and_admins_data(
-    on_the_lab_release: StackConfig, releases: dict[str, dict[str, str]]
+    on_the_lab_release: StackConfig, releases: dict[str, dict[str, str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """admin of 2024.06.11-broken never becomes healthy: the deploy fails and returns, admin is stopped,
     its volume restored from the pre-upgrade backup, the lab's release deployed again and checked. The
-    stack ends on the old digests, healthy; the message and admin's volume are as they were."""
+    stack ends on the old digests, healthy; the message and admin's volume are as they were before the
+    upgrade (a file written into it after the backup, as a newer admin's migration would, is gone)."""
+    from mailu_flows.upgrade import Upgrade
+
     cfg = on_the_lab_release
     user, password, tag = _deliver(cfg)
     marker = secrets.token_hex(8)
     _admin_volume(cfg, write=marker)
+    original = Upgrade.return_to_previous
+
+    def after_the_backup(self: Upgrade, *args: Any, **kw: Any) -> Any:
+        _admin_volume(cfg, write="changed after the backup")
+        return original(self, *args, **kw)
+
+    monkeypatch.setattr(Upgrade, "return_to_previous", after_the_backup)
 
     state = _upgrade(cfg, BROKEN_TAG)
     assert state.is_failed()
@@ -211,7 +221,7 @@ def test_a_broken_upgrade_returns_to_the_old_release_healthy_with_mail_and_admin
     assert _runs_images(cfg, mailu_images(cfg)) == dict.fromkeys(mailu_images(cfg), True)
     assert not any(_runs_images(cfg, releases[BROKEN_TAG]).values())
     assert f"probe {tag}".encode() in _fetch(user, password, tag)  # admin's accounts work: IMAP login
-    assert _admin_volume(cfg) == marker
+    assert _admin_volume(cfg) == marker  # the pre-upgrade backup's, not what was written after it
     again = deploy_state(cfg)  # the host is exactly the lab's release: nothing to change
     assert again.is_completed(), exception_text(again)
     assert again.result()["changed"] is False
