@@ -68,7 +68,7 @@ def _upgrade(config: StackConfig, to: str, confirm: str | None = None) -> Any:
         config=config,
         to=to,
         confirm=confirm if confirm is not None else config.hostname,
-        verify_time_budget_s=120.0,
+        verify_time_budget_s=60.0,
         lock_wait_s=900,
         return_state=True,
     )
@@ -160,6 +160,7 @@ def test_an_upgrade_without_the_hostname_does_nothing(on_the_lab_release: StackC
     assert all(_runs_images(cfg, mailu_images(cfg)).values())
 
 
+@pytest.mark.timeout(1500)  # an upgrade, plus the return to the lab's release (module fixture)
 def test_the_good_upgrade_changes_the_digests_keeps_mail_and_passes_the_canary(
     on_the_lab_release: StackConfig, releases: dict[str, dict[str, str]]
 ) -> None:
@@ -191,6 +192,7 @@ def test_the_good_upgrade_changes_the_digests_keeps_mail_and_passes_the_canary(
     assert made_now == [result["backup"]] and result["backup"].endswith("-preupgrade")
 
 
+@pytest.mark.timeout(1500)  # admin's health check fails only after its start period and 3 probes
 def test_a_broken_upgrade_returns_to_the_old_release_healthy_with_mail_and_admins_data(
     on_the_lab_release: StackConfig, releases: dict[str, dict[str, str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
