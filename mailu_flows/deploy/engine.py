@@ -34,6 +34,7 @@ from mailu_flows.deploy.plan import (
     DeployPlan,
     FileChange,
     files_to_keep,
+    load_yaml,
     managed_paths,
     plan_deploy,
     release_files,
@@ -126,6 +127,7 @@ class Deployer:
         self.rendered: RenderedStack = render_stack(cfg)
         self.secret_values: dict[str, str] = {}
         self.awaiting_certificate = False
+        self._wanted: dict[str, str] | None = None
 
     # --- reading -------------------------------------------------------------------------------
 
@@ -152,8 +154,10 @@ class Deployer:
         return FirstRead(host_state_from(values), values["releases"], prometheus)
 
     def wanted_services(self) -> dict[str, str]:
-        """service -> pinned image, for the services the rendered compose runs."""
-        return wanted_services(self.cfg, self.rendered)
+        """service -> pinned image, for the services the rendered compose runs (parsed once)."""
+        if self._wanted is None:
+            self._wanted = wanted_services(self.cfg, self.rendered)
+        return dict(self._wanted)
 
     def plan(self, facts: DeployFacts) -> DeployPlan:
         """The pure plan (plan.py), with the diffs of the files it updates read from the host."""
@@ -355,9 +359,7 @@ class Deployer:
 
 
 def _traefik_names(content: bytes) -> list[tuple[str, str]]:
-    import yaml
-
-    doc = yaml.safe_load(content)
+    doc = load_yaml(content)
     names: list[tuple[str, str]] = []
     for proto, prefix in (("http", ""), ("tcp", "tcp")):
         part = doc.get(proto) or {}
@@ -405,10 +407,16 @@ def run_deploy(
     """Plan; stop on a failed preflight (nothing written); apply; check; on failure put the last good
     release back and fail with the original reason."""
     deployer = Deployer(cfg, host, log)
-    with ThreadPoolExecutor(max_workers=1) as pool:  # the host's round trip and the block's, side by side
+    # Side by side: the host's one round trip, the secrets block's, and the probes a no-op deploy checks
+    # (their rows are used only if nothing changes; a deploy that changes something probes again after).
+    pool = ThreadPoolExecutor(max_workers=2)
+    try:
         reading = pool.submit(deployer.read_first)
+        probing = pool.submit(probes, cfg) if not dry_run and not uses_acme(cfg) else None
         current = store.load()
         first = reading.result()
+    finally:
+        pool.shutdown(wait=False)
     needed = needed_secret_fields(deployer.rendered)
     generated = generate_missing_secrets(current, needed)
     values = {**current, **generated}
@@ -444,9 +452,12 @@ def run_deploy(
         releases = list_releases(host, deployer.paths)
     previous = last_good(releases)
     if not plan.changes:
-        state = _wait_while_starting(deployer, state, log)
-        checks = deployer.relaxed_container_checks(state) + deployer.traefik_checks(state)
-        checks += [waiting_check(cfg)] if deployer.awaiting_certificate else probes(cfg)
+        waited = _wait_while_starting(deployer, state, log)
+        checks = deployer.relaxed_container_checks(waited) + deployer.traefik_checks(waited)
+        if deployer.awaiting_certificate:
+            checks.append(waiting_check(cfg))
+        else:  # probed while the facts were read, unless containers were starting then
+            checks += probing.result() if probing is not None and waited is state else probes(cfg)
         checks += prometheus_checks(host, cfg, first=first.prometheus)
         failed = [c for c in checks if not c.ok and c.blocking]
         if failed:

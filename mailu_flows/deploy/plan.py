@@ -15,7 +15,7 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 
@@ -129,9 +129,15 @@ def managed_paths(cfg: StackConfig, rendered: RenderedStack) -> list[str]:
     return [host_path(cfg, rel) for rel in rendered.files] + [s.host_path for s in rendered.secrets]
 
 
+def load_yaml(content: bytes) -> Any:
+    """`yaml.safe_load` through libyaml when PyYAML has it (the rendered compose file is read several
+    times a deploy: the C loader takes a tenth of the time)."""
+    return yaml.load(content, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
 def wanted_services(cfg: StackConfig, rendered: RenderedStack) -> dict[str, str]:
     """service -> pinned image, for the services the rendered compose runs."""
-    doc = yaml.safe_load(rendered.files[cfg.host.compose_file].content)
+    doc = load_yaml(rendered.files[cfg.host.compose_file].content)
     return {name: svc["image"] for name, svc in doc["services"].items()}
 
 

@@ -152,38 +152,49 @@ def https_status(cfg: StackConfig, host: str, path: str, timeout: float = 10.0) 
 
 
 def web_checks(cfg: StackConfig) -> list[Check]:
-    rows: list[Check] = []
+    """The admin and webmail URLs as a browser reaches them, each request concurrently (rows keep the
+    order below)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     admin_path = cfg.mailu.admin_path.rstrip("/") + "/"
-
-    def row(label: str, host: str, path: str, accept: Callable[[int], bool], want: str) -> None:
-        try:
-            status = https_status(cfg, host, path)
-            rows.append(Check(label, accept(status), f"https://{host}{path} -> {status} (want {want})"))
-        except (OSError, ssl.SSLError) as exc:
-            rows.append(Check(label, False, f"https://{host}{path}: {exc}"))
-
-    row(
-        "admin refuses without credentials",
-        cfg.admin_host,
-        admin_path,
-        lambda s: s in (401, 302, 303, 307),
-        "401 or a redirect to auth",
-    )
+    probes: list[tuple[str, str, str, Callable[[int], bool], str]] = [
+        (
+            "admin refuses without credentials",
+            cfg.admin_host,
+            admin_path,
+            lambda s: s in (401, 302, 303, 307),
+            "401 or a redirect to auth",
+        )
+    ]
     if cfg.mailu.webmail != "none":
-        row(
-            "webmail answers",
-            cfg.webmail_host,
-            cfg.mailu.webmail_path.rstrip("/") + "/",
-            lambda s: s < 400,
-            "2xx/3xx",
+        probes.append(
+            (
+                "webmail answers",
+                cfg.webmail_host,
+                cfg.mailu.webmail_path.rstrip("/") + "/",
+                lambda s: s < 400,
+                "2xx/3xx",
+            )
         )
         if cfg.webmail_host != cfg.admin_host:
             for path in (admin_path, cfg.mailu.api_path.rstrip("/") + "/v1/domain"):
-                row(
-                    f"webmail host refuses {path}",
-                    cfg.webmail_host,
-                    path,
-                    lambda s: s in (401, 403, 404),
-                    "401/403/404",
+                probes.append(
+                    (
+                        f"webmail host refuses {path}",
+                        cfg.webmail_host,
+                        path,
+                        lambda s: s in (401, 403, 404),
+                        "401/403/404",
+                    )
                 )
-    return rows
+
+    def row(probe: tuple[str, str, str, Callable[[int], bool], str]) -> Check:
+        label, host, path, accept, want = probe
+        try:
+            status = https_status(cfg, host, path)
+            return Check(label, accept(status), f"https://{host}{path} -> {status} (want {want})")
+        except (OSError, ssl.SSLError) as exc:
+            return Check(label, False, f"https://{host}{path}: {exc}")
+
+    with ThreadPoolExecutor(max_workers=len(probes)) as pool:
+        return list(pool.map(row, probes))
