@@ -107,7 +107,7 @@ def deploy(
 
     Args:
         config: The stack: host, Mailu settings, images, DNS, backup (the stack config file's values).
-        dry_run: Show the plan (files, services, DNS) and change nothing.
+        dry_run: Show the plan (files, services, accounts, DNS) and change nothing.
         lock_wait_s: Seconds to wait for the host lock held by another run (0 to 3600).
         publish_dns: After a good release, publish DNS, then run dkim-publish and the propagation wait.
         canary: After a good release, send and fetch one mail-canary message (when blocks.canary_password
