@@ -387,7 +387,9 @@ def copy_blocks(names: Sequence[str]) -> list[str]:
     with temporary_settings({PREFECT_API_URL: PREFECT_PG_API_URL}):
         register_block_types()
         for name, block in loaded.items():
-            block.save(name, overwrite=True)
+            # a new instance: the loaded one carries the main server's document and schema ids
+            fields = {field: getattr(block, field) for field in type(block).model_fields}
+            type(block).model_validate(fields).save(name, overwrite=True)
     return list(loaded)
 
 
