@@ -1,9 +1,11 @@
-"""The deploy, as plain functions over one SSH connection: plan, apply, check, return to the last
-good release. The Prefect flow (flows/deploy.py) wraps these in tasks; nothing here knows Prefect.
+"""The deploy, as plain functions over one SSH connection: read the host (one round trip of facts),
+plan (`plan.py`, a pure function of the rendered stack and those facts), apply, check, return to the
+last good release. The Prefect flow (flows/deploy.py) wraps these in tasks; nothing here knows Prefect.
 
 Idempotence comes from reading the host first: a file is written only when its sha256 or mode
 differs, `docker compose up` runs only when a file changed or a service is not running its image,
-and a run that changes nothing says "no changes".
+and a run that changes nothing says "no changes" after one round trip to the host (its checks read
+from the same batch, its probes run while the batch does).
 """
 
 from __future__ import annotations
