@@ -26,7 +26,7 @@ from lab.upgrade_images import BROKEN_TAG, UPGRADE_TAG, ensure_upgrade_images
 from mailu_core.config import StackConfig, load_stack_config
 from mailu_core.upgrade import mailu_images
 from tests.lab.fixtures.deploying import deploy_state, exception_text
-from tests.lab.test_mailu_stack import _admin_password, _fetch, _message, _submission
+from tests.lab.test_mailu_stack import _fetch, _message, _secret, _submission
 
 pytestmark = pytest.mark.lab
 
@@ -99,16 +99,27 @@ def _runs_images(cfg: StackConfig, refs: dict[str, str]) -> dict[str, bool]:
     return out
 
 
-def _deliver(cfg: StackConfig) -> tuple[str, str, str]:
-    """A message to the postmaster over submission (587, through Traefik), read back over IMAPS."""
+@pytest.fixture
+def mailbox(on_the_lab_release: StackConfig) -> tuple[StackConfig, str, str]:
+    """(config, address, password) of the canary's mailbox, declared in the config's accounts and made by
+    the accounts flow (the lab's own admin account may come from an earlier lab, with another password)."""
+    from flows.accounts import accounts
+
+    cfg = with_canary(on_the_lab_release)
+    assert cfg.blocks.canary_password is not None
+    made = accounts(config=cfg, return_state=True)
+    assert made.is_completed(), exception_text(made)
+    return cfg, cfg.canary.mailbox_for(cfg.mailu.domain), _secret(cfg.blocks.canary_password)
+
+
+def _deliver(user: str, password: str) -> str:
+    """A message to `user` over submission (587, through Traefik), read back over IMAPS; its tag."""
     tag = secrets.token_hex(6)
-    user = f"{cfg.mailu.postmaster}@{cfg.mailu.domain}"
-    password = _admin_password()
     with _submission(587) as smtp:
         smtp.login(user, password)
         smtp.sendmail(user, [user], _message(user, user, tag))
     assert f"probe {tag}".encode() in _fetch(user, password, tag)
-    return user, password, tag
+    return tag
 
 
 def _admin_volume(cfg: StackConfig, write: str | None = None) -> str:
@@ -162,16 +173,12 @@ def test_an_upgrade_without_the_hostname_does_nothing(on_the_lab_release: StackC
 
 @pytest.mark.timeout(1500)  # an upgrade, plus the return to the lab's release (module fixture)
 def test_the_good_upgrade_changes_the_digests_keeps_mail_and_passes_the_canary(
-    on_the_lab_release: StackConfig, releases: dict[str, dict[str, str]]
+    mailbox: tuple[StackConfig, str, str], releases: dict[str, dict[str, str]]
 ) -> None:
     """Backup, verify, deploy the new pins, checks, the mail canary; every Mailu container then runs the
     new release (its /lab-release says so), and the message delivered before is still there."""
-    from flows.accounts import accounts
-
-    cfg = with_canary(on_the_lab_release)  # the canary's mailbox, declared and made by accounts as code
-    made = accounts(config=cfg, return_state=True)
-    assert made.is_completed(), exception_text(made)
-    user, password, tag = _deliver(cfg)
+    cfg, user, password = mailbox  # a config with the canary on
+    tag = _deliver(user, password)
     before = _backups(cfg)
 
     state = _upgrade(cfg, UPGRADE_TAG)
@@ -194,7 +201,9 @@ def test_the_good_upgrade_changes_the_digests_keeps_mail_and_passes_the_canary(
 
 @pytest.mark.timeout(1500)  # admin's health check fails only after its start period and 3 probes
 def test_a_broken_upgrade_returns_to_the_old_release_healthy_with_mail_and_admins_data(
-    on_the_lab_release: StackConfig, releases: dict[str, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+    mailbox: tuple[StackConfig, str, str],
+    releases: dict[str, dict[str, str]],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """admin of 2024.06.11-broken never becomes healthy: the deploy fails and returns, admin is stopped,
     its volume restored from the pre-upgrade backup, the lab's release deployed again and checked. The
@@ -202,8 +211,8 @@ def test_a_broken_upgrade_returns_to_the_old_release_healthy_with_mail_and_admin
     upgrade (a file written into it after the backup, as a newer admin's migration would, is gone)."""
     from mailu_flows.upgrade import Upgrade
 
-    cfg = on_the_lab_release
-    user, password, tag = _deliver(cfg)
+    cfg, user, password = mailbox
+    tag = _deliver(user, password)
     marker = secrets.token_hex(8)
     _admin_volume(cfg, write=marker)
     original = Upgrade.return_to_previous
@@ -222,7 +231,7 @@ def test_a_broken_upgrade_returns_to_the_old_release_healthy_with_mail_and_admin
 
     assert _runs_images(cfg, mailu_images(cfg)) == dict.fromkeys(mailu_images(cfg), True)
     assert not any(_runs_images(cfg, releases[BROKEN_TAG]).values())
-    assert f"probe {tag}".encode() in _fetch(user, password, tag)  # admin's accounts work: IMAP login
+    assert f"probe {tag}".encode() in _fetch(user, password, tag)  # the mailbox's user, from admin's DB
     assert _admin_volume(cfg) == marker  # the pre-upgrade backup's, not what was written after it
     again = deploy_state(cfg)  # the host is exactly the lab's release: nothing to change
     assert again.is_completed(), exception_text(again)
