@@ -196,12 +196,17 @@ def dkim_dns_lookup(cfg: StackConfig) -> Callable[..., bytes]:
 
 
 def _dkim_check(raw: bytes, cfg: StackConfig) -> tuple[bool, str]:
+    """(verified, why). A key lookup that times out or finds no nameserver is a failed check, not a
+    crashed run: the canary's table must say which step failed."""
     import dkim
+    import dns.exception
 
     try:
         verified = bool(dkim.verify(raw, dnsfunc=dkim_dns_lookup(cfg)))
     except dkim.DKIMException as exc:
         return False, f"dkimpy: {exc}"
+    except dns.exception.DNSException as exc:
+        return False, f"the DKIM key lookup failed: {type(exc).__name__}: {exc}"
     return verified, ("verified" if verified else "the signature does not verify against the published key")
 
 

@@ -67,6 +67,38 @@ def test_an_outbound_message_signed_and_aligned_passes() -> None:
     ]
 
 
+def test_a_dkim_key_lookup_that_times_out_is_a_failed_check_not_a_crash(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import dkim
+    import dns.resolver
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    import mailu_flows.canary as canary
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    message = probe_message("canary@inlock.test", "canary@inlock.test", "0ec225e3", "outbound")
+    signed = dkim.sign(message, b"dkim", b"inlock.test", key) + message
+    asked: list[bytes] = []
+
+    def timing_out(cfg: object) -> object:
+        def lookup(name: bytes, timeout: int = 5) -> bytes:
+            asked.append(name)
+            raise dns.resolver.LifetimeTimeout(timeout=5.0, errors=[])  # type: ignore[no-untyped-call]
+
+        return lookup
+
+    monkeypatch.setattr(canary, "dkim_dns_lookup", timing_out)
+    cfg = with_canary(lab_stack_config(lab_images(), "/srv/apps"))
+    verified, why = canary._dkim_check(signed, cfg)
+    assert asked == [b"dkim._domainkey.inlock.test."]
+    assert not verified
+    assert why.startswith("the DKIM key lookup failed: LifetimeTimeout"), why
+
+
 def test_an_unsigned_or_misaligned_outbound_message_fails_with_the_reason() -> None:
     unsigned = OUTBOUND.replace(b"DKIM-Signature:", b"X-Old-Signature:")
     steps = {s.step: s for s in judge_outbound(unsigned, False, "no signature")}
