@@ -102,7 +102,9 @@ class PrometheusApi(Fact["dict[str, Any] | None"]):
     name: str
 
     def command(self) -> str:
-        return f"curl -fsS -m 10 {shlex.quote(self.url)} || echo null"
+        # the closing echo ends the document's line: Prometheus prints none, and the next fact's
+        # section line must start a line of its own
+        return f"curl -fsS -m 10 {shlex.quote(self.url)} || echo null; echo"
 
     def parse(self, output: str) -> dict[str, Any] | None:
         return _api_doc(output.strip() or "null")

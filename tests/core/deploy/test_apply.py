@@ -7,8 +7,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,8 +21,8 @@ from mailu_core.render import render_stack
 from mailu_core.render.monitoring import alert_names
 from mailu_flows.deploy import engine
 from mailu_flows.deploy.engine import SecretsStore, run_deploy
-from mailu_flows.deploy.hoststate import FACTS_SECTION, split_sections
-from mailu_flows.deploy.monitoring import expected_targets
+from mailu_flows.deploy.hoststate import FACTS_SECTION, fact_script, split_sections
+from mailu_flows.deploy.monitoring import PrometheusApi, expected_targets
 from mailu_flows.deploy.plan import wanted_services
 from mailu_flows.deploy.releases import UnreadableRelease
 from mailu_flows.fake_host import Answer, Call, FakeHost
@@ -203,3 +205,16 @@ def test_a_damaged_release_record_read_with_the_facts_is_named_and_nothing_is_wr
     with pytest.raises(UnreadableRelease, match=r"20200101T000000000000Z/release\.json"):
         run_deploy(stack.cfg, stack.host, store)
     assert [c for c in stack.host.calls if c.kind == "write"] == []
+
+
+def test_prometheus_documents_read_in_one_batch_each_keep_their_section(tmp_path: Path) -> None:
+    """Prometheus answers without a final newline: each document must still end before the next fact."""
+    docs = {}
+    for name in ("targets", "rules"):
+        doc = {"status": "success", "data": {name: [1, 2]}}
+        (tmp_path / f"{name}.json").write_text(json.dumps(doc))  # no newline at the end
+        docs[f"prometheus-{name}"] = doc
+    facts = [PrometheusApi(f"file://{tmp_path}/{name.split('-')[1]}.json", name) for name in docs]
+    out = subprocess.run(["sh", "-c", fact_script(facts)], check=True, capture_output=True, text=True).stdout
+    sections = split_sections(out)
+    assert {f.name: f.parse(sections.get(f.name, "")) for f in facts} == docs
