@@ -1,7 +1,8 @@
 """`make demo`: the main job end to end on the lab, started through the deployments as the UI would.
 
 deploy -> accounts -> dkim-publish -> dns-propagation-wait -> mail-canary -> backup -> backup-verify
-(started by the backup's completion) -> rollback (teardown, volumes kept). Prints a summary table, the
+(started by the backup's completion) -> upgrade (to the lab's newer Mailu release: backup, verify,
+deploy, checks, canary) -> rollback (teardown, volumes kept). Prints a summary table, the
 UI's URL and how to stop everything.
 
 The demo serves `.lab/demo-stack.yaml`: the lab's config with the mail canary on (its mailbox declared
@@ -60,13 +61,17 @@ def main() -> int:
     from deployments.definitions import DEPLOYMENTS, deployment_id
     from lab.serving import ensure_serving
     from lab.stack_config import with_canary
+    from lab.upgrade_images import UPGRADE_TAG, ensure_upgrade_images
     from mailu_core.config import dump_stack_config, load_stack_config
+    from mailu_core.upgrade import mailu_images
 
     config_path = ep.lab_dir() / "demo-stack.yaml"
     cfg = with_canary(load_stack_config(ep.lab_dir() / "stack.yaml"))
     config_path.write_text(dump_stack_config(cfg))
     print("demo: serving every deployment (mailu-flows serve) ...", flush=True)
     ensure_serving(config_path, restart=True)
+    print(f"demo: the lab's newer Mailu release {UPGRADE_TAG} (built from the pinned images) ...", flush=True)
+    ensure_upgrade_images(mailu_images(cfg))
     ids = {spec.name: deployment_id(spec) for spec in DEPLOYMENTS}
     steps: list[tuple[str, dict[str, Any]]] = [
         ("deploy", {}),
@@ -76,6 +81,7 @@ def main() -> int:
         ("mail-canary", {}),  # a probe each way, judged (DKIM, alignment, rspamd's verdict)
         ("backup", {}),
         ("backup-verify", {}),  # started by the backup's completion (event trigger): waited for
+        ("upgrade", {"to": UPGRADE_TAG, "confirm": cfg.hostname}),
         ("rollback", {"mode": "teardown", "confirm": cfg.hostname}),
     ]
     rows = []
@@ -121,6 +127,10 @@ def main() -> int:
     print()
     print(f"Prefect UI: http://127.0.0.1:{ep.PREFECT_PORT}  (deployments, runs, artifacts)")
     print(f"Stack config: {config_path}; lab endpoints: .venv/bin/mailu-flows lab status")
+    print(
+        f"The upgrade ran {UPGRADE_TAG}; the config file still pins the previous images (the upgrade "
+        "printed the new pins to keep)."
+    )
     print("The rollback (teardown) stopped the stack and kept its volumes; `make demo` again redeploys.")
     print("Stop everything: make lab-down")
     return 1 if failed else 0

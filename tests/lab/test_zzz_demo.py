@@ -22,6 +22,7 @@ FLOWS = (
     "mail-canary",
     "backup",
     "backup-verify",
+    "upgrade",
     "rollback",
 )
 
