@@ -3,7 +3,8 @@
 `MailuFlowsError` lives in the pure core because the core raises too (a bad config, an unsafe DNS plan)
 and the core imports nothing above it. Each class keeps the standard base it had (`ValueError`,
 `RuntimeError`, `TimeoutError`, ...), so `except ValueError` still catches a bad field. The tree
-(`tests/core/test_errors.py` checks that every exception class of the project derives from the root):
+(`tests/core/test_errors.py` checks that every exception class of the project derives from the root
+and is named here):
 
     MailuFlowsError
     ├── the pure core (mailu_core): ConfigError (ValueError), UnsafePlan → TooMuchChange,
@@ -12,6 +13,7 @@ and the core imports nothing above it. Each class keeps the standard base it had
     │   ├── CommandFailed, CommandTimedOut, HostKeyMismatch, HostBusy
     │   ├── UnexpectedCommand (FakeHost: a command no answer was scripted for)
     │   └── UnreadableRelease, DkimKeyError
+    ├── UnsafeDockerArgument (ValueError, mailu_flows.dockercmd): an operand a docker argv refuses
     ├── DnsError (mailu_flows.dns.provider): a DNS provider or nameserver
     │   ├── ZoneNotFoundError, DnsAuthError, DnsConnectionError, PlanOutdatedError
     │   ├── RecordOutsideZoneError (ValueError), UnsupportedRecord (ValueError)
@@ -19,9 +21,10 @@ and the core imports nothing above it. Each class keeps the standard base it had
     ├── the engines' own: DeployError → PreflightFailed, CertificateNotIssued, RollbackError →
     │   ConfirmationRefused (ValueError) / NoPreviousRelease, BackupError, GpgError, RestoreRefused,
     │   RestoreFailed, BackupNotAuthentic, DestinationBusy, UnsafeName (ValueError), AccountsApiError,
-    │   PasswordUnavailable, UnresolvedConflicts, RegistryError
+    │   PasswordUnavailable, UnresolvedConflicts, RegistryError, UpgradeRefused, UpgradeFailed
     └── the Prefect layer's: BlockInputError, BlockNotFound, FlattenedKeyError (ValueError),
-        DnsStepFailed, DkimMismatch, BackupVerificationFailed, CanaryFailed, CanaryNotConfigured
+        DnsStepFailed, DkimMismatch, BackupVerificationFailed, CanaryFailed, CanaryNotConfigured,
+        AccountsStepFailed, DeployCanaryFailed
 
 `tree()` prints the live tree of the classes imported so far (the error test imports every module).
 """

@@ -51,6 +51,19 @@ def test_the_standard_bases_stay(path: str, standard: type[BaseException]) -> No
     assert issubclass(cls, MailuFlowsError) and issubclass(cls, standard)
 
 
+def test_the_documented_tree_names_every_exception_class() -> None:
+    """The tree in mailu_core.errors' docstring is what a reader sees: a new class goes in it."""
+    import re
+
+    import mailu_core.errors
+
+    doc = mailu_core.errors.__doc__ or ""
+    unnamed = sorted(
+        {c.__qualname__ for c in product_exceptions() if not re.search(rf"\b{c.__qualname__}\b", doc)}
+    )
+    assert not unnamed, f"add these to the tree in mailu_core/errors.py's docstring: {unnamed}"
+
+
 def test_the_tree_lists_the_families() -> None:
     product_exceptions()  # import every module, so the tree is complete
     text = tree()
