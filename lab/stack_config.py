@@ -56,6 +56,9 @@ def lab_stack_config(
             "tls_flavor": "mail",
             # Debian bookworm does not package Dovecot's fts_flatcurve (lab/images/mailu/imap/NOTES.md).
             "full_text_search": "off",
+            # Probed every 3 s (30 s by default): the lab's tests deploy and recreate services many
+            # times, and each wait ends at the first passing probe.
+            "health_interval_s": 3,
         },
         "images": {service: images[service] for service in LAB_SERVICES if service in images},
         "database": {"flavor": database, "managed": True},

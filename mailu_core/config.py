@@ -211,6 +211,16 @@ class MailuSettings(_Model):
             "(HTTP-01 can only succeed once the A record resolves and Traefik routes the challenge)."
         ),
     )
+    health_interval_s: int = Field(
+        30,
+        ge=2,
+        le=600,
+        description=(
+            "Seconds between Docker's health probes of each Mailu container. A deploy waits for each "
+            "recreated service's first passing probe, so a shorter interval ends deploys sooner for more "
+            "probes; 3 failing probes mark a service unhealthy, counted only after its start period."
+        ),
+    )
     tls_cert_file: FileName = Field(
         "cert.pem", description="Certificate file in the certs volume (cert, mail)."
     )

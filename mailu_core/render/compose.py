@@ -150,7 +150,7 @@ def _service(
         body["depends_on"] = deps
     body["healthcheck"] = {
         "test": ["CMD-SHELL", spec.healthcheck],
-        "interval": "30s",
+        "interval": f"{cfg.mailu.health_interval_s}s",
         "timeout": "10s",
         "retries": 3,
         "start_period": spec.start_period,

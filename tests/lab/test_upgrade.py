@@ -5,8 +5,9 @@ readable after; a release whose admin never becomes healthy ends back on the old
 with the message and admin's volume intact (restored from the pre-upgrade backup).
 
 Each upgrade test takes minutes (a backup, a drill, Mailu starting twice or three times): run them one
-at a time under the lab lock. Every test starts and ends on the lab's own release (the module fixture
-deploys the lab config before and after), so the other lab tests find the stack as they expect.
+at a time under the lab lock. Every test starts and ends on the lab's own release (a fixture deploys
+the lab config before and after each), so each test and the other lab tests find the stack as they
+expect, in any order.
 """
 
 from __future__ import annotations
@@ -48,10 +49,11 @@ def releases(cfg: StackConfig) -> dict[str, dict[str, str]]:
     return ensure_upgrade_images(mailu_images(cfg))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def on_the_lab_release(cfg: StackConfig, releases: dict[str, dict[str, str]]) -> Iterator[StackConfig]:
-    """The lab stack on the lab config's release before and after the tests (a no-op deploy when it
-    already is)."""
+    """The lab stack on the lab config's release before and after each test (a no-op deploy when it
+    already is): the good upgrade leaves the newer release running, and an upgrade is refused unless
+    the host runs the config's release."""
     state = deploy_state(cfg)
     assert state.is_completed(), exception_text(state)
     try:
@@ -171,7 +173,7 @@ def test_an_upgrade_without_the_hostname_does_nothing(on_the_lab_release: StackC
     assert all(_runs_images(cfg, mailu_images(cfg)).values())
 
 
-@pytest.mark.timeout(1500)  # an upgrade, plus the return to the lab's release (module fixture)
+@pytest.mark.timeout(1500)  # an upgrade, plus the return to the lab's release (fixture)
 def test_the_good_upgrade_changes_the_digests_keeps_mail_and_passes_the_canary(
     mailbox: tuple[StackConfig, str, str], releases: dict[str, dict[str, str]]
 ) -> None:
