@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 
 from mailu_core.config import StackConfig
 from mailu_core.errors import MailuFlowsError
+from mailu_flows import dockercmd
 from mailu_flows.deploy.preflight import Check
 from mailu_flows.host import Host
 
@@ -49,12 +50,13 @@ def uses_acme(cfg: StackConfig) -> bool:
 def certificate_present(host: Host, cfg: StackConfig) -> bool:
     """Whether Mailu's certificates exist in the certs volume, read by a throwaway container of the front
     image (no network, the volume read-only), so the answer does not depend on front running."""
-    source = str(cfg.host.resolve(str(cfg.host.certs_dir))) if cfg.host.certs_dir else cfg.volumes.certs
+    mount = (
+        dockercmd.bind_mount(str(cfg.host.resolve(str(cfg.host.certs_dir))), "/certs")
+        if cfg.host.certs_dir
+        else dockercmd.volume_mount(cfg.volumes.certs, "/certs", read_only=True)
+    )
     test = " && ".join(f"test -s {shlex.quote(p)}" for p in CERTIFICATE_FILES)
-    argv = [
-        "docker", "run", "--rm", "--network", "none", "--user", "0:0", "--entrypoint", "/bin/sh",
-        "-v", f"{source}:/certs:ro", cfg.images.front, "-c", test,
-    ]  # fmt: skip
+    argv = dockercmd.run(cfg.images.front, ["-c", test], user="0:0", entrypoint="/bin/sh", mounts=[mount])
     return host.run(shlex.join(argv), check=False, timeout=120).returncode == 0
 
 

@@ -346,7 +346,7 @@ class Deployer:
 
     def traefik_checks(self, state: HostState) -> list[Check]:
         raw = state.traefik_rawdata or {}
-        ours = _traefik_names(self.rendered.files[self.rendered.traefik_file].content)
+        ours = traefik_names(self.rendered.files[self.rendered.traefik_file].content)
         rows = []
         for section, name in ours:
             obj = (raw.get(section) or {}).get(f"{name}@file")
@@ -360,7 +360,7 @@ class Deployer:
         return rows
 
 
-def _traefik_names(content: bytes) -> list[tuple[str, str]]:
+def traefik_names(content: bytes) -> list[tuple[str, str]]:
     doc = load_yaml(content)
     names: list[tuple[str, str]] = []
     for proto, prefix in (("http", ""), ("tcp", "tcp")):

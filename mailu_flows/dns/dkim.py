@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mailu_core.config import Dkim, StackConfig
-from mailu_flows import redact
+from mailu_flows import dockercmd, redact
 from mailu_flows.host import Host
 from mailu_flows.remote import CommandFailed, RemoteError
 
@@ -108,23 +108,14 @@ def generate_private_key_pem(bits: int = 2048) -> bytes:
 
 def _volume_command(cfg: StackConfig, script: str) -> list[str]:
     """A throw-away admin container with only the dkim volume, as root, without network."""
-    return [
-        "docker",
-        "run",
-        "--rm",
-        "-i",
-        "--network",
-        "none",
-        "--user",
-        "0:0",
-        "--entrypoint",
-        "/bin/sh",
-        "-v",
-        f"{cfg.volumes.dkim}:/dkim",
+    return dockercmd.run(
         cfg.images.admin,
-        "-c",
-        script,
-    ]
+        ["-c", script],
+        stdin=True,
+        user="0:0",
+        entrypoint="/bin/sh",
+        mounts=[dockercmd.volume_mount(cfg.volumes.dkim, "/dkim", read_only=False)],
+    )
 
 
 # Prints one block per selector: a header line, then the public half (PEM) of the key if present.
@@ -177,10 +168,10 @@ def _exec_or_run(cfg: StackConfig, script: str) -> str:
     """`docker exec` in the running admin container when there is one (its /dkim is the same volume,
     and an exec costs a fraction of a container start), else the throw-away container."""
     admin = f"{cfg.mailu.compose_project}-admin-1"
-    exec_cmd = shlex.join(["docker", "exec", "-i", "-u", "0:0", admin, "/bin/sh", "-c", script])
+    exec_cmd = shlex.join(dockercmd.exec_(admin, ["/bin/sh", "-c", script], user="0:0", stdin=True))
     # running, and its /dkim is this config's dkim volume (not another stack's)
     fmt = '{{.State.Running}}:{{range .Mounts}}{{if eq .Destination "/dkim"}}{{.Name}}{{end}}{{end}}'
-    probe = shlex.join(["docker", "inspect", "-f", fmt, admin])
+    probe = shlex.join(dockercmd.inspect(admin, format=fmt))
     want = shlex.quote(f"true:{cfg.volumes.dkim}")
     return (
         f'if [ "$({probe} 2>/dev/null)" = {want} ]; then exec {exec_cmd}; '

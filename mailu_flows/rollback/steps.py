@@ -22,7 +22,7 @@ from mailu_core.render import front_alias, render_stack
 from mailu_core.render.monitoring import monitoring_file_paths
 from mailu_core.stack_paths import StackPaths
 from mailu_flows import dockercmd
-from mailu_flows.deploy.engine import Deployer, _traefik_names, sha256
+from mailu_flows.deploy.engine import Deployer, sha256, traefik_names
 from mailu_flows.deploy.hoststate import (
     Container,
     Containers,
@@ -395,7 +395,7 @@ class CheckRelease(Step):
         prefix = ctx.cfg.host.traefik_dynamic_dir + "/"
         traefik_rel = next((r for r in self.to.files if r.startswith(prefix)), None)
         if traefik_rel is not None:
-            names = _traefik_names(release_file(ctx.host, ctx.paths, self.to.id, traefik_rel) or b"")
+            names = traefik_names(release_file(ctx.host, ctx.paths, self.to.id, traefik_rel) or b"")
             deadline = time.monotonic() + ctx.wait_s
             while True:
                 raw = ctx.traefik_rawdata() or {}
@@ -612,14 +612,14 @@ class TeardownChecks(Step):
         """Every router, service and middleware name of Mailu's Traefik file: rendered now, and as
         each release wrote it."""
         rendered = render_stack(ctx.cfg)
-        names = set(_traefik_names(rendered.files[rendered.traefik_file].content))
+        names = set(traefik_names(rendered.files[rendered.traefik_file].content))
         prefix = ctx.cfg.host.traefik_dynamic_dir + "/"
         for r in ctx.releases:
             for rel in r.files:
                 if rel.startswith(prefix):
                     data = release_file(ctx.host, ctx.paths, r.id, rel)
                     if data:
-                        names |= set(_traefik_names(data))
+                        names |= set(traefik_names(data))
         return names
 
     def apply(self, ctx: RollbackContext) -> None:

@@ -65,7 +65,10 @@ def _run(cfg: StackConfig, issued_at: float | None) -> tuple[list[tuple[str, ...
         )
     except CertificateNotIssued as exc:
         out = exc
-    assert all("--network none" in c and ":/certs:ro" in c for c in host.commands)
+    assert all(
+        "--network none" in c and ",target=/certs" in c and c.split(",target=/certs")[1].startswith(",readonly")
+        for c in host.commands
+    )
     return calls, out
 
 
