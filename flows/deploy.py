@@ -21,7 +21,8 @@ from mailu_flows import redact
 from mailu_flows.deploy.engine import DeployPlan, DeployResult, SecretsStore, run_deploy
 from mailu_flows.deploy.preflight import Check
 from mailu_flows.dns.provider import DnsError
-from mailu_flows.remote import HostLock, RemoteError, RemoteHost
+from mailu_flows.remote import RemoteError, RemoteHost
+from mailu_flows.session import stack_lock
 from tasks.dns import DkimSelectors, desired_for, dkim_txt_for, dns_plan, publish_records
 from tasks.host import connect_host
 from tasks.post_deploy import (
@@ -131,16 +132,12 @@ def deploy(
             if publish_dns:
                 dns_plan_md = dry_run_dns_plan(config, host)
         else:
-            lock = HostLock(host, config.paths.lock_file, holder)
-            lock.acquire(wait_s=lock_wait_s)
-            try:
+            with stack_lock(host, config, holder, lock_wait_s):
                 result = converge(config, host, False)
                 try:  # the engine, not the accounts flow: that flow would wait for this lock
                     accounts = accounts_after_release(config, host, SecretBlockPasswords())
                 except Exception as exc:  # after a good release: reported at the end, never undone
                     accounts_error = exc
-            finally:
-                lock.release()
             if publish_dns:
                 try:
                     dkim = dkim_txt_for(config, host)

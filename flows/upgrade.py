@@ -22,7 +22,8 @@ from mailu_core.upgrade import UpgradePlan, mailu_images, plan_upgrade, release_
 from mailu_flows import redact
 from mailu_flows.deploy.engine import DeployPlan, DeployResult, run_deploy
 from mailu_flows.registry import resolve_digests
-from mailu_flows.remote import HostLock, RemoteHost
+from mailu_flows.remote import RemoteHost
+from mailu_flows.session import stack_lock
 from mailu_flows.upgrade import Upgrade, UpgradeSteps, check_confirmation
 from tasks.backup import backup_volumes, default_destination, restore_backup_task, verify_newest_backup
 from tasks.host import connect_host
@@ -159,12 +160,10 @@ def upgrade(
             canary=(lambda cfg: canary_round_trip(cfg)) if with_canary else None,
         )
         engine = Upgrade(config, plan, to, host, steps, log=logger.info)
-        lock = HostLock(host, config.paths.lock_file, holder)
-        lock.acquire(wait_s=lock_wait_s)
         try:
-            result = engine.run()
+            with stack_lock(host, config, holder, lock_wait_s):
+                result = engine.run()
         finally:
-            lock.release()
             if engine.rows:
                 create_table_artifact(
                     [row.as_dict() for row in engine.rows],

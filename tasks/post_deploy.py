@@ -30,9 +30,8 @@ from mailu_flows import redact
 from mailu_flows.accounts import AccountsApi, MailuAccountsApi, PasswordStore, run_accounts
 from mailu_flows.canary import CanaryReport, run_canary
 from mailu_flows.host import Host
-from mailu_flows.remote import HostLock
 from mailu_flows.rollback import NoPreviousRelease, Rollback
-from tasks.host import connect_host
+from tasks.host import host_session
 
 __all__ = [
     "AccountsStepFailed",
@@ -174,35 +173,27 @@ def return_to_previous_release(config: StackConfig, release: str, lock_wait_s: i
     """Under the host lock: the rollback engine's previous-release from `release` (only if it is still
     the current one); one sentence saying where the stack is now."""
     logger = get_run_logger()
-    host = connect_host(config)
-    try:
-        lock = HostLock(host, config.paths.lock_file, holder)
-        lock.acquire(wait_s=lock_wait_s)
+    with host_session(config, "deploy", lock_wait_s, holder=holder) as host:
+        engine = Rollback(config, host, holder, log=logger.info)
         try:
-            engine = Rollback(config, host, holder, log=logger.info)
-            try:
-                plan, releases, journal = engine.read_plan("previous-release", None, adopt=True)
-            except NoPreviousRelease:
-                return f"there is no good release before {release} to return to: {release} stays"
-            if plan.from_release != release:
-                return (
-                    f"not returned: the current release is {plan.from_release}, not {release} (a deploy "
-                    "since?); the stack is left as it is"
-                )
-            try:
-                engine.execute(plan, releases, journal)
-            finally:
-                if engine.rows:
-                    create_table_artifact(
-                        [{"step": r.step, "result": r.result, "detail": r.detail} for r in engine.rows],
-                        key=artifact_key("rollback-result", config.name),
-                        description="Return to the previous release after a failed mail canary",
-                    )
-            return f"returned to release {plan.to_release}, which is healthy again"
+            plan, releases, journal = engine.read_plan("previous-release", None, adopt=True)
+        except NoPreviousRelease:
+            return f"there is no good release before {release} to return to: {release} stays"
+        if plan.from_release != release:
+            return (
+                f"not returned: the current release is {plan.from_release}, not {release} (a deploy "
+                "since?); the stack is left as it is"
+            )
+        try:
+            engine.execute(plan, releases, journal)
         finally:
-            lock.release()
-    finally:
-        host.close()
+            if engine.rows:
+                create_table_artifact(
+                    [{"step": r.step, "result": r.result, "detail": r.detail} for r in engine.rows],
+                    key=artifact_key("rollback-result", config.name),
+                    description="Return to the previous release after a failed mail canary",
+                )
+        return f"returned to release {plan.to_release}, which is healthy again"
 
 
 def canary_after_release(
