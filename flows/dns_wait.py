@@ -21,7 +21,7 @@ from mailu_core.fields import DkimSelector, DkimTxtValue, IPAny
 from mailu_flows import redact
 from mailu_flows.dns.propagation import nameservers_for, reverse_dns_warnings, wait_for_propagation
 from tasks.dns import desired_for, dkim_txt_for, torn_down_since, without_mail_routing
-from tasks.host import connect_host
+from tasks.host import host_session
 
 
 def table_rows(table: PropagationTable, width: int = 60) -> list[dict[str, str]]:
@@ -54,16 +54,13 @@ def _records(
     notes: list[str] = []
     torn_down: str | None = None
     if dkim_txt is None or mail_routing is None:
-        host = connect_host(config)
-        try:
+        with host_session(config, "dns-propagation-wait", 0, lock=False) as host:  # reads only
             if dkim_txt is None:
                 selectors = dkim_txt_for(config, host)
                 dkim_txt, notes = selectors.txt, list(selectors.notes)
             if mail_routing is None:
                 torn_down = torn_down_since(host, config)
                 mail_routing = torn_down is None
-        finally:
-            host.close()
     records = desired_for(config, dkim_txt)
     if not mail_routing:
         records = without_mail_routing(config, records)

@@ -21,7 +21,7 @@ from mailu_flows import redact
 from mailu_flows.dns.provider import Provider
 from mailu_flows.remote import RemoteHost
 from mailu_flows.rollback import Mode, Rollback, RollbackError, RollbackPlan, check_confirmation
-from mailu_flows.session import connect_host, lock_holder, stack_lock
+from mailu_flows.session import host_session, lock_holder, stack_lock
 
 
 @flow(name=flow_name("rollback"), flow_run_name=run_namer("rollback", "mode"), log_prints=False)
@@ -145,11 +145,8 @@ def _show_plan(
     """Read the plan (nothing changes on the host), publish it; returns its identity."""
     _check_release(mode, release)
     redact.install()
-    host = connect_host(config)
-    try:
+    with host_session(config, "rollback", 0, lock=False) as host:  # reads the plan only
         shown, _, _ = _engine(config, host, _run_label()).read_plan(mode, restore_backup, release)
-    finally:
-        host.close()
     _publish_plan(config, shown)
     return shown.identity()
 
@@ -168,8 +165,7 @@ def _rollback(
     redact.install()
     logger = get_run_logger()
     run_label = _run_label()
-    host = connect_host(config)
-    try:
+    with host_session(config, "rollback", 0, lock=False) as host:  # the lock is taken after the plan is shown
         rb = _engine(config, host, run_label)
         shown, _, _ = rb.read_plan(mode, restore_backup, release)
         if seen is not None and shown.identity() != seen:
@@ -194,8 +190,6 @@ def _rollback(
                         key=artifact_key("rollback-result", config.name),
                         description=f"Rollback ({mode}): what was done and checked",
                     )
-    finally:
-        host.close()
     logger.info("rollback: %s", result.summary())
     return {
         "mode": result.mode,
