@@ -49,7 +49,7 @@ def child(volume: str, dest: str) -> None:
     """One backup in this process; prints seconds and peak RSS as JSON."""
     from mailu_flows.backup import LocalDirectory, run_backup
     from mailu_flows.remote import RemoteHost
-    from tasks.backup import load_public_key, load_signing_key
+    from mailu_flows.tasks.backup import load_public_key, load_signing_key
 
     ssh = _lab()["ssh"]
     config = _config(dest)
@@ -111,7 +111,7 @@ def main() -> None:
         child(*args.child)
         return
 
-    from tasks.backup import load_public_key
+    from mailu_flows.tasks.backup import load_public_key
 
     lab = _lab()
     work = Path(tempfile.mkdtemp(prefix="mlt-bench-"))

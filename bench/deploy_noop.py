@@ -63,10 +63,10 @@ def main() -> None:
     from prefect.client.orchestration import get_client
     from prefect.settings import get_current_settings
 
-    from blocks import SshHost, load_block
-    from flows.deploy import deploy
     from mailu_core.config import load_stack_config
+    from mailu_flows.blocks import SshHost, load_block
     from mailu_flows.deploy.engine import compose_args
+    from mailu_flows.flows.deploy import deploy
 
     cfg = load_stack_config(Path(args.config))
     block = load_block(SshHost, cfg.blocks.ssh_host)

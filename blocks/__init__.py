@@ -1,10 +1,10 @@
 """Prefect block types holding every credential a Mailu stack needs (the stack config names them)."""
 
-from blocks.backup import BackupSigningKey
-from blocks.dns import CloudflareDns, Rfc2136Dns
-from blocks.gpg import GpgBackupPrivateKey, GpgBackupPublicKey
-from blocks.mailu import MailuSecrets
-from blocks.registry import (
+from mailu_flows.blocks.backup import BackupSigningKey
+from mailu_flows.blocks.dns import CloudflareDns, Rfc2136Dns
+from mailu_flows.blocks.gpg import GpgBackupPrivateKey, GpgBackupPublicKey
+from mailu_flows.blocks.mailu import MailuSecrets
+from mailu_flows.blocks.registry import (
     BLOCK_TYPES,
     KINDS,
     BlockNotFound,
@@ -12,7 +12,7 @@ from blocks.registry import (
     load_block,
     register_block_types,
 )
-from blocks.ssh import SshHost
+from mailu_flows.blocks.ssh import SshHost
 
 __all__ = [
     "BLOCK_TYPES",

@@ -14,8 +14,8 @@ import secrets
 from prefect.blocks.core import Block
 from pydantic import ConfigDict, Field, SecretStr, field_validator
 
-from blocks.meta import DOCS_URL, LOGO_URL
 from mailu_core.backup import signing_key_id
+from mailu_flows.blocks.meta import DOCS_URL, LOGO_URL
 
 MIN_KEY_LENGTH = 32
 
@@ -35,7 +35,7 @@ class BackupSigningKey(Block):
     _documentation_url = DOCS_URL
     _code_example = """
     ```python
-    from blocks import BackupSigningKey
+    from mailu_flows.blocks import BackupSigningKey
 
     signing = BackupSigningKey.load("BLOCK_NAME")  # the stack config's blocks.backup_signing_key
     print(signing.key_id)  # the key's public name, recorded beside each signature

@@ -24,8 +24,8 @@ from typing import Any
 from prefect.blocks.core import Block
 from pydantic import SecretStr, ValidationError
 
-from blocks.registry import block_type_for
 from mailu_core.errors import MailuFlowsError
+from mailu_flows.blocks.registry import block_type_for
 
 
 class BlockInputError(MailuFlowsError, ValueError):

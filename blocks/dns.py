@@ -9,8 +9,8 @@ from typing import Literal
 from prefect.blocks.core import Block
 from pydantic import ConfigDict, Field, SecretStr, field_validator
 
-from blocks.meta import DOCS_URL, LOGO_URL
 from mailu_core.fields import SECRET_MAX, HttpUrl, IPAny
+from mailu_flows.blocks.meta import DOCS_URL, LOGO_URL
 
 CLOUDFLARE_API = "https://api.cloudflare.com/client/v4"
 
@@ -27,7 +27,7 @@ class CloudflareDns(Block):
     _documentation_url = DOCS_URL
     _code_example = """
     ```python
-    from blocks import CloudflareDns
+    from mailu_flows.blocks import CloudflareDns
 
     cloudflare = CloudflareDns.load("BLOCK_NAME")  # the stack config's blocks.dns_provider
     print(cloudflare.base_url)  # the token stays in cloudflare.api_token (a SecretStr)
@@ -83,7 +83,7 @@ class Rfc2136Dns(Block):
     _documentation_url = DOCS_URL
     _code_example = """
     ```python
-    from blocks import Rfc2136Dns
+    from mailu_flows.blocks import Rfc2136Dns
 
     ddns = Rfc2136Dns.load("BLOCK_NAME")  # the stack config's blocks.dns_provider
     print(ddns.server, ddns.port, ddns.tsig_key_name, ddns.tsig_algorithm)

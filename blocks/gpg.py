@@ -11,10 +11,10 @@ import re
 from prefect.blocks.core import Block
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from blocks.meta import DOCS_URL, LOGO_URL
-from blocks.pasted import FlattenedKeyError, restore_armor
 from mailu_core.fields import SECRET_MAX
 from mailu_core.openpgp import PRIVATE_ARMOR, PUBLIC_ARMOR, OpenPgpError, primary_fingerprint
+from mailu_flows.blocks.meta import DOCS_URL, LOGO_URL
+from mailu_flows.blocks.pasted import FlattenedKeyError, restore_armor
 
 FINGERPRINT_PATTERN = r"^(?:[0-9A-F]{40}|[0-9A-F]{64})$"
 FINGERPRINT_MAX = 128  # 64 hex digits with gpg's spaces and a 0x, and room to spare
@@ -59,7 +59,7 @@ class GpgBackupPublicKey(Block):
     _documentation_url = DOCS_URL
     _code_example = """
     ```python
-    from blocks import GpgBackupPublicKey
+    from mailu_flows.blocks import GpgBackupPublicKey
 
     public = GpgBackupPublicKey.load("BLOCK_NAME")  # the stack config's blocks.gpg_public_key
     print(public.fingerprint)
@@ -106,7 +106,7 @@ class GpgBackupPrivateKey(Block):
     _documentation_url = DOCS_URL
     _code_example = """
     ```python
-    from blocks import GpgBackupPrivateKey
+    from mailu_flows.blocks import GpgBackupPrivateKey
 
     private = GpgBackupPrivateKey.load("BLOCK_NAME")  # the stack config's blocks.gpg_private_key
     print(private.fingerprint)  # must match the public key block's

@@ -13,8 +13,8 @@ import string
 from prefect.blocks.core import Block
 from pydantic import ConfigDict, Field, SecretStr, field_validator
 
-from blocks.meta import DOCS_URL, LOGO_URL
 from mailu_core.fields import SECRET_MAX
+from mailu_flows.blocks.meta import DOCS_URL, LOGO_URL
 
 # Mailu's setup draws SECRET_KEY from A-Z0-9 (16 chars) and API_TOKEN from the same (32 chars).
 _MAILU_ALPHABET = string.ascii_uppercase + string.digits
@@ -41,7 +41,7 @@ class MailuSecrets(Block):
     _documentation_url = DOCS_URL
     _code_example = """
     ```python
-    from blocks import MailuSecrets
+    from mailu_flows.blocks import MailuSecrets
 
     secrets = MailuSecrets.load("BLOCK_NAME")  # the stack config's blocks.mailu_secrets
     print(secrets.missing())  # the fields the next deploy generates

@@ -10,12 +10,12 @@ from typing import TypeVar
 
 from prefect.blocks.core import Block
 
-from blocks.backup import BackupSigningKey
-from blocks.dns import CloudflareDns, Rfc2136Dns
-from blocks.gpg import GpgBackupPrivateKey, GpgBackupPublicKey
-from blocks.mailu import MailuSecrets
-from blocks.ssh import SshHost
 from mailu_core.errors import MailuFlowsError
+from mailu_flows.blocks.backup import BackupSigningKey
+from mailu_flows.blocks.dns import CloudflareDns, Rfc2136Dns
+from mailu_flows.blocks.gpg import GpgBackupPrivateKey, GpgBackupPublicKey
+from mailu_flows.blocks.mailu import MailuSecrets
+from mailu_flows.blocks.ssh import SshHost
 
 B = TypeVar("B", bound=Block)
 
@@ -48,7 +48,7 @@ def block_type_for(kind: str) -> type[Block]:
 def register_block_types() -> list[str]:
     """Register every block type and schema with the current Prefect API (idempotent); returns the slugs.
 
-    The same as Prefect's own `prefect block register -m blocks`; a Prefect server whose environment has
+    The same as Prefect's own `prefect block register -m mailu_flows.blocks`; a Prefect server whose environment has
     mailu-flows installed also registers them when it starts (the `prefect.collections` entry point)."""
     slugs = []
     for block_type in BLOCK_TYPES:

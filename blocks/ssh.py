@@ -14,9 +14,9 @@ from typing import Any
 from prefect.blocks.core import Block
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from blocks.meta import DOCS_URL, LOGO_URL
-from blocks.pasted import FlattenedKeyError, restore_armor, split_lines
 from mailu_core.fields import SECRET_MAX, HostAddress
+from mailu_flows.blocks.meta import DOCS_URL, LOGO_URL
+from mailu_flows.blocks.pasted import FlattenedKeyError, restore_armor, split_lines
 
 HOST_KEY_TYPES = (
     "ssh-ed25519",
@@ -86,7 +86,7 @@ class SshHost(Block):
     _documentation_url = DOCS_URL
     _code_example = """
     ```python
-    from blocks import SshHost
+    from mailu_flows.blocks import SshHost
 
     ssh = SshHost.load("BLOCK_NAME")  # the name in the stack config's blocks.ssh_host
     print(ssh.user, ssh.address, ssh.port, ssh.host_keys)

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
-from flows.naming import flow_name
 from mailu_core.config import StackConfig
+from mailu_flows.flows.naming import flow_name
 
 if TYPE_CHECKING:
     from prefect import Flow
@@ -32,7 +32,7 @@ class DeploymentSpec:
     and the flow whose completion (on the same stack) also starts it."""
 
     name: str
-    entrypoint: str  # "flows/deploy.py:deploy"
+    entrypoint: str  # "mailu_flows.flows.deploy:deploy"
     description: str
     cron: str | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
@@ -55,7 +55,7 @@ class DeploymentSpec:
 
     def load_flow(self) -> Flow[..., Any]:
         path, func = self.entrypoint.split(":")
-        module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+        module = importlib.import_module(path)
         flow: Flow[..., Any] = getattr(module, func)
         return flow
 
@@ -68,28 +68,28 @@ VERIFY_CRON = "45 4 * * *"
 DEPLOYMENTS: tuple[DeploymentSpec, ...] = (
     DeploymentSpec(
         "deploy",
-        "flows/deploy.py:deploy",
+        "mailu_flows.flows.deploy:deploy",
         "Converge the Mailu stack on the host (idempotent); returns to the last good release on failure.",
     ),
     DeploymentSpec(
         "dkim-publish",
-        "flows/dkim_publish.py:dkim_publish",
+        "mailu_flows.flows.dkim_publish:dkim_publish",
         "Ensure the DKIM key exists (never overwritten), publish its TXT, wait for propagation.",
     ),
     DeploymentSpec(
         "dns-propagation-wait",
-        "flows/dns_wait.py:dns_propagation_wait",
+        "mailu_flows.flows.dns_wait:dns_propagation_wait",
         "Query every authoritative nameserver until all serve the desired records.",
     ),
     DeploymentSpec(
         "backup",
-        "flows/backup.py:backup",
+        "mailu_flows.flows.backup:backup",
         "Nightly: GPG-encrypted backups of every Mailu volume and the stack files.",
         cron=BACKUP_CRON,
     ),
     DeploymentSpec(
         "backup-verify",
-        "flows/backup_verify.py:backup_verify",
+        "mailu_flows.flows.backup_verify:backup_verify",
         "Daily: prove the newest backup decrypts, reads and restores (drill in scratch volumes).",
         cron=VERIFY_CRON,
         after="backup",
@@ -97,30 +97,30 @@ DEPLOYMENTS: tuple[DeploymentSpec, ...] = (
     ),
     DeploymentSpec(
         "accounts",
-        "flows/accounts.py:accounts",
+        "mailu_flows.flows.accounts:accounts",
         "Keep Mailu's domains, users, aliases and relays as the config's accounts section says.",
     ),
     DeploymentSpec(
         "mail-canary",
-        "flows/canary.py:mail_canary",
+        "mailu_flows.flows.canary:mail_canary",
         "Every 15 minutes by default: a probe each way through the stack, judged (DKIM, alignment, rspamd).",
         cron_from=lambda cfg: cfg.canary.cron() if cfg.canary.scheduled else None,
         wanted=lambda cfg: cfg.blocks.canary_password is not None,
     ),
     DeploymentSpec(
         "upgrade",
-        "flows/upgrade.py:upgrade",
+        "mailu_flows.flows.upgrade:upgrade",
         "Manual only: a newer Mailu release (backup, verify, deploy, canary; back with admin's data on "
         "failure); needs confirm = the mail hostname.",
     ),
     DeploymentSpec(
         "rollback",
-        "flows/rollback.py:rollback",
+        "mailu_flows.flows.rollback:rollback",
         "Manual only: previous-release or teardown; needs confirm = the mail hostname.",
     ),
     DeploymentSpec(
         "rollback-review",
-        "flows/rollback.py:rollback_review",
+        "mailu_flows.flows.rollback:rollback_review",
         "Manual only, from the UI: shows the rollback plan, then pauses and asks for the mail hostname.",
     ),
 )

@@ -16,12 +16,12 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from pydantic import Field, SecretStr
 
-from blocks import MailuSecrets, load_block
-from flows.naming import artifact_key, flow_name, run_namer
 from mailu_core.accounts import Plan
 from mailu_core.config import StackConfig
 from mailu_flows import redact
 from mailu_flows.accounts import MailuAccountsApi, PasswordStore, run_accounts
+from mailu_flows.blocks import MailuSecrets, load_block
+from mailu_flows.flows.naming import artifact_key, flow_name, run_namer
 from mailu_flows.session import host_session
 
 

@@ -15,13 +15,13 @@ from prefect import flow
 from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel, Field
 
-from flows.naming import artifact_key, flow_name, run_namer
 from mailu_core.backup import ArchiveEntry
 from mailu_core.config import StackConfig
 from mailu_core.fields import ComposeService, WaitSeconds
 from mailu_flows import redact
+from mailu_flows.flows.naming import artifact_key, flow_name, run_namer
 from mailu_flows.session import host_session
-from tasks.backup import apply_retention, backup_volumes, default_destination
+from mailu_flows.tasks.backup import apply_retention, backup_volumes, default_destination
 
 
 class BackupReport(BaseModel):

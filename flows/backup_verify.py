@@ -13,17 +13,17 @@ import time
 from prefect import flow
 from prefect.artifacts import create_table_artifact
 
-from flows.naming import artifact_key, flow_name, run_namer
 from mailu_core.backup import VerificationRecord
 from mailu_core.config import StackConfig
 from mailu_core.errors import MailuFlowsError
 from mailu_core.fields import WaitSeconds
 from mailu_core.render.monitoring import BACKUP_VERIFIED_METRIC, textfile_metric
 from mailu_flows import redact
+from mailu_flows.flows.naming import artifact_key, flow_name, run_namer
 from mailu_flows.host import Host
 from mailu_flows.session import host_session
-from tasks.backup import default_destination, verify_newest_backup
-from tasks.host import textfile_dir, write_textfile_metric
+from mailu_flows.tasks.backup import default_destination, verify_newest_backup
+from mailu_flows.tasks.host import textfile_dir, write_textfile_metric
 
 
 def publish_verified_metric(host: Host, config: StackConfig) -> None:

@@ -15,15 +15,15 @@ from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 from prefect.blocks.system import Secret
 
-from blocks import load_block
-from flows.naming import artifact_key, flow_name, run_namer
 from mailu_core.canary import CANARY_LAST_SUCCESS_METRIC, CANARY_LATENCY_METRIC
 from mailu_core.config import StackConfig
 from mailu_core.errors import MailuFlowsError
 from mailu_core.render.monitoring import textfile_metric
 from mailu_flows import redact
+from mailu_flows.blocks import load_block
 from mailu_flows.canary import CanaryReport, run_canary
-from tasks.host import host_session, textfile_dir, write_textfile_metric
+from mailu_flows.flows.naming import artifact_key, flow_name, run_namer
+from mailu_flows.tasks.host import host_session, textfile_dir, write_textfile_metric
 
 
 class CanaryFailed(MailuFlowsError, RuntimeError):

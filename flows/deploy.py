@@ -10,22 +10,22 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import Field, SecretStr
 
-from blocks import MailuSecrets, load_block
-from flows.accounts import SecretBlockPasswords
-from flows.canary import canary_password
-from flows.naming import artifact_key, flow_name, run_namer
 from mailu_core.config import StackConfig
 from mailu_core.dns import Record
 from mailu_core.errors import MailuFlowsError
 from mailu_flows import redact
+from mailu_flows.blocks import MailuSecrets, load_block
 from mailu_flows.deploy.engine import DeployPlan, DeployResult, SecretsStore, run_deploy
 from mailu_flows.deploy.preflight import Check
 from mailu_flows.dns.provider import DnsError
+from mailu_flows.flows.accounts import SecretBlockPasswords
+from mailu_flows.flows.canary import canary_password
+from mailu_flows.flows.naming import artifact_key, flow_name, run_namer
 from mailu_flows.remote import RemoteError, RemoteHost
 from mailu_flows.session import stack_lock
-from tasks.dns import DkimSelectors, desired_for, dkim_txt_for, dns_plan, publish_records
-from tasks.host import connect_host
-from tasks.post_deploy import (
+from mailu_flows.tasks.dns import DkimSelectors, desired_for, dkim_txt_for, dns_plan, publish_records
+from mailu_flows.tasks.host import connect_host
+from mailu_flows.tasks.post_deploy import (
     accounts_after_release,
     accounts_failure,
     canary_after_release,
@@ -262,7 +262,7 @@ def run_dns_step(
 ) -> dict[str, Any]:
     """Publish the records (A/AAAA first, MX last), then dkim-publish (which waits for propagation as
     a subflow and verifies the served key). Runs only after a good release, which it never undoes."""
-    from flows.dkim_publish import dkim_publish
+    from mailu_flows.flows.dkim_publish import dkim_publish
 
     try:
         if dkim is None:

@@ -15,8 +15,6 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import Field
 
-from flows.dns_wait import dns_propagation_wait
-from flows.naming import flow_name, run_namer
 from mailu_core.config import StackConfig
 from mailu_core.dns import Record, dkim_public_key_der, dkim_txt_value
 from mailu_core.errors import MailuFlowsError
@@ -24,9 +22,11 @@ from mailu_core.fields import IPAny
 from mailu_flows import redact
 from mailu_flows.dns.dkim import DkimKey, ensure_key
 from mailu_flows.dns.propagation import check_propagation, nameservers_for
+from mailu_flows.flows.dns_wait import dns_propagation_wait
+from mailu_flows.flows.naming import flow_name, run_namer
 from mailu_flows.host import Host
 from mailu_flows.session import host_session
-from tasks.dns import (
+from mailu_flows.tasks.dns import (
     DkimSelectors,
     desired_for,
     dkim_txt_for,

@@ -14,14 +14,14 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import aupdate_progress_artifact, create_progress_artifact, create_table_artifact
 from pydantic import Field
 
-from flows.naming import artifact_key, flow_name, run_namer
 from mailu_core.config import StackConfig
 from mailu_core.dns import PropagationTable, PropagationTimeout, Record, Status, mx_a_warnings
 from mailu_core.fields import DkimSelector, DkimTxtValue, IPAny
 from mailu_flows import redact
 from mailu_flows.dns.propagation import nameservers_for, reverse_dns_warnings, wait_for_propagation
-from tasks.dns import desired_for, dkim_txt_for, torn_down_since, without_mail_routing
-from tasks.host import host_session
+from mailu_flows.flows.naming import artifact_key, flow_name, run_namer
+from mailu_flows.tasks.dns import desired_for, dkim_txt_for, torn_down_since, without_mail_routing
+from mailu_flows.tasks.host import host_session
 
 
 def table_rows(table: PropagationTable, width: int = 60) -> list[dict[str, str]]:

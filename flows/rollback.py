@@ -14,11 +14,11 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.input import RunInput
 from pydantic import Field
 
-from flows.naming import artifact_key, flow_name, run_namer
 from mailu_core.config import StackConfig
 from mailu_core.fields import BackupId, ConfirmText, ReleaseId
 from mailu_flows import redact
 from mailu_flows.dns.provider import Provider
+from mailu_flows.flows.naming import artifact_key, flow_name, run_namer
 from mailu_flows.remote import RemoteHost
 from mailu_flows.rollback import Mode, Rollback, RollbackError, RollbackPlan, check_confirmation
 from mailu_flows.session import host_session, lock_holder, stack_lock
@@ -104,7 +104,7 @@ def _engine(config: StackConfig, host: RemoteHost, run_label: str) -> Rollback:
     """The rollback engine on an open connection, with the backup restore and the DNS provider."""
 
     def restore(backup_id: str) -> str:
-        from tasks.backup import restore_backup_task
+        from mailu_flows.tasks.backup import restore_backup_task
 
         res = restore_backup_task(host, config, backup_id, run_label, lock_held=True)
         return (
@@ -113,7 +113,7 @@ def _engine(config: StackConfig, host: RemoteHost, run_label: str) -> Rollback:
         )
 
     def provider() -> Provider:
-        from tasks.dns import dns_provider
+        from mailu_flows.tasks.dns import dns_provider
 
         return dns_provider(config)
 

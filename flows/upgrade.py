@@ -14,19 +14,24 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import Field, StringConstraints
 
-from flows.deploy import BlockSecretsStore
-from flows.naming import artifact_key, flow_name, run_namer
 from mailu_core.config import StackConfig
 from mailu_core.fields import Checked, ConfirmText, WaitSeconds
 from mailu_core.upgrade import UpgradePlan, mailu_images, plan_upgrade, release_reference
 from mailu_flows import redact
 from mailu_flows.deploy.engine import DeployPlan, DeployResult, run_deploy
+from mailu_flows.flows.deploy import BlockSecretsStore
+from mailu_flows.flows.naming import artifact_key, flow_name, run_namer
 from mailu_flows.registry import resolve_digests
 from mailu_flows.remote import RemoteHost
 from mailu_flows.session import stack_lock
+from mailu_flows.tasks.backup import (
+    backup_volumes,
+    default_destination,
+    restore_backup_task,
+    verify_newest_backup,
+)
+from mailu_flows.tasks.host import connect_host
 from mailu_flows.upgrade import Upgrade, UpgradeSteps, check_confirmation
-from tasks.backup import backup_volumes, default_destination, restore_backup_task, verify_newest_backup
-from tasks.host import connect_host
 
 ImageTag = Annotated[
     str,
@@ -85,8 +90,8 @@ def deploy_release(config: StackConfig, host: RemoteHost) -> DeployResult:
 @task(name="upgrade-canary", cache_policy=NO_CACHE)
 def canary_round_trip(config: StackConfig) -> list[str]:
     """One mail round trip through the upgraded stack; its failed steps (empty: mail flows)."""
-    from flows.canary import canary_password
     from mailu_flows.canary import run_canary
+    from mailu_flows.flows.canary import canary_password
 
     report = run_canary(config, canary_password(config))
     create_table_artifact(

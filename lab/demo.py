@@ -58,12 +58,12 @@ def triggered_run(deployment: str, after: datetime, timeout_s: float) -> Any:
 def main() -> int:
     from prefect.deployments import run_deployment
 
-    from deployments.definitions import DEPLOYMENTS, deployment_id
     from lab.serving import ensure_serving
     from lab.stack_config import with_canary
     from lab.upgrade_images import UPGRADE_TAG, ensure_upgrade_images
     from mailu_core.config import dump_stack_config, load_stack_config
     from mailu_core.upgrade import mailu_images
+    from mailu_flows.deployments.definitions import DEPLOYMENTS, deployment_id
 
     config_path = ep.lab_dir() / "demo-stack.yaml"
     cfg = with_canary(load_stack_config(ep.lab_dir() / "stack.yaml"))

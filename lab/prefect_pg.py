@@ -337,7 +337,7 @@ def fleet_prefect_yaml(
 ) -> dict[str, Any]:
     """One prefect.yaml for several stacks: each stack's deployments from `prefect_yaml` (only those named
     in `only`), renamed `<deployment>-<stack>` so they do not replace each other on one server."""
-    from deployments.definitions import prefect_yaml
+    from mailu_flows.deployments.definitions import prefect_yaml
 
     doc: dict[str, Any] = {}
     deployments: list[dict[str, Any]] = []
@@ -353,7 +353,7 @@ def deploy_to_pool(
     configs: Sequence[Any], only: Sequence[str] = ("deploy",), pool: str = WORK_POOL
 ) -> list[str]:
     """`prefect deploy --all` of the stacks' deployments onto `pool`; returns `<flow>/<deployment>` ids."""
-    from deployments.definitions import SPECS_BY_NAME
+    from mailu_flows.deployments.definitions import SPECS_BY_NAME
 
     doc = fleet_prefect_yaml(configs, only, pool)
     path = base_dir() / "prefect.yaml"
@@ -378,7 +378,7 @@ def copy_blocks(names: Sequence[str]) -> list[str]:
     from prefect.blocks.core import Block
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from blocks.registry import register_block_types
+    from mailu_flows.blocks.registry import register_block_types
 
     loaded: dict[str, Block] = {}
     with temporary_settings({PREFECT_API_URL: ep.PREFECT_API_URL}):
@@ -410,7 +410,7 @@ def ensure_empty_mailu_secrets(name: str) -> None:
     """A stack's Mailu secrets block on this server, created empty once (its first deploy fills it)."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from blocks import MailuSecrets
+    from mailu_flows.blocks import MailuSecrets
 
     with temporary_settings({PREFECT_API_URL: PREFECT_PG_API_URL}):
         try:

@@ -29,8 +29,8 @@ def _deployment_names() -> set[str]:
 def ensure_serving(config: Path, restart: bool = False, timeout: float = 120) -> None:
     """Run `mailu-flows serve --config <config>` against the lab's Prefect server, polling every second
     (so a run created in the UI starts at once), until every deployment is registered."""
-    from deployments.definitions import deployments_for
     from mailu_core.config import load_stack_config
+    from mailu_flows.deployments.definitions import deployments_for
 
     if restart:
         stop_daemon(SERVE_NAME)

@@ -23,7 +23,10 @@ def save_lab_blocks() -> list[str]:
     from prefect.settings import PREFECT_API_URL, temporary_settings
     from pydantic import SecretStr
 
-    from blocks import (
+    from lab.cf_emulator import read_token
+    from lab.dns import read_tsig_secret
+    from lab.services import ensure_gpg, ensure_secret
+    from mailu_flows.blocks import (
         BackupSigningKey,
         CloudflareDns,
         GpgBackupPrivateKey,
@@ -32,10 +35,7 @@ def save_lab_blocks() -> list[str]:
         Rfc2136Dns,
         SshHost,
     )
-    from blocks.registry import register_block_types
-    from lab.cf_emulator import read_token
-    from lab.dns import read_tsig_secret
-    from lab.services import ensure_gpg, ensure_secret
+    from mailu_flows.blocks.registry import register_block_types
 
     d = ep.lab_dir()
     gpg = ensure_gpg()

@@ -49,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if not unreachable_prefect_api(exc):
             raise
-        from blocks.registry import prefect_server, where_hint
+        from mailu_flows.blocks.registry import prefect_server, where_hint
 
         print(
             f"mailu-flows {args.command}: {prefect_server()} does not answer ({exc}); start it "

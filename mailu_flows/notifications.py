@@ -17,7 +17,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from flows.naming import FLOW_PREFIX, flow_name
+from mailu_flows.flows.naming import FLOW_PREFIX, flow_name
 
 FAILURE_AUTOMATION = "mailu-flows: notify on failed, crashed, timed-out or late runs"
 VERIFY_OVERDUE_AUTOMATION = "mailu-flows: notify when no backup-verify completes in time"

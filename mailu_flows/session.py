@@ -16,9 +16,9 @@ import contextlib
 from collections.abc import Callable, Iterator
 from typing import TypeVar, overload
 
-from blocks import SshHost, load_block
 from mailu_core.config import StackConfig
 from mailu_flows import redact
+from mailu_flows.blocks import SshHost, load_block
 from mailu_flows.host import Host
 from mailu_flows.remote import HostLock, RemoteHost
 

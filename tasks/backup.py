@@ -14,9 +14,6 @@ from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
 
-from blocks import load_block
-from blocks.backup import BackupSigningKey
-from blocks.gpg import GpgBackupPrivateKey, GpgBackupPublicKey
 from mailu_core.backup import RetentionPlan, VerificationRecord
 from mailu_core.config import StackConfig
 from mailu_flows.backup import (
@@ -29,6 +26,9 @@ from mailu_flows.backup import (
     run_backup,
     verify_backup,
 )
+from mailu_flows.blocks import load_block
+from mailu_flows.blocks.backup import BackupSigningKey
+from mailu_flows.blocks.gpg import GpgBackupPrivateKey, GpgBackupPublicKey
 from mailu_flows.redact import register_secret
 from mailu_flows.remote import RemoteHost
 

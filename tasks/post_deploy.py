@@ -21,17 +21,17 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from blocks import MailuSecrets, load_block
-from flows.naming import artifact_key
 from mailu_core.accounts import Plan
 from mailu_core.config import StackConfig
 from mailu_core.errors import MailuFlowsError
 from mailu_flows import redact
 from mailu_flows.accounts import AccountsApi, MailuAccountsApi, PasswordStore, run_accounts
+from mailu_flows.blocks import MailuSecrets, load_block
 from mailu_flows.canary import CanaryReport, run_canary
+from mailu_flows.flows.naming import artifact_key
 from mailu_flows.host import Host
 from mailu_flows.rollback import NoPreviousRelease, Rollback
-from tasks.host import host_session
+from mailu_flows.tasks.host import host_session
 
 __all__ = [
     "AccountsStepFailed",

@@ -37,7 +37,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
 
-from blocks.gpg import GpgBackupPublicKey
 from mailu_core.backup import (
     PG_DUMP,
     STACK_FILES,
@@ -58,6 +57,7 @@ from mailu_flows.backup.destination import Destination, Staging
 from mailu_flows.backup.gpg import CipherStats, Keyring, encrypt_stream, encryption_keyring
 from mailu_flows.backup.signing import BackupNotAuthentic, authentic_manifest
 from mailu_flows.backup.stream import CHUNK, TarInspector, stream_out
+from mailu_flows.blocks.gpg import GpgBackupPublicKey
 from mailu_flows.host import Host
 from mailu_flows.remote import command_label
 

@@ -22,8 +22,8 @@ from typing import Any, BinaryIO
 
 import gnupg
 
-from blocks.gpg import GpgBackupPrivateKey, GpgBackupPublicKey
 from mailu_core.errors import MailuFlowsError
+from mailu_flows.blocks.gpg import GpgBackupPrivateKey, GpgBackupPublicKey
 from mailu_flows.redact import register_secret
 
 CHUNK = 1 << 18

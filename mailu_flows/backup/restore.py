@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from blocks.gpg import GpgBackupPrivateKey, GpgBackupPublicKey
 from mailu_core.backup import PG_DUMP, CheckResult
 from mailu_core.config import StackConfig
 from mailu_core.errors import MailuFlowsError
@@ -28,6 +27,7 @@ from mailu_flows.backup.gpg import decryption_keyring
 from mailu_flows.backup.postgres import db_password_file, empty_volume
 from mailu_flows.backup.signing import BackupNotAuthentic, authentic_manifest
 from mailu_flows.backup.verify import drill_pg_dump, read_archive, verify_backup
+from mailu_flows.blocks.gpg import GpgBackupPrivateKey, GpgBackupPublicKey
 from mailu_flows.host import Host
 from mailu_flows.remote import HostLock
 

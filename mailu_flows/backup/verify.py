@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from blocks.gpg import GpgBackupPrivateKey
 from mailu_core.backup import (
     FUTURE_SKEW,
     MANIFEST_NAME,
@@ -36,6 +35,7 @@ from mailu_flows.backup.engine import helper_image, helper_run
 from mailu_flows.backup.gpg import GpgError, Keyring, decrypt_stream, decryption_keyring
 from mailu_flows.backup.signing import BackupNotAuthentic, authentic_manifest
 from mailu_flows.backup.stream import CHUNK, StreamIn, TarInspector, TarReport, stream_out
+from mailu_flows.blocks.gpg import GpgBackupPrivateKey
 from mailu_flows.host import Host
 from mailu_flows.remote import RemoteError
 

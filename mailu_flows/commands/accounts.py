@@ -25,7 +25,7 @@ def register(sub: Any) -> None:
 
 
 def _accounts(args: argparse.Namespace) -> int:
-    from flows.accounts import accounts
+    from mailu_flows.flows.accounts import accounts
 
     config = load_config_or_exit(args.config)
 

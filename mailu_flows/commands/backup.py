@@ -45,14 +45,14 @@ def _verify_summary(record: Any) -> str:
 
 
 def run_backup(args: argparse.Namespace) -> int:
-    from flows.backup import backup
+    from mailu_flows.flows.backup import backup
 
     config = load_config_or_exit(args.config)
     return run_flow(args, backup, _backup_summary, config=config)
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from flows.backup_verify import backup_verify
+    from mailu_flows.flows.backup_verify import backup_verify
 
     config = load_config_or_exit(args.config)
     return run_flow(

@@ -105,7 +105,7 @@ def register(sub: Any) -> None:
 
 
 def run_register(args: argparse.Namespace) -> int:
-    from blocks.registry import register_block_types
+    from mailu_flows.blocks.registry import register_block_types
 
     for slug in register_block_types():
         print(f"registered {slug}")
@@ -114,7 +114,7 @@ def run_register(args: argparse.Namespace) -> int:
 
 def config_blocks(config: Any) -> list[tuple[type[Any], str]]:
     """(block class, name) of every mailu block a stack config names, in the order the flows use them."""
-    from blocks import (
+    from mailu_flows.blocks import (
         BackupSigningKey,
         GpgBackupPrivateKey,
         GpgBackupPublicKey,
@@ -138,8 +138,8 @@ def config_blocks(config: Any) -> list[tuple[type[Any], str]]:
 def run_check(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from blocks.create import describe_validation_error
-    from blocks.registry import BlockNotFound, load_block, prefect_server
+    from mailu_flows.blocks.create import describe_validation_error
+    from mailu_flows.blocks.registry import BlockNotFound, load_block, prefect_server
     from mailu_flows.commands._flowrun import load_config_or_exit
 
     config = load_config_or_exit(args.config)
@@ -163,8 +163,8 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def run_kinds(args: argparse.Namespace) -> int:
-    from blocks.create import env_names, list_fields, secret_fields
-    from blocks.registry import KINDS
+    from mailu_flows.blocks.create import env_names, list_fields, secret_fields
+    from mailu_flows.blocks.registry import KINDS
 
     for kind, block_type in KINDS.items():
         secrets, lists = set(secret_fields(block_type)), set(list_fields(block_type))
@@ -178,8 +178,8 @@ def run_kinds(args: argparse.Namespace) -> int:
 
 
 def run_create(args: argparse.Namespace) -> int:
-    from blocks.create import BlockInputError, build_block, summarize
     from mailu_core.fields import BlockName
+    from mailu_flows.blocks.create import BlockInputError, build_block, summarize
 
     try:
         _check_name(args.name, BlockName)
@@ -193,7 +193,7 @@ def run_create(args: argparse.Namespace) -> int:
     else:
         import httpx
 
-        from blocks.registry import prefect_server, where_hint
+        from mailu_flows.blocks.registry import prefect_server, where_hint
 
         try:
             block.save(args.name, overwrite=args.overwrite)
@@ -217,7 +217,7 @@ def run_create(args: argparse.Namespace) -> int:
 def _check_name(name: str, annotated: Any) -> None:
     from pydantic import TypeAdapter, ValidationError
 
-    from blocks.create import BlockInputError
+    from mailu_flows.blocks.create import BlockInputError
 
     try:
         TypeAdapter(annotated).validate_python(name)

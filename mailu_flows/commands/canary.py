@@ -16,8 +16,8 @@ def register(sub: Any) -> None:
 
 
 def _canary(args: argparse.Namespace) -> int:
-    from flows.canary import mail_canary
     from mailu_flows.canary import CanaryReport
+    from mailu_flows.flows.canary import mail_canary
 
     config = load_config_or_exit(args.config)
 

@@ -20,14 +20,14 @@ def register(sub: Any) -> None:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from flows.deploy import deploy
+    from mailu_flows.flows.deploy import deploy
 
     config = load_config_or_exit(args.config)
     return run_flow(args, deploy, lambda r: str(r["plan"]), config=config, dry_run=True)
 
 
 def _deploy(args: argparse.Namespace) -> int:
-    from flows.deploy import deploy
+    from mailu_flows.flows.deploy import deploy
 
     config = load_config_or_exit(args.config)
 

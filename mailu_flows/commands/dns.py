@@ -34,7 +34,7 @@ def register(sub: Any) -> None:
 
 
 def _dkim_publish(args: argparse.Namespace) -> int:
-    from flows.dkim_publish import dkim_publish
+    from mailu_flows.flows.dkim_publish import dkim_publish
 
     config = load_config_or_exit(args.config)
 
@@ -56,7 +56,7 @@ def _dkim_publish(args: argparse.Namespace) -> int:
 
 
 def _dns_wait(args: argparse.Namespace) -> int:
-    from flows.dns_wait import dns_propagation_wait
+    from mailu_flows.flows.dns_wait import dns_propagation_wait
 
     config = load_config_or_exit(args.config)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 
@@ -27,7 +28,21 @@ def register(sub: Any) -> None:
     status.set_defaults(func=_status)
 
 
+def _checkout_lab() -> None:
+    """The lab is not in the wheel: it runs from a checkout, found beside this package (an editable
+    install's `mailu_flows/`); an installed wheel says where to get it instead."""
+    root = Path(__file__).resolve().parents[2]
+    if not (root / "lab" / "up.py").is_file():
+        raise SystemExit(
+            "mailu-flows lab: the lab runs from a checkout of mailu-flows (its lab/ folder), and this is an "
+            "installed package; clone the repository and run `make demo` or `make test` there"
+        )
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+
+
 def _up(args: argparse.Namespace) -> int:
+    _checkout_lab()
     from lab.procs import LabError
     from lab.up import lab_status, lab_up
 
@@ -47,6 +62,7 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _down(args: argparse.Namespace) -> int:
+    _checkout_lab()
     from lab.up import lab_down
 
     stopped = lab_down(remove_images=args.remove_images)
@@ -55,6 +71,7 @@ def _down(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    _checkout_lab()
     from lab.up import lab_status
 
     status = lab_status()

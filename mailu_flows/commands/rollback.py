@@ -24,7 +24,7 @@ def register(sub: Any) -> None:
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    from flows.rollback import rollback
+    from mailu_flows.flows.rollback import rollback
 
     config = load_config_or_exit(args.config)
 

@@ -47,7 +47,7 @@ def register(sub: Any) -> None:
 def _serve(args: argparse.Namespace) -> int:
     from prefect import serve
 
-    from deployments.definitions import build_deployments, remove_legacy_deployments
+    from mailu_flows.deployments.definitions import build_deployments, remove_legacy_deployments
 
     config = load_config_or_exit(args.config)
     deployments = build_deployments(config)
@@ -63,7 +63,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _prefect_yaml(args: argparse.Namespace) -> int:
     import yaml
 
-    from deployments.definitions import prefect_yaml
+    from mailu_flows.deployments.definitions import prefect_yaml
 
     config = load_config_or_exit(args.config)
     print(yaml.safe_dump(prefect_yaml(config, work_pool=args.work_pool), sort_keys=False), end="")

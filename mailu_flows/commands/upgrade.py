@@ -60,7 +60,7 @@ def _upgrade_plan(args: argparse.Namespace) -> int:
 def _upgrade(args: argparse.Namespace) -> int:
     import yaml
 
-    from flows.upgrade import upgrade
+    from mailu_flows.flows.upgrade import upgrade
 
     config = load_config_or_exit(args.config)
 

@@ -49,8 +49,8 @@ from mailu_flows.dns.provider import (
 from mailu_flows.dns.registry import ProviderPlugin
 
 if TYPE_CHECKING:
-    from blocks.dns import CloudflareDns
     from mailu_core.config import StackConfig
+    from mailu_flows.blocks.dns import CloudflareDns
 
 __all__ = ["CLOUDFLARE_API", "PLUGIN", "PROXIABLE_TYPES", "SUPPORT", "CloudflareProvider", "owner_marker"]
 
@@ -394,8 +394,8 @@ class CloudflareProvider:
 
 def _connect(config: StackConfig, owner: str) -> CloudflareProvider:
     """From the config's `blocks.dns_provider` (a mailu-cloudflare block); its token is redacted."""
-    from blocks import CloudflareDns, load_block
     from mailu_flows import redact
+    from mailu_flows.blocks import CloudflareDns, load_block
 
     block = load_block(CloudflareDns, config.blocks.dns_provider)
     redact.register_secret(block.api_token.get_secret_value())
@@ -403,7 +403,7 @@ def _connect(config: StackConfig, owner: str) -> CloudflareProvider:
 
 
 def _block_type() -> type[Any]:
-    from blocks import CloudflareDns
+    from mailu_flows.blocks import CloudflareDns
 
     return CloudflareDns
 

@@ -62,8 +62,8 @@ from mailu_flows.dns.provider import (
 from mailu_flows.dns.registry import ProviderPlugin
 
 if TYPE_CHECKING:
-    from blocks.dns import Rfc2136Dns
     from mailu_core.config import StackConfig
+    from mailu_flows.blocks.dns import Rfc2136Dns
 
 __all__ = ["OWNERSHIP_LABEL", "PLUGIN", "SUPPORT", "Rfc2136Provider"]
 
@@ -369,8 +369,8 @@ class Rfc2136Provider:
 
 def _connect(config: StackConfig, owner: str) -> Rfc2136Provider:
     """From the config's `blocks.dns_provider` (a mailu-rfc2136 block); its TSIG secret is redacted."""
-    from blocks import Rfc2136Dns, load_block
     from mailu_flows import redact
+    from mailu_flows.blocks import Rfc2136Dns, load_block
 
     block = load_block(Rfc2136Dns, config.blocks.dns_provider)
     redact.register_secret(block.tsig_secret.get_secret_value())
@@ -378,7 +378,7 @@ def _connect(config: StackConfig, owner: str) -> Rfc2136Provider:
 
 
 def _block_type() -> type[Any]:
-    from blocks import Rfc2136Dns
+    from mailu_flows.blocks import Rfc2136Dns
 
     return Rfc2136Dns
 

@@ -16,9 +16,9 @@ import pytest
 from prefect.blocks.core import Block
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from blocks import BLOCK_TYPES, BlockNotFound, SshHost, load_block
-from blocks.meta import DOCS_ANCHOR, DOCS_PAGE
-from blocks.registry import LAB_API_URL
+from mailu_flows.blocks import BLOCK_TYPES, BlockNotFound, SshHost, load_block
+from mailu_flows.blocks.meta import DOCS_ANCHOR, DOCS_PAGE
+from mailu_flows.blocks.registry import LAB_API_URL
 from mailu_flows.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -94,7 +94,7 @@ def test_an_unreachable_server_is_named() -> None:
 
 
 def test_without_prefect_api_url_the_message_says_so() -> None:
-    from blocks.registry import prefect_server
+    from mailu_flows.blocks.registry import prefect_server
 
     with temporary_settings(restore_defaults={PREFECT_API_URL}):
         assert prefect_server() == "a temporary Prefect server of this process (PREFECT_API_URL is not set)"

@@ -11,7 +11,7 @@ from prefect.blocks.core import Block
 from prefect.client.orchestration import get_client
 from pydantic import SecretStr, ValidationError
 
-from blocks import (
+from mailu_flows.blocks import (
     BLOCK_TYPES,
     BackupSigningKey,
     CloudflareDns,
@@ -23,7 +23,7 @@ from blocks import (
     load_block,
     register_block_types,
 )
-from blocks.create import secret_fields
+from mailu_flows.blocks.create import secret_fields
 from mailu_flows.cli import main
 
 MASK = "********"

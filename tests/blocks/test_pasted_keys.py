@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from pydantic import ValidationError
 
-from blocks import CloudflareDns, GpgBackupPrivateKey, GpgBackupPublicKey, Rfc2136Dns, SshHost
-from blocks.pasted import FlattenedKeyError, restore_armor
+from mailu_flows.blocks import CloudflareDns, GpgBackupPrivateKey, GpgBackupPublicKey, Rfc2136Dns, SshHost
+from mailu_flows.blocks.pasted import FlattenedKeyError, restore_armor
 
 
 def chromium_input(text: str) -> str:

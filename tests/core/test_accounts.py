@@ -433,7 +433,7 @@ def test_default_password_block_names_are_block_names() -> None:
 def test_hostile_flow_parameters_are_refused_before_the_run(parameter: str, value: Any, where: str) -> None:
     from prefect.exceptions import ParameterTypeError
 
-    from flows.accounts import accounts
+    from mailu_flows.flows.accounts import accounts
 
     params: dict[str, Any] = {"config": config().model_dump(mode="json")}
     if parameter == "config":
@@ -448,7 +448,7 @@ def test_hostile_flow_parameters_are_refused_before_the_run(parameter: str, valu
 def test_the_flow_schema_carries_the_accounts_patterns() -> None:
     from prefect.utilities.callables import parameter_schema
 
-    from flows.accounts import accounts
+    from mailu_flows.flows.accounts import accounts
 
     schema = parameter_schema(accounts.fn).model_dump_for_openapi()
     text = str(schema)

@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from blocks.backup import BackupSigningKey
 from mailu_core.backup import (
     MANIFEST_NAME,
     SIGNATURE_NAME,
@@ -34,6 +33,7 @@ from mailu_core.config import StackConfig
 from mailu_flows.backup.destination import LocalDirectory, UnsafeName, safe_member
 from mailu_flows.backup.engine import changed_while_read, prune
 from mailu_flows.backup.signing import BackupNotAuthentic, authentic_manifest
+from mailu_flows.blocks.backup import BackupSigningKey
 from mailu_flows.dockercmd import volume_mount
 from tests.core.test_config import MINIMAL
 

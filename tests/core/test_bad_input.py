@@ -343,12 +343,12 @@ FLOW_VALID: list[tuple[str, str, Any]] = [
 
 
 def _flows() -> dict[str, Any]:
-    from flows.backup import backup
-    from flows.backup_verify import backup_verify
-    from flows.deploy import deploy
-    from flows.dkim_publish import dkim_publish
-    from flows.dns_wait import dns_propagation_wait
-    from flows.rollback import rollback
+    from mailu_flows.flows.backup import backup
+    from mailu_flows.flows.backup_verify import backup_verify
+    from mailu_flows.flows.deploy import deploy
+    from mailu_flows.flows.dkim_publish import dkim_publish
+    from mailu_flows.flows.dns_wait import dns_propagation_wait
+    from mailu_flows.flows.rollback import rollback
 
     flows = (deploy, dns_propagation_wait, dkim_publish, backup, backup_verify, rollback)
     return {f.name.removeprefix("mailu-"): f for f in flows}

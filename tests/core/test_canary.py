@@ -7,7 +7,6 @@ import email
 
 import pytest
 
-from flows.canary import canary_metrics
 from lab.stack_config import lab_stack_config, with_canary
 from mailu_core.canary import (
     CANARY_HEADER,
@@ -20,6 +19,7 @@ from mailu_core.canary import (
 )
 from mailu_core.config import ConfigError, stack_config_from_mapping
 from mailu_flows.canary import CanaryReport
+from mailu_flows.flows.canary import canary_metrics
 from tests.core.render.test_render import lab_images
 
 # The headers of a message submitted on 587 and delivered to the same mailbox (lab, Mailu's images).

@@ -15,7 +15,7 @@ from mailu_core.accounts import TooManyDeletes
 from mailu_core.canary import CanaryStep
 from mailu_core.config import StackConfig
 from mailu_flows.canary import CanaryReport
-from tasks.post_deploy import (
+from mailu_flows.tasks.post_deploy import (
     CanaryOutcome,
     DeployCanaryFailed,
     accounts_failure,
@@ -188,7 +188,7 @@ def test_a_canary_that_cannot_run_fails_the_deploy_and_keeps_the_release() -> No
 
 
 def test_the_deploy_flow_has_the_canary_parameter_on_by_default_with_help() -> None:
-    from flows.deploy import deploy
+    from mailu_flows.flows.deploy import deploy
 
     parameter = inspect.signature(deploy.fn).parameters["canary"]
     assert parameter.default is True

@@ -15,7 +15,7 @@ from mailu_core.config import ConfigError, StackConfig, stack_config_from_mappin
 from mailu_core.dns import dkim_public_key_der, dkim_txt_value, plan
 from mailu_flows import redact
 from mailu_flows.dns.dkim import _parse, generate_private_key_pem, key_path, rotation_state
-from tasks.dns import desired_for
+from mailu_flows.tasks.dns import desired_for
 
 from .dns.conftest import EXAMPLE
 

@@ -11,7 +11,7 @@ import pytest
 
 from mailu_core.errors import MailuFlowsError, tree
 
-PRODUCT = ("mailu_core", "mailu_flows", "tasks", "flows", "blocks", "deployments")
+PRODUCT = ("mailu_core", "mailu_flows")  # mailu_flows holds flows, tasks, blocks, deployments
 
 
 def product_exceptions() -> list[type[BaseException]]:

@@ -76,7 +76,7 @@ def _every_schema_pattern() -> list[str]:
     """Every pattern the Prefect server checks: the config, every block type, every flow's parameters."""
     from prefect.utilities.callables import parameter_schema
 
-    from blocks.registry import BLOCK_TYPES
+    from mailu_flows.blocks.registry import BLOCK_TYPES
     from tests.core.test_bad_input import _flows
 
     schemas: list[Any] = [config.StackConfig.model_json_schema()]
@@ -108,8 +108,8 @@ def test_config_uses_the_shared_types_not_copies() -> None:
 
 
 def test_blocks_use_the_bounded_types() -> None:
-    from blocks.dns import CloudflareDns, Rfc2136Dns
-    from blocks.ssh import SshHost
+    from mailu_flows.blocks.dns import CloudflareDns, Rfc2136Dns
+    from mailu_flows.blocks.ssh import SshHost
 
     for block, field, type_name in (
         (SshHost, "address", "HostAddress"),
@@ -214,11 +214,11 @@ def test_the_server_check_refuses_a_trailing_newline(name: str) -> None:
 
 def _valid_blocks() -> dict[str, tuple[type[Any], dict[str, Any]]]:
     """Each block type with values it accepts (the test keys of tests/blocks/data)."""
-    from blocks.backup import BackupSigningKey
-    from blocks.dns import CloudflareDns, Rfc2136Dns
-    from blocks.gpg import GpgBackupPrivateKey, GpgBackupPublicKey
-    from blocks.mailu import MailuSecrets
-    from blocks.ssh import SshHost
+    from mailu_flows.blocks.backup import BackupSigningKey
+    from mailu_flows.blocks.dns import CloudflareDns, Rfc2136Dns
+    from mailu_flows.blocks.gpg import GpgBackupPrivateKey, GpgBackupPublicKey
+    from mailu_flows.blocks.mailu import MailuSecrets
+    from mailu_flows.blocks.ssh import SshHost
 
     def text(name: str) -> str:
         return (BLOCK_DATA / name).read_text()
@@ -279,7 +279,7 @@ def _block_cases() -> list[tuple[str, str, str]]:
 
 
 def test_every_block_type_is_attacked() -> None:
-    from blocks.registry import BLOCK_TYPES
+    from mailu_flows.blocks.registry import BLOCK_TYPES
 
     valid = _valid_blocks()
     assert {b.__name__ for b in BLOCK_TYPES} == set(valid)

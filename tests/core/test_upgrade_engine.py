@@ -330,7 +330,7 @@ def test_hostile_upgrade_parameters_are_refused_naming_them(parameter: str, valu
     """As the run validates them (the server checks the same schema when a run is created)."""
     from prefect.exceptions import ParameterTypeError
 
-    from flows.upgrade import upgrade
+    from mailu_flows.flows.upgrade import upgrade
 
     cfg = base_config()
     params: dict[str, Any] = {"config": cfg.model_dump(mode="json"), "to": TAG, "confirm": cfg.hostname}
@@ -350,9 +350,9 @@ def test_hostile_upgrade_parameters_are_refused_naming_them(parameter: str, valu
 def test_the_upgrade_command_runs_the_flow_and_prints_the_pins_to_put_into_the_config(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import flows.upgrade
     from mailu_core.config import dump_stack_config
     from mailu_flows.cli import main
+    from mailu_flows.flows import upgrade as upgrade_module
 
     path = tmp_path / "stack.yaml"
     path.write_text(dump_stack_config(base_config()))
@@ -373,7 +373,7 @@ def test_the_upgrade_command_runs_the_flow_and_prints_the_pins_to_put_into_the_c
         asked.append(params)
         return Done()
 
-    monkeypatch.setattr(flows.upgrade, "upgrade", run)
+    monkeypatch.setattr(upgrade_module, "upgrade", run)
     assert (
         main(["upgrade", "--config", str(path), "--to", TAG, "--confirm", "mail.inlock.test", "--no-drill"])
         == 0

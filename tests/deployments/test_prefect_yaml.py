@@ -11,8 +11,8 @@ from pathlib import Path
 
 import yaml
 
-from deployments.definitions import deployments_for, prefect_yaml
 from mailu_core.config import load_stack_config
+from mailu_flows.deployments.definitions import deployments_for, prefect_yaml
 
 REPO = Path(__file__).resolve().parents[2]
 PREFECT = str(Path(sys.executable).parent / "prefect")

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from deployments.definitions import (
+from mailu_core.config import StackConfig, load_stack_config
+from mailu_flows.deployments.definitions import (
     DEPLOYMENTS,
     SPECS_BY_NAME,
     DeploymentSpec,
@@ -21,8 +22,7 @@ from deployments.definitions import (
     prefect_yaml,
     trigger_spec,
 )
-from flows.naming import artifact_key, run_name
-from mailu_core.config import StackConfig, load_stack_config
+from mailu_flows.flows.naming import artifact_key, run_name
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -62,7 +62,7 @@ def _with(base: StackConfig, name: str, accounts: dict[str, Any]) -> StackConfig
 
 
 def _run(cfg: StackConfig, **kw: Any) -> Any:
-    from flows.accounts import accounts
+    from mailu_flows.flows.accounts import accounts
 
     return accounts(config=cfg, return_state=True, lock_wait_s=120, **kw)
 
@@ -105,8 +105,8 @@ class Lab:
         return _with(self.base, self.name, _accounts(self.tag, **kw))
 
     def read(self) -> Current:
-        from blocks import MailuSecrets, load_block
-        from tasks.host import connect_host
+        from mailu_flows.blocks import MailuSecrets, load_block
+        from mailu_flows.tasks.host import connect_host
 
         token = load_block(MailuSecrets, self.base.blocks.mailu_secrets).api_token.get_secret_value()
         host = connect_host(self.base)
@@ -116,8 +116,8 @@ class Lab:
             host.close()
 
     def call(self, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        from blocks import MailuSecrets, load_block
-        from tasks.host import connect_host
+        from mailu_flows.blocks import MailuSecrets, load_block
+        from mailu_flows.tasks.host import connect_host
 
         token = load_block(MailuSecrets, self.base.blocks.mailu_secrets).api_token.get_secret_value()
         host = connect_host(self.base)

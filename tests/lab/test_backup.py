@@ -25,17 +25,17 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from blocks.gpg import GpgBackupPrivateKey, GpgBackupPublicKey
-from flows.backup import backup
-from flows.backup_verify import backup_verify
 from lab.endpoints import lab_dir
 from mailu_core.backup import MANIFEST_NAME, SIGNATURE_NAME, Manifest, backup_id_for, sign_manifest
 from mailu_core.config import StackConfig, load_stack_config
 from mailu_flows.backup import BackupError, LocalDirectory, RestoreRefused, prune, restore_backup, run_backup
 from mailu_flows.backup.gpg import encrypt_stream, encryption_keyring
 from mailu_flows.backup.stream import TarInspector
+from mailu_flows.blocks.gpg import GpgBackupPrivateKey, GpgBackupPublicKey
+from mailu_flows.flows.backup import backup
+from mailu_flows.flows.backup_verify import backup_verify
 from mailu_flows.remote import RemoteHost
-from tasks.backup import load_private_key, load_public_key, load_signing_key
+from mailu_flows.tasks.backup import load_private_key, load_public_key, load_signing_key
 
 pytestmark = pytest.mark.lab
 

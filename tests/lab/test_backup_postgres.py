@@ -20,13 +20,13 @@ from typing import Any
 
 import pytest
 
-from flows.backup import backup
-from flows.backup_verify import backup_verify
 from lab.endpoints import SSH_USER, lab_dir
 from mailu_core.backup import PG_DUMP
 from mailu_core.config import StackConfig, load_stack_config
 from mailu_flows.backup import LocalDirectory, restore_backup
 from mailu_flows.backup.postgres import PASSWORD_FILE_IN_CONTAINER, db_password_file
+from mailu_flows.flows.backup import backup
+from mailu_flows.flows.backup_verify import backup_verify
 from tests.lab.test_backup import _dkim_pem, _fill, _host, _keys
 
 pytestmark = pytest.mark.lab

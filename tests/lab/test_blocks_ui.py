@@ -1,6 +1,6 @@
 """Blocks made the Prefect UI's way work on the lab: keys pasted in the form's single-line secret fields
 (flattened by a real Chromium) and saved with the form's own API calls connect to the lab's sshd and
-encrypt/decrypt with gpg; `prefect block register -m blocks` registers every block type."""
+encrypt/decrypt with gpg; `prefect block register -m mailu_flows.blocks` registers every block type."""
 
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ import pytest
 from prefect.blocks.core import Block
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from blocks import BLOCK_TYPES, GpgBackupPrivateKey, GpgBackupPublicKey, SshHost
 from lab import endpoints as ep
 from mailu_core.config import StackConfig, dump_stack_config, load_stack_config
+from mailu_flows.blocks import BLOCK_TYPES, GpgBackupPrivateKey, GpgBackupPublicKey, SshHost
 
 pytestmark = pytest.mark.lab
 
@@ -88,7 +88,7 @@ def ui_create_block(client: httpx.Client, block_type: type[Block], name: str, va
 @pytest.fixture
 def ui(lab: dict[str, Any]) -> Iterator[tuple[httpx.Client, list[str]]]:
     """A client of the lab's Prefect API and the block documents to delete afterwards."""
-    from blocks.registry import register_block_types
+    from mailu_flows.blocks.registry import register_block_types
 
     created: list[str] = []
     with temporary_settings({PREFECT_API_URL: API}), httpx.Client(base_url=API, timeout=30) as client:
@@ -112,8 +112,8 @@ def test_keys_pasted_in_the_ui_connect_and_decrypt(
     from lab.services import ensure_gpg
     from mailu_flows.backup.gpg import decrypt_stream, decryption_keyring, encrypt_stream, encryption_keyring
     from mailu_flows.cli import main
-    from tasks.backup import load_private_key, load_public_key
-    from tasks.host import connect_host
+    from mailu_flows.tasks.backup import load_private_key, load_public_key
+    from mailu_flows.tasks.host import connect_host
 
     client, created = ui
     lab = ep.lab_dir()
@@ -211,7 +211,11 @@ def test_prefect_block_register_registers_every_type(lab: dict[str, Any]) -> Non
     env = {**os.environ, "PREFECT_API_URL": API}
     prefect = str(Path(sys.executable).parent / "prefect")
     done = subprocess.run(
-        [prefect, "block", "register", "-m", "blocks"], env=env, capture_output=True, text=True, timeout=180
+        [prefect, "block", "register", "-m", "mailu_flows.blocks"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"Successfully registered {len(BLOCK_TYPES)} blocks" in done.stdout

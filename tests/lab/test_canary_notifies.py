@@ -58,9 +58,9 @@ def test_a_failed_mail_canary_run_notifies_once(
 ) -> None:
     from prefect.deployments import run_deployment
 
-    from flows.accounts import accounts
     from lab.serving import ensure_serving
     from lab.stack_config import with_canary
+    from mailu_flows.flows.accounts import accounts
 
     cfg = with_canary(load_stack_config(Path(lab["stack_config"])))
     made = accounts(config=cfg, return_state=True, lock_wait_s=300)  # the canary's mailbox

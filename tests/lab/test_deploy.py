@@ -20,7 +20,7 @@ pytestmark = pytest.mark.lab
 
 
 def _deploy(cfg: StackConfig, **kw: Any) -> Any:
-    from flows.deploy import deploy
+    from mailu_flows.flows.deploy import deploy
 
     return deploy(config=cfg, return_state=True, **kw)
 
@@ -106,8 +106,8 @@ def test_a_rotated_secret_recreates_the_services_that_read_it(
     start: without a recreate, admin keeps the old API token and the deploy's own API calls get 403."""
     import secrets as pysecrets
 
-    from flows.deploy import BlockSecretsStore
     from mailu_core.render.secrets import secret_file_specs
+    from mailu_flows.flows.deploy import BlockSecretsStore
 
     store = BlockSecretsStore(cfg.blocks.mailu_secrets)
     old = store.load()["api_token"]
@@ -218,7 +218,7 @@ def test_a_killed_deploy_does_not_keep_the_host_lock(first_deploy: dict[str, Any
     script = (
         "import time\n"
         "from mailu_core.config import load_stack_config\n"
-        "from tasks.host import connect_host\n"
+        "from mailu_flows.tasks.host import connect_host\n"
         "from mailu_flows.remote import HostLock\n"
         f"cfg = load_stack_config({str(Path(ep.lab_dir()) / 'stack.yaml')!r})\n"
         "h = connect_host(cfg)\n"

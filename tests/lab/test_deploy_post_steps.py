@@ -26,7 +26,7 @@ pytestmark = pytest.mark.lab
 
 
 def _deploy(cfg: StackConfig, **kw: Any) -> Any:
-    from flows.deploy import deploy
+    from mailu_flows.flows.deploy import deploy
 
     return deploy(config=cfg, return_state=True, lock_wait_s=300, **kw)
 
@@ -50,9 +50,9 @@ def _task_runs(state: Any, name: str) -> int:
 
 
 def _users(cfg: StackConfig) -> dict[str, dict[str, Any]]:
-    from blocks import MailuSecrets, load_block
     from mailu_flows.accounts import MailuAccountsApi
-    from tasks.host import connect_host
+    from mailu_flows.blocks import MailuSecrets, load_block
+    from mailu_flows.tasks.host import connect_host
 
     token = load_block(MailuSecrets, cfg.blocks.mailu_secrets).api_token.get_secret_value()
     host = connect_host(cfg)
@@ -65,7 +65,7 @@ def _users(cfg: StackConfig) -> dict[str, dict[str, Any]]:
 def _releases(cfg: StackConfig) -> dict[str, str]:
     """Release id -> status, from the host's records."""
     from mailu_flows.deploy.releases import list_releases
-    from tasks.host import connect_host
+    from mailu_flows.tasks.host import connect_host
 
     host = connect_host(cfg)
     try:

@@ -15,7 +15,8 @@ from uuid import UUID
 
 import pytest
 
-from deployments.definitions import (
+from mailu_core.config import StackConfig, load_stack_config
+from mailu_flows.deployments.definitions import (
     SPECS_BY_NAME,
     VERIFY_CRON,
     build_deployments,
@@ -23,7 +24,6 @@ from deployments.definitions import (
     deployments_for,
     prefect_yaml,
 )
-from mailu_core.config import StackConfig, load_stack_config
 
 pytestmark = pytest.mark.lab
 
@@ -279,7 +279,7 @@ def test_a_rollback_from_the_ui_shows_its_plan_then_proceeds_only_with_the_hostn
     """Wrong hostname: the run stops, nothing done. Right hostname: it goes on to the host lock, which
     this test holds, so that it stops there too (`lock_wait_s=0`) and the lab's stack stays up."""
     from mailu_flows.remote import HostLock
-    from tasks.host import connect_host
+    from mailu_flows.tasks.host import connect_host
 
     plan_key = f"mailu-rollback-plan-{cfg.name}"
     with _client() as client:
@@ -311,7 +311,7 @@ def test_serve_removes_the_deployments_of_the_unprefixed_flow_names(serving: Non
     Another project's deployment of a flow that happens to be named `deploy` (no `mailu` tag) stays."""
     from prefect.exceptions import ObjectNotFound
 
-    from deployments.definitions import remove_legacy_deployments
+    from mailu_flows.deployments.definitions import remove_legacy_deployments
 
     with _client() as client:
         flow_id = client.create_flow_from_name("deploy")

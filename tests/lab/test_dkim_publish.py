@@ -27,7 +27,7 @@ from lab.endpoints import DNS_PORT, DNS_PRIMARY, DNS_SECONDARY, ZONE
 from mailu_core.config import StackConfig, load_stack_config, stack_config_from_mapping
 from mailu_core.dns import dkim_public_key_der
 from mailu_flows.dns.provider import plan_for
-from tasks.dns import dns_provider
+from mailu_flows.tasks.dns import dns_provider
 
 pytestmark = pytest.mark.lab
 
@@ -96,7 +96,7 @@ def cleanup(cfg: StackConfig) -> None:
 
 
 def publish(cfg: StackConfig, **kw: Any) -> dict[str, Any]:
-    from flows.dkim_publish import dkim_publish
+    from mailu_flows.flows.dkim_publish import dkim_publish
 
     state = dkim_publish(config=cfg, return_state=True, lock_wait_s=900, **kw)
     assert state.is_completed(), state.message
@@ -111,7 +111,7 @@ def lab_cfg(lab: dict[str, Any], lab_dns: Any) -> StackConfig:
     have = subprocess.run(["docker", "volume", "inspect", cfg.volumes.dkim], capture_output=True, check=False)
     image = subprocess.run(["docker", "image", "inspect", cfg.images.admin], capture_output=True, check=False)
     if have.returncode or image.returncode:
-        from flows.deploy import deploy
+        from mailu_flows.flows.deploy import deploy
 
         state = deploy(config=cfg, publish_dns=False, lock_wait_s=900, return_state=True)
         assert state.is_completed(), state.message
@@ -167,7 +167,7 @@ def test_2048_bit_dkim_txt_round_trips_without_drift(iso: StackConfig) -> None:
     )
     assert dkim_public_key_der(result["txt"]) == base64.b64decode(pub_der)
     # and the zone, read back through the provider, shows no change
-    from tasks.dns import desired_for
+    from mailu_flows.tasks.dns import desired_for
 
     plan, _ = plan_for(dns_provider(iso), desired_for(iso, {"dkim": result["txt"]}))
     assert plan.empty, plan.render_text()

@@ -55,7 +55,7 @@ def run_artifacts(flow_run_id: UUID) -> dict[str, Any]:
 
 
 def wait_flow(cfg: StackConfig, **kw: Any) -> Any:
-    from flows.dns_wait import dns_propagation_wait
+    from mailu_flows.flows.dns_wait import dns_propagation_wait
 
     return dns_propagation_wait(config=cfg, return_state=True, **kw)
 
@@ -131,7 +131,7 @@ def test_cli_dns_wait_and_dkim_publish(iso: StackConfig, tmp_path: Path) -> None
 
 
 def test_deploy_publishes_dns_then_writes_nothing_and_plan_shows_it(lab_cfg: StackConfig) -> None:
-    from flows.deploy import deploy
+    from mailu_flows.flows.deploy import deploy
 
     first = deploy(config=lab_cfg, lock_wait_s=900, return_state=True)
     assert first.is_completed(), first.message
@@ -154,7 +154,7 @@ def test_deploy_publishes_dns_then_writes_nothing_and_plan_shows_it(lab_cfg: Sta
 
 
 def test_a_dns_failure_fails_the_deploy_but_keeps_the_release(lab_cfg: StackConfig) -> None:
-    from flows.deploy import DnsStepFailed, deploy
+    from mailu_flows.flows.deploy import DnsStepFailed, deploy
 
     data = lab_cfg.model_dump(mode="json")
     data["blocks"]["dns_provider"] = "no-such-dns-block"

@@ -70,14 +70,14 @@ def _flow(name: str, **kw: Any) -> Any:
     """A flow's final state (never raised), waiting for the host lock as long as other tests need."""
     kw.setdefault("lock_wait_s", 900)
     if name == "deploy":
-        from flows.deploy import deploy
+        from mailu_flows.flows.deploy import deploy
 
         return deploy(return_state=True, **kw)
     if name == "backup":
-        from flows.backup import backup
+        from mailu_flows.flows.backup import backup
 
         return backup(return_state=True, **kw)
-    from flows.rollback import rollback
+    from mailu_flows.flows.rollback import rollback
 
     return rollback(return_state=True, **kw)
 
@@ -108,7 +108,7 @@ def _bigger_messages(cfg: StackConfig) -> StackConfig:
 
 
 def _connect(cfg: StackConfig) -> RemoteHost:
-    from tasks.host import connect_host
+    from mailu_flows.tasks.host import connect_host
 
     return connect_host(cfg)
 
@@ -165,11 +165,11 @@ from mailu_core.config import StackConfig
 name, config_file, kw = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 cfg = StackConfig.model_validate_json(open(config_file).read())
 if name == "backup":
-    from flows.backup import backup as flow
+    from mailu_flows.flows.backup import backup as flow
 elif name == "rollback":
-    from flows.rollback import rollback as flow
+    from mailu_flows.flows.rollback import rollback as flow
 else:
-    from flows.deploy import deploy as flow
+    from mailu_flows.flows.deploy import deploy as flow
 print("started", flush=True)
 state = flow(config=cfg, return_state=True, **kw)
 try:
@@ -308,7 +308,7 @@ def _staging_bytes(dest: Path) -> int:
 
 def _dest(config: StackConfig) -> Any:
     """The flow's own destination for `config` (its stack's directory under backup.destination_dir)."""
-    from tasks.backup import default_destination
+    from mailu_flows.tasks.backup import default_destination
 
     return default_destination(config)
 
@@ -566,8 +566,8 @@ def test_a_prefect_server_restart_during_a_backup_ends_clearly_and_a_rerun_succe
 def test_ssh_cut_during_a_restore_is_finished_by_a_rerun_with_the_backups_bytes(
     volumes: Volumes, backup_dest: Path
 ) -> None:
-    from flows.backup import backup
-    from tasks.backup import restore_backup_task
+    from mailu_flows.flows.backup import backup
+    from mailu_flows.tasks.backup import restore_backup_task
 
     config = volumes.config(backup_dest)
     backup_id = backup(config=config).backup_id
@@ -617,9 +617,9 @@ def test_a_frozen_docker_daemon_fails_the_deploy_by_its_deadline_and_frees_the_l
     """The deploy engine over a connection whose commands may take at most 4 s (RemoteHost's
     max_command_s, instead of the 600-900 s a deploy's commands allow themselves), with the lock taken
     as the flow takes it. dockerd is SIGSTOPped for the run and always SIGCONTed."""
-    from flows.deploy import BlockSecretsStore
     from lab.procs import running_pid
     from mailu_flows.deploy.engine import run_deploy
+    from mailu_flows.flows.deploy import BlockSecretsStore
     from mailu_flows.remote import CommandTimedOut
 
     pid = running_pid("dockerd")
@@ -680,9 +680,9 @@ class _CutInUpload(RemoteHost):
 def test_ssh_cut_during_a_file_upload_keeps_the_live_file_and_a_rerun_converges(
     deployed: None, cfg: StackConfig
 ) -> None:
-    from blocks import SshHost, load_block
-    from flows.deploy import BlockSecretsStore
+    from mailu_flows.blocks import SshHost, load_block
     from mailu_flows.deploy.engine import run_deploy
+    from mailu_flows.flows.deploy import BlockSecretsStore
 
     changed = _bigger_messages(cfg)
     block = load_block(SshHost, cfg.blocks.ssh_host)
@@ -717,8 +717,8 @@ def test_ssh_cut_during_a_file_upload_keeps_the_live_file_and_a_rerun_converges(
 
 
 def test_ssh_cut_during_compose_up_is_converged_by_a_rerun(deployed: None, cfg: StackConfig) -> None:
-    from flows.deploy import BlockSecretsStore
     from mailu_flows.deploy.engine import run_deploy
+    from mailu_flows.flows.deploy import BlockSecretsStore
 
     project = cfg.mailu.compose_project
     changed = _bigger_messages(cfg)

@@ -64,7 +64,7 @@ def deployed(
         tls_flavor="letsencrypt", public_ipv4=ep.public_address(), certificate_wait_s=300,
     )  # fmt: skip
     empty_volumes(cfg, "mailu_acme_")
-    from flows.deploy import deploy
+    from mailu_flows.flows.deploy import deploy
 
     planned = deploy(config=cfg, dry_run=True, publish_dns=False)
     assert "## Waits for" in planned["plan"] and ep.MAIL_HOSTNAME in planned["plan"], planned["plan"]

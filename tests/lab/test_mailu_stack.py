@@ -98,7 +98,7 @@ def deployed(lab_cfg: StackConfig, images: dict[str, str]) -> Iterator[tuple[Sta
 def _admin_password() -> str:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from blocks import MailuSecrets
+    from mailu_flows.blocks import MailuSecrets
 
     with temporary_settings({PREFECT_API_URL: ep.PREFECT_API_URL}):
         block = MailuSecrets.load("lab-mailu-secrets")
@@ -271,7 +271,7 @@ def _secret(name: str) -> str:
     from prefect.blocks.system import Secret
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from blocks import load_block
+    from mailu_flows.blocks import load_block
 
     with temporary_settings({PREFECT_API_URL: ep.PREFECT_API_URL}):
         return str(load_block(Secret, name).get())
@@ -281,8 +281,8 @@ def _secret(name: str) -> str:
 def canary(deployed: tuple[StackConfig, dict[str, Any]]) -> tuple[StackConfig, str]:
     """The canary mailbox, made by the accounts flow from the lab config's accounts section, with the
     password of the lab's canary block (blocks.canary_password)."""
-    from flows.accounts import accounts
     from lab.stack_config import with_canary
+    from mailu_flows.flows.accounts import accounts
 
     cfg = with_canary(deployed[0])
     assert cfg.blocks.canary_password is not None
@@ -294,7 +294,7 @@ def canary(deployed: tuple[StackConfig, dict[str, Any]]) -> tuple[StackConfig, s
 def test_the_mail_canary_delivers_both_ways_judges_and_cleans_up(canary: tuple[StackConfig, str]) -> None:
     """One run: submission on 587 and port 25 as an outside server both arrive; rspamd's DKIM signature
     verifies against the key in the lab's DNS; the latency is a metric on the host; no probe is left."""
-    from flows.canary import mail_canary
+    from mailu_flows.flows.canary import mail_canary
 
     cfg, password = canary
     state = mail_canary(config=cfg, return_state=True)
@@ -319,7 +319,7 @@ def test_the_mail_canary_delivers_both_ways_judges_and_cleans_up(canary: tuple[S
 def test_with_antispam_stopped_the_canary_fails_naming_the_step(canary: tuple[StackConfig, str]) -> None:
     """Postfix tempfails mail while rspamd (its milter) is down: the canary run fails, its error names
     the submission, and no success is recorded; antispam is started again afterwards."""
-    from flows.canary import mail_canary
+    from mailu_flows.flows.canary import mail_canary
 
     cfg, _ = canary
     metric = Path(str(cfg.monitoring.textfile_dir)) / f"mailu_canary_{cfg.name}.prom"

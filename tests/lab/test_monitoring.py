@@ -64,7 +64,7 @@ def cfg(lab: dict[str, Any]) -> StackConfig:
 
 @pytest.fixture(scope="module")
 def deployed(cfg: StackConfig) -> dict[str, Any]:
-    from flows.deploy import deploy
+    from mailu_flows.flows.deploy import deploy
 
     state = deploy(config=cfg, return_state=True, lock_wait_s=900)  # other lab tests may hold the host
     assert state.is_completed(), state.message
@@ -107,8 +107,8 @@ def test_a_prometheus_that_refuses_the_reload_keeps_the_mail_release(
     """A monitoring misconfiguration (here: nothing answers at reload_url) is the host's monitoring
     problem: the healthy mail release stays good and the summary warns (issue 15: it used to return
     the stack to the previous release)."""
-    from flows.deploy import deploy
     from mailu_core.config import stack_config_from_mapping
+    from mailu_flows.flows.deploy import deploy
 
     data = cfg.model_dump(mode="json")
     data["monitoring"] |= {  # a rule file that differs, so the deploy reloads

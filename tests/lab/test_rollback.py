@@ -28,18 +28,18 @@ MARKER = ".rollback-test-marker"
 def _flow(name: str, **kw: Any) -> Any:
     kw.setdefault("lock_wait_s", 900)  # other lab tests take the host lock too
     if name == "deploy":
-        from flows.deploy import deploy
+        from mailu_flows.flows.deploy import deploy
 
         return deploy(return_state=True, **kw)
     if name == "backup":
-        from flows.backup import backup
+        from mailu_flows.flows.backup import backup
 
         return backup(return_state=True, **kw)
     if name == "dkim-publish":
-        from flows.dkim_publish import dkim_publish
+        from mailu_flows.flows.dkim_publish import dkim_publish
 
         return dkim_publish(return_state=True, **kw)
-    from flows.rollback import rollback
+    from mailu_flows.flows.rollback import rollback
 
     return rollback(return_state=True, **kw)
 
@@ -142,7 +142,7 @@ def _snapshot_under_the_lock(
 
 
 def _host(cfg: StackConfig) -> Any:
-    from tasks.host import connect_host
+    from mailu_flows.tasks.host import connect_host
 
     return connect_host(cfg)
 
@@ -176,7 +176,7 @@ def test_without_the_hostname_confirmation_nothing_is_touched(
 
 
 def test_the_server_refuses_a_run_without_confirm(cfg: StackConfig) -> None:
-    from flows.rollback import rollback
+    from mailu_flows.flows.rollback import rollback
 
     schema = rollback.parameters.model_dump()
     assert "confirm" in schema["required"] and "mode" in schema["required"]

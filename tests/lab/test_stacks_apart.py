@@ -40,10 +40,10 @@ OTHER_ROUTER = "ns-other-stack"
 def _flow(name: str, **kw: Any) -> Any:
     kw.setdefault("lock_wait_s", 900)  # other lab tests take the lab stack's lock too
     if name == "deploy":
-        from flows.deploy import deploy
+        from mailu_flows.flows.deploy import deploy
 
         return deploy(return_state=True, **kw)
-    from flows.rollback import rollback
+    from mailu_flows.flows.rollback import rollback
 
     return rollback(return_state=True, **kw)
 
@@ -59,7 +59,7 @@ def _ok(state: Any) -> dict[str, Any]:
 
 
 def _host(cfg: StackConfig) -> RemoteHost:
-    from tasks.host import connect_host
+    from mailu_flows.tasks.host import connect_host
 
     return connect_host(cfg)
 

@@ -64,7 +64,7 @@ def on_the_lab_release(cfg: StackConfig, releases: dict[str, dict[str, str]]) ->
 
 
 def _upgrade(config: StackConfig, to: str, confirm: str | None = None) -> Any:
-    from flows.upgrade import upgrade
+    from mailu_flows.flows.upgrade import upgrade
 
     return upgrade(
         config=config,
@@ -105,7 +105,7 @@ def _runs_images(cfg: StackConfig, refs: dict[str, str]) -> dict[str, bool]:
 def mailbox(on_the_lab_release: StackConfig) -> tuple[StackConfig, str, str]:
     """(config, address, password) of the canary's mailbox, declared in the config's accounts and made by
     the accounts flow (the lab's own admin account may come from an earlier lab, with another password)."""
-    from flows.accounts import accounts
+    from mailu_flows.flows.accounts import accounts
 
     cfg = with_canary(on_the_lab_release)
     assert cfg.blocks.canary_password is not None
@@ -134,7 +134,7 @@ def _admin_volume(cfg: StackConfig, write: str | None = None) -> str:
 
 
 def _backups(cfg: StackConfig) -> list[str]:
-    from tasks.backup import default_destination
+    from mailu_flows.tasks.backup import default_destination
 
     return default_destination(cfg).list_backups()
 

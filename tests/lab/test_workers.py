@@ -244,7 +244,7 @@ def test_two_stacks_deploy_at_once_on_two_workers_of_a_postgresql_backed_server(
     # deploy has nothing to do (seconds), so the test holds that stack's host lock until both runs are
     # Running: the lab's run waits on it, and the two are seen running at the same moment.
     from mailu_flows.remote import HostLock
-    from tasks.host import connect_host
+    from mailu_flows.tasks.host import connect_host
 
     host = connect_host(lab_cfg)
     try:

@@ -88,9 +88,9 @@ def sampled(
 ) -> dict[str, Any]:
     """Run deploy, backup and backup-verify in this process (as test_deploy and test_backup do) with
     the sampler watching, plus a canary: a short-lived process with a known value on its argv."""
-    from flows.backup import backup
-    from flows.backup_verify import backup_verify
-    from flows.deploy import deploy
+    from mailu_flows.flows.backup import backup
+    from mailu_flows.flows.backup_verify import backup_verify
+    from mailu_flows.flows.deploy import deploy
 
     canary = f"sc-canary-{os.urandom(8).hex()}"
     forms = {label: sorted(set(encoded_forms(v).values())) for label, v in secrets.items()}

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from deployments.definitions import SPECS_BY_NAME, deployment_id, deployments_for
 from lab import endpoints as ep
 from mailu_core.config import load_stack_config
+from mailu_flows.deployments.definitions import SPECS_BY_NAME, deployment_id, deployments_for
 
 pytestmark = pytest.mark.lab
 

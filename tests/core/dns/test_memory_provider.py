@@ -64,7 +64,7 @@ def test_the_registry_finds_every_provider_by_its_entry_point() -> None:
         assert plugin.name == name and plugin.support.record_types
     assert "proxied" in provider_plugin("cloudflare").support.options
     assert provider_plugin("rfc2136").support.options == {}
-    from blocks import CloudflareDns, Rfc2136Dns
+    from mailu_flows.blocks import CloudflareDns, Rfc2136Dns
 
     blocks = {name: p.block_type() if p.block_type else None for name, p in providers().items()}
     assert blocks["cloudflare"] is CloudflareDns and blocks["rfc2136"] is Rfc2136Dns
