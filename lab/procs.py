@@ -87,7 +87,9 @@ def start_daemon(
     ready: Callable[[], bool] | None = None,
     timeout: float = 30.0,
 ) -> int:
-    """Start `argv` detached unless it already runs; wait until `ready()` is true. Returns the pid."""
+    """Start `argv` detached unless it already runs; wait until `ready()` is true. Returns the pid.
+    It runs in `cwd`, by default the checkout (so `python -m lab.…` finds the lab, which is not
+    installed with the package), with the checkout on PYTHONPATH for the same reason."""
     pid = running_pid(name)
     if pid is not None:
         if ready is None or _wait(ready, timeout):
@@ -98,6 +100,8 @@ def start_daemon(
     full_env = dict(os.environ)
     if env:
         full_env.update(env)
+    checkout = str(Path(__file__).resolve().parents[1])
+    full_env["PYTHONPATH"] = os.pathsep.join(p for p in (checkout, full_env.get("PYTHONPATH", "")) if p)
     with open(log_file(name), "ab") as log:
         proc = subprocess.Popen(
             list(argv),
@@ -105,7 +109,7 @@ def start_daemon(
             stdout=log,
             stderr=subprocess.STDOUT,
             env=full_env,
-            cwd=cwd,
+            cwd=cwd if cwd is not None else checkout,
             start_new_session=True,
         )
     # The marker (argv[0]'s basename) guards against a reused pid.
