@@ -48,8 +48,9 @@ def block_type_for(kind: str) -> type[Block]:
 def register_block_types() -> list[str]:
     """Register every block type and schema with the current Prefect API (idempotent); returns the slugs.
 
-    The same as Prefect's own `prefect block register -m mailu_flows.blocks`; a Prefect server whose environment has
-    mailu-flows installed also registers them when it starts (the `prefect.collections` entry point)."""
+    The same as Prefect's own `prefect block register -m mailu_flows.blocks`; a Prefect server whose
+    environment has mailu-flows installed also registers them when it starts (the `prefect.collections`
+    entry point)."""
     slugs = []
     for block_type in BLOCK_TYPES:
         block_type.register_type_and_schema()

@@ -204,6 +204,7 @@ def build_deployments(config: StackConfig, timezone: str = "UTC") -> list[Runner
     """The RunnerDeployments `serve` runs, with the config file's values as parameter defaults."""
     from prefect.events import DeploymentEventTrigger
     from prefect.schedules import Cron
+    from prefect.types.entrypoint import EntrypointType
 
     out = []
     for spec in deployments_for(config):
@@ -224,6 +225,8 @@ def build_deployments(config: StackConfig, timezone: str = "UTC") -> list[Runner
                     triggers=triggers,  # type: ignore[arg-type]
                     concurrency_limit=spec.concurrency_limit,
                     enforce_parameter_schema=True,
+                    # the module path, as in prefect.yaml: runs from the installed package
+                    entrypoint_type=EntrypointType.MODULE_PATH,
                 ),
             )
         )

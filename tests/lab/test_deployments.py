@@ -90,7 +90,8 @@ def test_prefect_yaml_and_serve_define_the_same_deployments(cfg: StackConfig) ->
     for item in doc["deployments"]:
         dep = runner[item["name"]]
         assert dep.entrypoint is not None
-        assert dep.entrypoint.endswith(item["entrypoint"].split("/")[-1])
+        # one module path, served (Prefect writes `module.flow`) or deployed to a pool (`module:flow`)
+        assert dep.entrypoint == item["entrypoint"].replace(":", ".")
         assert item["parameters"] == dep.parameters
         crons = [s.schedule.cron for s in dep.schedules or []]  # type: ignore[union-attr]
         assert [s["cron"] for s in item["schedules"]] == crons
