@@ -47,6 +47,9 @@ __all__ = [
 ]
 
 TMP_SUFFIX = ".mailu-flows-tmp"  # write_file's temp file beside its target
+# A command's output ends at EOF; once it has exited, a child of it still holding the output open is
+# given this long before the output is taken as complete.
+OUTPUT_GRACE_AFTER_EXIT_S = 2.0
 
 
 def _load_private_key(text: str, passphrase: str | None = None) -> paramiko.PKey:
@@ -219,21 +222,35 @@ class RemoteHost:
         started = time.monotonic()
         deadline = None if timeout is None else started + timeout + 40
         out, err = bytearray(), bytearray()
+        exited_at: float | None = None
         while True:
-            if deadline is not None and time.monotonic() > deadline:
+            now = time.monotonic()
+            if deadline is not None and now > deadline:
                 channel.close()
                 raise CommandTimedOut(f"on {self.label}: `{cmd[:200]}` gave no answer within {timeout} s")
+            got = False
             if channel.recv_ready():
                 out += channel.recv(1 << 16)
-            elif channel.recv_stderr_ready():
+                got = True
+            if channel.recv_stderr_ready():
                 err += channel.recv_stderr(1 << 16)
+                got = True
             if len(out) + len(err) > max_output:
                 channel.close()  # the host side gets SIGPIPE on its next write; `timeout` ends the rest
                 raise RemoteError(
                     f"on {self.label}: `{cmd[:200]}` printed more than {max_output} bytes; stopped"
                 )
-            elif channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
+            if got:
+                continue
+            if channel.eof_received or channel.closed:  # every byte of output is in
                 break
+            if channel.exit_status_ready():
+                # sshd may send the exit status before the last of the output (RFC 4254 allows it), so
+                # the output ends at EOF; a background child still holding it open gets a short grace
+                exited_at = exited_at if exited_at is not None else now
+                if now - exited_at > OUTPUT_GRACE_AFTER_EXIT_S:
+                    break
+                time.sleep(0.002)
             else:
                 channel.status_event.wait(0.01)
         rc = channel.recv_exit_status()

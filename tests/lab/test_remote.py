@@ -169,3 +169,21 @@ def test_a_command_printing_without_end_is_stopped_at_the_output_cap(lab: dict[s
         with pytest.raises(RemoteError, match="printed more than 1000000 bytes; stopped"):
             host.run("yes mailu", max_output=1_000_000, timeout=60)
         assert host.run(["echo", "still usable"]).text() == "still usable\n"
+
+
+def test_output_written_after_the_command_exited_is_read_up_to_eof(lab: dict[str, Any]) -> None:
+    """sshd may send a command's exit status before the last of its output (RFC 4254 allows it; a
+    deploy once parsed a `docker inspect` cut short so, right after `compose up`). The output ends at
+    EOF: here the shell exits at once while a child of it still writes; a child that holds the output
+    open longer is given a short grace, then the run goes on without it."""
+    import time
+
+    from mailu_flows.remote import OUTPUT_GRACE_AFTER_EXIT_S
+
+    with _host(lab) as host:
+        late = host.run("(sleep 0.7; echo late; head -c 300000 /dev/zero | tr '\\0' x) & echo early")
+        assert late.text().startswith("early\nlate\n") and len(late.stdout) == len("early\nlate\n") + 300000
+        start = time.monotonic()
+        held = host.run("(sleep 30; echo never) & echo early", timeout=60)
+        assert held.text() == "early\n"
+        assert time.monotonic() - start < OUTPUT_GRACE_AFTER_EXIT_S + 5
