@@ -242,7 +242,10 @@ class RemoteHost:
                 )
             if got:
                 continue
-            if channel.eof_received or channel.closed:  # every byte of output is in
+            if channel.eof_received or channel.closed:
+                # EOF follows the last data, so after it is seen the buffers hold every byte: drain them
+                if channel.recv_ready() or channel.recv_stderr_ready():
+                    continue
                 break
             if channel.exit_status_ready():
                 # sshd may send the exit status before the last of the output (RFC 4254 allows it), so
