@@ -16,6 +16,7 @@ from mailu_flows.blocks.dns import CloudflareDns, Rfc2136Dns
 from mailu_flows.blocks.gpg import GpgBackupPrivateKey, GpgBackupPublicKey
 from mailu_flows.blocks.mailu import MailuSecrets
 from mailu_flows.blocks.ssh import SshHost
+from mailu_flows.blocks.stack import MailuStack
 
 B = TypeVar("B", bound=Block)
 
@@ -27,6 +28,7 @@ BLOCK_TYPES: tuple[type[Block], ...] = (
     GpgBackupPrivateKey,
     BackupSigningKey,
     MailuSecrets,
+    MailuStack,
 )
 
 
@@ -102,9 +104,14 @@ def load_block(block_type: type[B], name: str) -> B:
     except ValueError as exc:
         if "Unable to find block document" not in str(exc):
             raise
+        create = (
+            "save it with `mailu-flows config push --config <stack file>`"
+            if block_type is MailuStack
+            else f"create it with `mailu-flows blocks create {kind_of(block_type)} {name} ...`"
+        )
         raise BlockNotFound(
-            f"no {slug} block named {name!r} on {prefect_server()}; create it with `mailu-flows blocks "
-            f"create {kind_of(block_type)} {name} ...` or in the UI's Blocks page; {where_hint()}"
+            f"no {slug} block named {name!r} on {prefect_server()}; {create} or in the UI's Blocks page; "
+            f"{where_hint()}"
         ) from None
     if not isinstance(block, block_type):
         raise TypeError(f"{name!r} loaded as {type(block).__name__}, not {block_type.__name__}")

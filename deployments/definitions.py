@@ -4,9 +4,11 @@
 - `mailu-flows deployments prefect-yaml --config FILE > prefect.yaml`, then `prefect deploy --all`
   onto a process work pool.
 
-Each deployment takes the stack config model as its `config` parameter, with the file's values as
-defaults, so the UI shows a form with descriptions and choices, and the server rejects a bad value
-when a run is created (`enforce_parameter_schema`). Flows are named `mailu-<deployment name>`, so a
+Each deployment's `config` parameter defaults to the stack's block (`MailuStack`, named after the
+stack, which `serve`, `prefect-yaml` and `mailu-flows config push` write from the file): every run
+reads the config from that one place when it starts, the UI shows a block picker, and a run may be
+given a whole config instead. The server checks parameters when a run is created
+(`enforce_parameter_schema`). Flows are named `mailu-<deployment name>`, so a
 deployment is `mailu-deploy/deploy`; backup-verify also runs when a backup of the same stack completes
 (an event trigger), its schedule staying as the safety net.
 """
@@ -14,9 +16,10 @@ deployment is `mailu-deploy/deploy`; backup-verify also runs when a backup of th
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
+from uuid import UUID
 
 from mailu_core.config import StackConfig
 from mailu_flows.flows.naming import flow_name
@@ -153,9 +156,15 @@ def remove_legacy_deployments() -> list[str]:
     return removed
 
 
-def deployment_id(spec: DeploymentSpec) -> str:
+def deployment_name(spec: DeploymentSpec, stack: str | None = None) -> str:
+    """`<name>` for a server with one stack; `<name>-<stack>` where several stacks share the server
+    (their deployments would otherwise replace each other)."""
+    return spec.name if stack is None else f"{spec.name}-{stack}"
+
+
+def deployment_id(spec: DeploymentSpec, stack: str | None = None) -> str:
     """`<flow name>/<deployment name>`: how `run_deployment` and the CLI name it."""
-    return f"{spec.flow_name}/{spec.name}"
+    return f"{spec.flow_name}/{deployment_name(spec, stack)}"
 
 
 SPECS_BY_NAME = {spec.name: spec for spec in DEPLOYMENTS}
@@ -166,8 +175,25 @@ def deployments_for(config: StackConfig) -> list[DeploymentSpec]:
     return [spec for spec in DEPLOYMENTS if spec.wanted_by(config)]
 
 
-def default_parameters(spec: DeploymentSpec, config: StackConfig) -> dict[str, Any]:
-    return {"config": config.model_dump(mode="json"), **spec.parameters}
+MAILU_STACK_SLUG = "mailu-stack"  # MailuStack's block type slug (not imported: that would load Prefect)
+
+
+def stack_ref(block_id: UUID | str) -> dict[str, Any]:
+    """The stack's block by id: what the UI's block picker writes and shows as picked; Prefect loads
+    the block when a run starts."""
+    return {"$ref": {"block_document_id": str(block_id)}}
+
+
+def stack_slug_ref(config: StackConfig) -> dict[str, Any]:
+    """The stack's block by `<type slug>/<name>`, for prefect.yaml: `prefect deploy` replaces an id
+    reference by a copy of the block's data (the drift this avoids) and leaves this form alone; the
+    run loads the block when it starts, as with an id."""
+    return {"$ref": {"block_document_slug": f"{MAILU_STACK_SLUG}/{config.name}"}}
+
+
+def default_parameters(spec: DeploymentSpec, config_ref: dict[str, Any]) -> dict[str, Any]:
+    """The stack's block by reference (loaded when a run starts), plus the spec's fixed values."""
+    return {"config": config_ref, **spec.parameters}
 
 
 def stack_tag(config: StackConfig) -> str:
@@ -200,8 +226,10 @@ def trigger_spec(spec: DeploymentSpec, config: StackConfig) -> dict[str, Any] | 
     }
 
 
-def build_deployments(config: StackConfig, timezone: str = "UTC") -> list[RunnerDeployment]:
-    """The RunnerDeployments `serve` runs, with the config file's values as parameter defaults."""
+def build_deployments(
+    config: StackConfig, stack_block_id: UUID | str, timezone: str = "UTC"
+) -> list[RunnerDeployment]:
+    """The RunnerDeployments `serve` runs, reading the config from the stack's block."""
     from prefect.events import DeploymentEventTrigger
     from prefect.schedules import Cron
     from prefect.types.entrypoint import EntrypointType
@@ -219,7 +247,7 @@ def build_deployments(config: StackConfig, timezone: str = "UTC") -> list[Runner
                 flow.to_deployment(
                     spec.name,
                     schedules=schedules,
-                    parameters=default_parameters(spec, config),
+                    parameters=default_parameters(spec, stack_ref(stack_block_id)),
                     description=spec.description,
                     tags=deployment_tags(spec, config),
                     triggers=triggers,  # type: ignore[arg-type]
@@ -234,18 +262,49 @@ def build_deployments(config: StackConfig, timezone: str = "UTC") -> list[Runner
 
 
 def prefect_yaml(
-    config: StackConfig, work_pool: str = "mailu-process", timezone: str = "UTC"
+    config: StackConfig,
+    work_pool: str = "mailu-process",
+    timezone: str = "UTC",
+    per_stack_names: bool = False,
 ) -> dict[str, Any]:
-    """A prefect.yaml for `prefect deploy --all` onto a process work pool, from the same table."""
+    """A prefect.yaml for `prefect deploy --all` onto a process work pool, from the same table;
+    `per_stack_names` names the deployments `<name>-<stack>` (a server shared by several stacks)."""
+    return _prefect_yaml_doc(_yaml_deployments(config, work_pool, timezone, per_stack_names))
+
+
+def check_distinct_stacks(configs: Sequence[StackConfig]) -> None:
+    """Two stack configs with one name would share deployments and blocks: refused, naming it."""
+    names = [config.name for config in configs]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(
+            f"two stack configs have the same name: {', '.join(twice)}; give each its own `name`"
+        )
+
+
+def fleet_prefect_yaml(
+    configs: Sequence[StackConfig], work_pool: str = "mailu-process", timezone: str = "UTC"
+) -> dict[str, Any]:
+    """One prefect.yaml for several stacks on one server: every deployment named `<name>-<stack>`."""
+    check_distinct_stacks(configs)
+    deployments = []
+    for config in configs:
+        deployments += _yaml_deployments(config, work_pool, timezone, per_stack_names=True)
+    return _prefect_yaml_doc(deployments)
+
+
+def _yaml_deployments(
+    config: StackConfig, work_pool: str, timezone: str, per_stack_names: bool
+) -> list[dict[str, Any]]:
     deployments = []
     for spec in deployments_for(config):
         cron = spec.cron_for(config)
         item: dict[str, Any] = {
-            "name": spec.name,
+            "name": deployment_name(spec, config.name if per_stack_names else None),
             "entrypoint": spec.entrypoint,
             "description": spec.description,
             "tags": deployment_tags(spec, config),
-            "parameters": default_parameters(spec, config),
+            "parameters": default_parameters(spec, stack_slug_ref(config)),
             "enforce_parameter_schema": True,
             "work_pool": {"name": work_pool},
             "schedules": [{"cron": cron, "timezone": timezone}] if cron else [],
@@ -256,6 +315,10 @@ def prefect_yaml(
         if spec.concurrency_limit is not None:
             item["concurrency_limit"] = spec.concurrency_limit
         deployments.append(item)
+    return deployments
+
+
+def _prefect_yaml_doc(deployments: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "name": "mailu-flows",
         "prefect-version": "3.9.1",

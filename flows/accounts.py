@@ -17,10 +17,9 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import Field, SecretStr
 
 from mailu_core.accounts import Plan
-from mailu_core.config import StackConfig
 from mailu_flows import redact
 from mailu_flows.accounts import MailuAccountsApi, PasswordStore, run_accounts
-from mailu_flows.blocks import MailuSecrets, load_block
+from mailu_flows.blocks import MailuSecrets, StackParameter, load_block, stack_config
 from mailu_flows.flows.naming import artifact_key, flow_name, run_namer
 from mailu_flows.session import host_session
 
@@ -53,7 +52,7 @@ class SecretBlockPasswords(PasswordStore):
 
 @flow(name=flow_name("accounts"), flow_run_name=run_namer("accounts"), log_prints=False)
 def accounts(
-    config: StackConfig,
+    config: StackParameter,
     dry_run: bool = False,
     force: bool = False,
     adopt: bool = False,
@@ -62,12 +61,13 @@ def accounts(
     """Plan the accounts section against Mailu, then (unless dry_run) apply it.
 
     Args:
-        config: The stack: host, Mailu settings and its accounts section (the stack config file's values).
+        config: The stack: host, Mailu settings and its accounts section (its stack block).
         dry_run: Show the plan only; write nothing.
         force: Apply even when the plan deletes more than the accounts delete limit.
         adopt: Take over declared objects Mailu holds without this stack's mark.
         lock_wait_s: Seconds to wait for the host lock held by another run (0 to 3600).
     """
+    config = stack_config(config)
     redact.install()
     logger = get_run_logger()
     secrets_block = load_block(MailuSecrets, config.blocks.mailu_secrets)

@@ -16,9 +16,9 @@ from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel, Field
 
 from mailu_core.backup import ArchiveEntry
-from mailu_core.config import StackConfig
 from mailu_core.fields import ComposeService, WaitSeconds
 from mailu_flows import redact
+from mailu_flows.blocks import StackParameter, stack_config
 from mailu_flows.flows.naming import artifact_key, flow_name, run_namer
 from mailu_flows.session import host_session
 from mailu_flows.tasks.backup import apply_retention, backup_volumes, default_destination
@@ -39,17 +39,18 @@ class BackupReport(BaseModel):
 
 @flow(name=flow_name("backup"), flow_run_name=run_namer("backup"))
 def backup(
-    config: StackConfig,
+    config: StackParameter,
     pause_services: Annotated[list[ComposeService] | None, Field(max_length=32)] = None,
     lock_wait_s: WaitSeconds = 600,
 ) -> BackupReport:
     """Back up every configured volume of the stack, encrypted, then apply retention.
 
     Args:
-        config: The stack: host, volumes, backup destination and retention (the stack config file's values).
+        config: The stack: host, volumes, backup destination and retention (its stack block).
         pause_services: Compose services to pause while their volumes are read (at most 32); empty: none.
         lock_wait_s: Seconds to wait for the host lock held by another run (0 to 86400).
     """
+    config = stack_config(config)
     redact.install()
     destination = default_destination(config)
     with host_session(config, "backup", lock_wait_s) as host:

@@ -19,6 +19,7 @@ from mailu_core.errors import MailuFlowsError
 from mailu_core.fields import WaitSeconds
 from mailu_core.render.monitoring import BACKUP_VERIFIED_METRIC, textfile_metric
 from mailu_flows import redact
+from mailu_flows.blocks import StackParameter, stack_config
 from mailu_flows.flows.naming import artifact_key, flow_name, run_namer
 from mailu_flows.host import Host
 from mailu_flows.session import host_session
@@ -46,18 +47,19 @@ class BackupVerificationFailed(MailuFlowsError, RuntimeError):
 
 @flow(name=flow_name("backup-verify"), flow_run_name=run_namer("backup-verify"))
 def backup_verify(
-    config: StackConfig,
+    config: StackParameter,
     time_budget_s: WaitSeconds | None = 1800.0,
     drill: bool = True,
 ) -> VerificationRecord:
     """Verify the newest backup; fail if any check fails.
 
     Args:
-        config: The stack: host, volumes, backup destination and keys (the stack config file's values).
+        config: The stack: host, volumes, backup destination and keys (its stack block).
         time_budget_s: Seconds the restore drill may take (0 to 86400; sets its rotating sample);
             empty: no limit (every archive, every run).
         drill: Restore the sample into scratch volumes and compare (off: decrypt and read only).
     """
+    config = stack_config(config)
     redact.install()
     destination = default_destination(config)
     with host_session(config, "backup-verify", 0, lock=False) as host:  # reads only; drills in scratch

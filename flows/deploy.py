@@ -14,7 +14,7 @@ from mailu_core.config import StackConfig
 from mailu_core.dns import Record
 from mailu_core.errors import MailuFlowsError
 from mailu_flows import redact
-from mailu_flows.blocks import MailuSecrets, load_block
+from mailu_flows.blocks import MailuSecrets, StackParameter, load_block, stack_config
 from mailu_flows.deploy.engine import DeployPlan, DeployResult, SecretsStore, run_deploy
 from mailu_flows.deploy.preflight import Check
 from mailu_flows.dns.provider import DnsError
@@ -94,7 +94,7 @@ def converge(config: StackConfig, host: RemoteHost, dry_run: bool) -> DeployResu
 
 @flow(name=flow_name("deploy"), flow_run_name=run_namer("deploy"), log_prints=False)
 def deploy(
-    config: StackConfig,
+    config: StackParameter,
     dry_run: bool = False,
     lock_wait_s: Annotated[int, Field(ge=0, le=3600)] = 60,
     publish_dns: bool = True,
@@ -107,13 +107,14 @@ def deploy(
     one mail-canary round trip: a release that does not deliver mail is undone like a failed check.
 
     Args:
-        config: The stack: host, Mailu settings, images, DNS, backup (the stack config file's values).
+        config: The stack: host, Mailu settings, images, DNS, backup (its stack block).
         dry_run: Show the plan (files, services, accounts, DNS) and change nothing.
         lock_wait_s: Seconds to wait for the host lock held by another run (0 to 3600).
         publish_dns: After a good release, publish DNS, then run dkim-publish and the propagation wait.
         canary: After a good release, send and fetch one mail-canary message (when blocks.canary_password
             is set); a failure returns to the previous good release and fails the run.
     """
+    config = stack_config(config)
     from prefect.runtime import flow_run
 
     redact.install()

@@ -20,6 +20,7 @@ from mailu_core.dns import Record, dkim_public_key_der, dkim_txt_value
 from mailu_core.errors import MailuFlowsError
 from mailu_core.fields import IPAny
 from mailu_flows import redact
+from mailu_flows.blocks import StackParameter, stack_config
 from mailu_flows.dns.dkim import DkimKey, ensure_key
 from mailu_flows.dns.propagation import check_propagation, nameservers_for
 from mailu_flows.flows.dns_wait import dns_propagation_wait
@@ -116,7 +117,7 @@ def verify_served_key(
 
 @flow(name=flow_name("dkim-publish"), flow_run_name=run_namer("dkim-publish"))
 def dkim_publish(
-    config: StackConfig,
+    config: StackParameter,
     rotate: bool = False,
     wait: bool = True,
     force: bool = False,
@@ -127,7 +128,7 @@ def dkim_publish(
     """Ensure the DKIM key (never overwritten unless `rotate`), publish the records, wait, verify.
 
     Args:
-        config: The stack: host, Mailu settings, DNS zone and provider (the stack config file's values).
+        config: The stack: host, Mailu settings, DNS zone and provider (its stack block).
         rotate: Replace the key of the current selector (prefer a new selector in the config).
         wait: Wait for propagation, then verify the key on every authoritative nameserver.
         force: Apply a DNS plan even if it changes many records.
@@ -135,6 +136,7 @@ def dkim_publish(
         bootstrap_resolver: Resolver address used to find the zone's NS set; empty: the system resolver.
         lock_wait_s: Seconds to wait for the host lock held by another run (0 to 3600).
     """
+    config = stack_config(config)
     redact.install()
     logger = get_run_logger()
     with host_session(config, "dkim-publish", lock_wait_s) as host:

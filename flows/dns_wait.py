@@ -18,6 +18,7 @@ from mailu_core.config import StackConfig
 from mailu_core.dns import PropagationTable, PropagationTimeout, Record, Status, mx_a_warnings
 from mailu_core.fields import DkimSelector, DkimTxtValue, IPAny
 from mailu_flows import redact
+from mailu_flows.blocks import StackParameter, stack_config
 from mailu_flows.dns.propagation import nameservers_for, reverse_dns_warnings, wait_for_propagation
 from mailu_flows.flows.naming import artifact_key, flow_name, run_namer
 from mailu_flows.tasks.dns import desired_for, dkim_txt_for, torn_down_since, without_mail_routing
@@ -71,7 +72,7 @@ def _records(
 
 @flow(name=flow_name("dns-propagation-wait"), flow_run_name=run_namer("dns-propagation-wait"))
 def dns_propagation_wait(
-    config: StackConfig,
+    config: StackParameter,
     deadline_s: Annotated[int | None, Field(ge=0, le=7200)] = None,
     interval_s: Annotated[float | None, Field(gt=0, le=600)] = None,
     bootstrap_resolver: IPAny | None = None,
@@ -83,7 +84,7 @@ def dns_propagation_wait(
     record x nameserver table (ok, stale, missing, wrong value, unreachable).
 
     Args:
-        config: The stack: mail domains, host addresses, DNS zone (the stack config file's values).
+        config: The stack: mail domains, host addresses, DNS zone (its stack block).
         deadline_s: Seconds before giving up (0 to 7200); empty: dns.propagation_timeout_s.
         interval_s: First pause between checks in seconds (grows 1.5x); empty: dns.propagation_interval_s.
         bootstrap_resolver: Resolver address used to find the zone's NS set; empty: the system resolver.
@@ -92,6 +93,7 @@ def dns_propagation_wait(
         mail_routing: Also wait for MX and the mail host's A/AAAA; empty: unless a rollback teardown is
             in effect (read from the host).
     """
+    config = stack_config(config)
     redact.install()
     logger = get_run_logger()
     dns = config.dns

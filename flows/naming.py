@@ -20,8 +20,9 @@ def flow_name(what: str) -> str:
 
 
 def _stack_name(config: Any) -> str:
-    """The stack's name from the `config` parameter, as the run sees it (a model, or the raw dict of
-    a run created from a deployment before validation)."""
+    """The stack's name from the `config` parameter, as the run sees it: the config model, the stack
+    block holding it, or the raw dict of a run created from a deployment before validation."""
+    config = getattr(config, "config", config)  # a MailuStack block: its config
     name = config.get("name") if isinstance(config, dict) else getattr(config, "name", None)
     return str(name) if name else "unnamed-stack"
 

@@ -17,6 +17,7 @@ from pydantic import Field
 from mailu_core.config import StackConfig
 from mailu_core.fields import BackupId, ConfirmText, ReleaseId
 from mailu_flows import redact
+from mailu_flows.blocks import StackParameter, stack_config
 from mailu_flows.dns.provider import Provider
 from mailu_flows.flows.naming import artifact_key, flow_name, run_namer
 from mailu_flows.remote import RemoteHost
@@ -26,7 +27,7 @@ from mailu_flows.session import host_session, lock_holder, stack_lock
 
 @flow(name=flow_name("rollback"), flow_run_name=run_namer("rollback", "mode"), log_prints=False)
 def rollback(
-    config: StackConfig,
+    config: StackParameter,
     mode: Literal["previous-release", "teardown"],
     confirm: Annotated[ConfirmText, Field(min_length=1)],
     restore_backup: BackupId | None = None,
@@ -37,7 +38,7 @@ def rollback(
     plan; take the host lock; run each step (idempotent; a re-run finishes an interrupted one).
 
     Args:
-        config: The stack: host, Mailu settings, DNS (the stack config file's values).
+        config: The stack: host, Mailu settings, DNS (its stack block).
         mode: previous-release: put the last good release before the current one back; teardown:
             compose down (volumes kept), remove MX and the mail host's A/AAAA, remove Mailu's
             Traefik routes and monitoring files.
@@ -48,6 +49,7 @@ def rollback(
             before the current one.
         lock_wait_s: Seconds to wait for the host lock held by another run (0 to 3600).
     """
+    config = stack_config(config)
     check_confirmation(config, mode, confirm)
     return _rollback(config, mode, restore_backup, release, lock_wait_s, seen=None)
 
@@ -64,7 +66,7 @@ class HostnameConfirmation(RunInput):
 
 @flow(name=flow_name("rollback-review"), flow_run_name=run_namer("rollback-review", "mode"), log_prints=False)
 def rollback_review(
-    config: StackConfig,
+    config: StackParameter,
     mode: Literal["previous-release", "teardown"],
     restore_backup: BackupId | None = None,
     release: ReleaseId | None = None,
@@ -76,7 +78,7 @@ def rollback_review(
     lets it proceed (as `rollback` does after its own confirmation).
 
     Args:
-        config: The stack: host, Mailu settings, DNS (the stack config file's values).
+        config: The stack: host, Mailu settings, DNS (its stack block).
         mode: previous-release: put the last good release before the current one back; teardown:
             compose down (volumes kept), remove MX and the mail host's A/AAAA, remove Mailu's
             Traefik routes and monitoring files.
@@ -88,6 +90,7 @@ def rollback_review(
         answer_within_s: Seconds the paused run waits for the hostname before it fails, nothing done
             (60 to 86400).
     """
+    config = stack_config(config)
     from prefect.flow_runs import pause_flow_run
 
     shown = _show_plan(config, mode, restore_backup, release)

@@ -18,6 +18,7 @@ from mailu_core.config import StackConfig
 from mailu_core.fields import Checked, ConfirmText, WaitSeconds
 from mailu_core.upgrade import UpgradePlan, mailu_images, plan_upgrade, release_reference
 from mailu_flows import redact
+from mailu_flows.blocks import StackParameter, stack_config
 from mailu_flows.deploy.engine import DeployPlan, DeployResult, run_deploy
 from mailu_flows.flows.deploy import BlockSecretsStore
 from mailu_flows.flows.naming import artifact_key, flow_name, run_namer
@@ -105,7 +106,7 @@ def canary_round_trip(config: StackConfig) -> list[str]:
 
 @flow(name=flow_name("upgrade"), flow_run_name=run_namer("upgrade", "to"), log_prints=False)
 def upgrade(
-    config: StackConfig,
+    config: StackParameter,
     to: ImageTag,
     confirm: Annotated[ConfirmText, Field(min_length=1)],
     verify_drill: bool = True,
@@ -117,7 +118,7 @@ def upgrade(
     failure go back to the previous release (admin's data restored from the pre-upgrade backup).
 
     Args:
-        config: The stack as it runs now (the stack config file's values); its images are upgraded.
+        config: The stack as it runs now (its stack block); its images are upgraded.
         to: The Mailu release tag to upgrade to, e.g. 2024.06.10, resolved in the registry each of
             Mailu's images already comes from.
         confirm: Type the mail hostname (mailu.hostnames[0]) to confirm the upgrade; required.
@@ -129,6 +130,7 @@ def upgrade(
             canary (blocks.canary_password); its failure returns to the previous release.
         lock_wait_s: Seconds to wait for the host lock held by another run (0 to 3600).
     """
+    config = stack_config(config)
     from prefect.runtime import flow_run
 
     check_confirmation(config, confirm, to)

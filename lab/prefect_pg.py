@@ -327,33 +327,32 @@ def running_workers() -> list[str]:
     return [n for n in names if running_pid(f"{WORKER_PREFIX}{n}") is not None]
 
 
-def stack_deployment_name(spec_name: str, stack: str) -> str:
-    """A stack's deployment on a server shared by several stacks: `<deployment>-<stack>`."""
-    return f"{spec_name}-{stack}"
-
-
 def fleet_prefect_yaml(
     configs: Sequence[Any], only: Sequence[str] = ("deploy",), pool: str = WORK_POOL
 ) -> dict[str, Any]:
-    """One prefect.yaml for several stacks: each stack's deployments from `prefect_yaml` (only those named
-    in `only`), renamed `<deployment>-<stack>` so they do not replace each other on one server."""
-    from mailu_flows.deployments.definitions import prefect_yaml
+    """One prefect.yaml for several stacks, as `mailu-flows deployments prefect-yaml --per-stack-names`
+    makes it (each stack's config pushed to its block on this server; deployments `<name>-<stack>`),
+    keeping only the deployments named in `only`."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    doc: dict[str, Any] = {}
-    deployments: list[dict[str, Any]] = []
-    for cfg in configs:
-        doc = prefect_yaml(cfg, work_pool=pool)
-        for item in doc["deployments"]:
-            if item["name"] in only:
-                deployments.append({**item, "name": stack_deployment_name(item["name"], cfg.name)})
-    return {**doc, "deployments": deployments}
+    from mailu_flows.blocks.stack import push_stack_config
+    from mailu_flows.deployments import definitions
+
+    with temporary_settings({PREFECT_API_URL: PREFECT_PG_API_URL}):
+        for cfg in configs:
+            push_stack_config(cfg)
+    doc = definitions.fleet_prefect_yaml(configs, work_pool=pool)
+    names = {
+        definitions.deployment_name(definitions.SPECS_BY_NAME[n], cfg.name) for cfg in configs for n in only
+    }
+    return {**doc, "deployments": [d for d in doc["deployments"] if d["name"] in names]}
 
 
 def deploy_to_pool(
     configs: Sequence[Any], only: Sequence[str] = ("deploy",), pool: str = WORK_POOL
 ) -> list[str]:
     """`prefect deploy --all` of the stacks' deployments onto `pool`; returns `<flow>/<deployment>` ids."""
-    from mailu_flows.deployments.definitions import SPECS_BY_NAME
+    from mailu_flows.deployments.definitions import SPECS_BY_NAME, deployment_id
 
     doc = fleet_prefect_yaml(configs, only, pool)
     path = base_dir() / "prefect.yaml"
@@ -365,11 +364,7 @@ def deploy_to_pool(
     )  # fmt: skip
     if proc.returncode != 0:
         raise LabError(f"prefect deploy failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
-    return [
-        f"{SPECS_BY_NAME[name].flow_name}/{stack_deployment_name(name, cfg.name)}"
-        for cfg in configs
-        for name in only
-    ]
+    return [deployment_id(SPECS_BY_NAME[name], cfg.name) for cfg in configs for name in only]
 
 
 def copy_blocks(names: Sequence[str]) -> list[str]:

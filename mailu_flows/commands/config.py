@@ -8,6 +8,13 @@ mailu-flows config check --config stack.yaml [--json]
 
 mailu-flows config schema
     The JSON schema of StackConfig (what the Prefect server checks a flow parameter against).
+
+mailu-flows config push --config stack.yaml
+    Check the file, then save it as the stack's block (`mailu-stack/<name>`), which every run of the
+    stack's deployments reads when it starts. Says whether the block changed. Invalid: exit 1, nothing saved.
+
+mailu-flows config pull --stack NAME
+    Print the stack's block as YAML (to bring an edit made in the UI back into the file).
 """
 
 from __future__ import annotations
@@ -36,6 +43,17 @@ def register(sub: Any) -> None:
 
     schema = actions.add_parser("schema", help="print the JSON schema of the stack config")
     schema.set_defaults(func=run_schema)
+
+    push = actions.add_parser(
+        "push", help="check a stack config file and save it as the stack's block, which every run reads"
+    )
+    push.add_argument("--config", required=True, metavar="FILE", help="stack config YAML file")
+    push.set_defaults(json=False)
+    push.set_defaults(func=run_push)
+
+    pull = actions.add_parser("pull", help="print the stack's block as YAML")
+    pull.add_argument("--stack", required=True, help="the stack's name (its config's `name`)")
+    pull.set_defaults(func=run_pull)
 
 
 def _emit_json(payload: dict[str, Any]) -> None:
@@ -90,4 +108,34 @@ def run_schema(args: argparse.Namespace) -> int:
     from mailu_core.config import StackConfig
 
     _emit_json(StackConfig.model_json_schema())
+    return EXIT_OK
+
+
+def run_push(args: argparse.Namespace) -> int:
+    from mailu_flows.blocks.stack import push_stack_config
+
+    code = run_check(args)  # the same check and messages; nothing is saved unless it passes
+    if code != EXIT_OK:
+        return code
+    from mailu_core.config import load_stack_config
+
+    config = load_stack_config(args.config)
+    _, changed = push_stack_config(config)
+    what = "saved" if changed else "unchanged (it already said so)"
+    print(f"block mailu-stack/{config.name}: {what}")
+    return EXIT_OK
+
+
+def run_pull(args: argparse.Namespace) -> int:
+    import yaml
+
+    from mailu_flows.blocks.registry import BlockNotFound, load_block
+    from mailu_flows.blocks.stack import MailuStack
+
+    try:
+        block = load_block(MailuStack, args.stack)
+    except BlockNotFound as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_NO_FILE
+    print(yaml.safe_dump(block.config.model_dump(mode="json"), sort_keys=False), end="")
     return EXIT_OK

@@ -13,16 +13,33 @@ from mailu_flows.commands._flowrun import load_config_or_exit
 def register(sub: Any) -> None:
     serve = sub.add_parser("serve", help="serve every deployment from one long-running process")
     serve.add_argument(
-        "--config", required=True, type=Path, help="stack config YAML (the parameter defaults)"
+        "--config",
+        required=True,
+        type=Path,
+        help="stack config YAML, pushed to the stack's block (which every run reads) at start",
     )
     serve.add_argument("--limit", type=int, default=4, help="at most this many runs at once")
     serve.set_defaults(func=_serve)
 
     deployments = sub.add_parser("deployments", help="deployment definitions")
     dsub = deployments.add_subparsers(dest="deployments_command", metavar="ACTION", required=True)
-    yaml_cmd = dsub.add_parser("prefect-yaml", help="print a prefect.yaml for `prefect deploy --all`")
-    yaml_cmd.add_argument("--config", required=True, type=Path)
+    yaml_cmd = dsub.add_parser(
+        "prefect-yaml",
+        help="push each stack config to its block, print a prefect.yaml for `prefect deploy --all`",
+    )
+    yaml_cmd.add_argument(
+        "--config",
+        required=True,
+        type=Path,
+        action="append",
+        help="stack config YAML; repeat for several stacks on one server (with --per-stack-names)",
+    )
     yaml_cmd.add_argument("--work-pool", default="mailu-process", help="a process work pool")
+    yaml_cmd.add_argument(
+        "--per-stack-names",
+        action="store_true",
+        help="name deployments <name>-<stack> (needed when stacks share a server; use it from the first)",
+    )
     yaml_cmd.set_defaults(func=_prefect_yaml)
 
     notify = sub.add_parser("notifications", help="failure notifications")
@@ -47,10 +64,13 @@ def register(sub: Any) -> None:
 def _serve(args: argparse.Namespace) -> int:
     from prefect import serve
 
+    from mailu_flows.blocks.stack import push_stack_config
     from mailu_flows.deployments.definitions import build_deployments, remove_legacy_deployments
 
     config = load_config_or_exit(args.config)
-    deployments = build_deployments(config)
+    block_id, changed = push_stack_config(config)
+    print(_pushed(config.name, changed), file=sys.stderr)
+    deployments = build_deployments(config, block_id)
     for legacy in remove_legacy_deployments():
         print(f"removed {legacy}: the flows are named mailu-<name> now", file=sys.stderr)
     print(
@@ -63,11 +83,36 @@ def _serve(args: argparse.Namespace) -> int:
 def _prefect_yaml(args: argparse.Namespace) -> int:
     import yaml
 
-    from mailu_flows.deployments.definitions import prefect_yaml
+    from mailu_flows.blocks.stack import push_stack_config
+    from mailu_flows.deployments.definitions import check_distinct_stacks, fleet_prefect_yaml, prefect_yaml
 
-    config = load_config_or_exit(args.config)
-    print(yaml.safe_dump(prefect_yaml(config, work_pool=args.work_pool), sort_keys=False), end="")
+    configs = [load_config_or_exit(path) for path in args.config]
+    if len(configs) > 1 and not args.per_stack_names:
+        print(
+            "--config given more than once: the stacks' deployments would have the same names and replace "
+            "each other; add --per-stack-names (deployments named <name>-<stack>)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        check_distinct_stacks(configs)
+    except ValueError as exc:
+        print(f"--config: {exc}", file=sys.stderr)
+        return 2
+    for config in configs:  # the block each run reads must exist before the first run
+        _, changed = push_stack_config(config)
+        print(_pushed(config.name, changed), file=sys.stderr)
+    if args.per_stack_names:
+        doc = fleet_prefect_yaml(configs, work_pool=args.work_pool)
+    else:
+        doc = prefect_yaml(configs[0], work_pool=args.work_pool)
+    print(yaml.safe_dump(doc, sort_keys=False), end="")
     return 0
+
+
+def _pushed(stack: str, changed: bool) -> str:
+    what = "saved" if changed else "unchanged"
+    return f"stack config {stack}: block mailu-stack/{stack} {what} (every run of its deployments reads it)"
 
 
 def _notifications_setup(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ from prefect.blocks.core import Block
 from prefect.client.orchestration import get_client
 from pydantic import SecretStr, ValidationError
 
+from mailu_core.config import load_stack_config
 from mailu_flows.blocks import (
     BLOCK_TYPES,
     BackupSigningKey,
@@ -18,6 +19,7 @@ from mailu_flows.blocks import (
     GpgBackupPrivateKey,
     GpgBackupPublicKey,
     MailuSecrets,
+    MailuStack,
     Rfc2136Dns,
     SshHost,
     load_block,
@@ -29,6 +31,8 @@ from mailu_flows.cli import main
 MASK = "********"
 TSIG_SECRET = "c2VjcmV0LXRzaWcta2V5LWZvci10ZXN0cy1vbmx5"  # base64, test only
 CF_TOKEN = "cf-test-token-0123456789abcdef"
+
+EXAMPLE_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "inlock.ai.yaml"
 
 
 def unique(prefix: str) -> str:
@@ -67,6 +71,9 @@ def sample_blocks(data_dir: Path) -> list[Block]:
         MailuSecrets(
             secret_key="S" * 16, admin_password="admin-pass-1", db_password="db-pass-1", api_token="TOKEN1234"
         ),
+        MailuStack(
+            config=load_stack_config(Path(__file__).resolve().parents[2] / "examples" / "inlock.ai.yaml")
+        ),
     ]
 
 
@@ -84,6 +91,7 @@ def test_every_block_type_has_a_mailu_slug_and_secret_fields() -> None:
         "mailu-gpg-private-key",
         "mailu-backup-signing-key",
         "mailu-secrets",
+        "mailu-stack",
     ]
     assert "armored_private_key" in secret_fields(GpgBackupPrivateKey)
     assert secret_fields(GpgBackupPublicKey) == []  # the backup side holds nothing secret

@@ -219,6 +219,7 @@ def _valid_blocks() -> dict[str, tuple[type[Any], dict[str, Any]]]:
     from mailu_flows.blocks.gpg import GpgBackupPrivateKey, GpgBackupPublicKey
     from mailu_flows.blocks.mailu import MailuSecrets
     from mailu_flows.blocks.ssh import SshHost
+    from mailu_flows.blocks.stack import MailuStack
 
     def text(name: str) -> str:
         return (BLOCK_DATA / name).read_text()
@@ -264,6 +265,10 @@ def _valid_blocks() -> dict[str, tuple[type[Any], dict[str, Any]]]:
                 "db_password": "d-pass",
                 "api_token": "TOKEN1234",
             },
+        ),
+        "MailuStack": (
+            MailuStack,
+            {"config": config.load_stack_config(BLOCK_DATA.parents[2] / "examples" / "inlock.ai.yaml")},
         ),
     }
 

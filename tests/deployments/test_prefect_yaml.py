@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, cast
 
 import yaml
 
@@ -23,9 +24,14 @@ def test_prefect_deploy_all_registers_every_deployment(tmp_path: Path, prefect_s
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.workers.process import ProcessWorker
 
+    from mailu_flows.blocks import MailuStack, push_stack_config
+
     cfg = load_stack_config(REPO / "examples" / "inlock.ai.yaml")
+    block_id, saved = push_stack_config(cfg)
+    assert saved and push_stack_config(cfg) == (block_id, False)  # a second push changes nothing
     prefect_file = tmp_path / "prefect.yaml"
-    prefect_file.write_text(yaml.safe_dump(prefect_yaml(cfg, work_pool="mailu-process"), sort_keys=False))
+    doc = prefect_yaml(cfg, work_pool="mailu-process")
+    prefect_file.write_text(yaml.safe_dump(doc, sort_keys=False))
     env = {**os.environ, "PREFECT_API_URL": prefect_server, "MAILU_FLOWS_DIR": str(REPO)}
     # the pool as `prefect work-pool create --type process` makes it (in-process: one CLI start less)
     with get_client(sync_client=True) as client:
@@ -45,4 +51,7 @@ def test_prefect_deploy_all_registers_every_deployment(tmp_path: Path, prefect_s
                 [spec.cron_for(cfg)] if spec.cron_for(cfg) else []
             )
             assert dep.enforce_parameter_schema
-            assert dep.parameters["config"]["mailu"]["domain"] == cfg.mailu.domain
+            # the config is read from the stack's block when a run starts: no copy in the defaults
+            # (`prefect deploy` would have copied the block's data in place of an id reference)
+            assert dep.parameters["config"] == {"$ref": {"block_document_slug": f"mailu-stack/{cfg.name}"}}
+    assert cast(Any, MailuStack.load(cfg.name)).config == cfg

@@ -19,12 +19,14 @@ from mailu_flows.deployments.definitions import (
     build_deployments,
     deployment_id,
     deployments_for,
+    fleet_prefect_yaml,
     prefect_yaml,
     trigger_spec,
 )
 from mailu_flows.flows.naming import artifact_key, run_name
 
 REPO = Path(__file__).resolve().parents[2]
+BLOCK_ID = "6a1c2d3e-0000-4000-8000-000000000001"  # a stack block's id, as the server gives it
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +121,7 @@ def test_the_mail_canary_is_deployed_on_its_schedule_only_where_it_is_configured
     data = lab.model_dump(mode="json")
     data["canary"]["scheduled"] = True
     scheduled = StackConfig.model_validate(data)
-    canary = {d.name: d for d in build_deployments(scheduled)}["mail-canary"]
+    canary = {d.name: d for d in build_deployments(scheduled, BLOCK_ID)}["mail-canary"]
     assert [s.schedule.cron for s in canary.schedules] == ["*/15 * * * *"]  # type: ignore[union-attr]
     data["canary"]["interval_minutes"] = 360
     assert next(d for d in prefect_yaml(StackConfig.model_validate(data))["deployments"]
@@ -131,3 +133,76 @@ def test_the_mail_canary_is_deployed_on_its_schedule_only_where_it_is_configured
     data["canary"]["interval_minutes"] = 7
     with pytest.raises(ValueError, match="neither a divisor of 60"):
         StackConfig.model_validate(data)
+
+
+def test_every_deployment_reads_its_stack_block_and_the_server_accepts_the_reference(
+    cfg: StackConfig,
+) -> None:
+    """Deployments carry a reference to the stack's block, not a copy of the config; the `config`
+    parameter's schema offers the block (the UI's picker) or a whole config, and the server's check
+    (`validate` with Prefect's preprocessing) accepts both, and refuses a broken config."""
+    from prefect.utilities.schema_tools.validation import ValidationError, validate
+
+    from mailu_flows.blocks import MailuStack
+
+    ref = {"$ref": {"block_document_id": BLOCK_ID}}  # as the UI's block picker writes it (and serve)
+    by_slug = {"$ref": {"block_document_slug": f"{MailuStack.get_block_type_slug()}/{cfg.name}"}}
+    for item in prefect_yaml(cfg)["deployments"]:
+        assert item["parameters"]["config"] == by_slug, item["name"]
+    for dep in build_deployments(cfg, BLOCK_ID):
+        assert dep.parameters["config"] == ref, dep.name
+    for spec in DEPLOYMENTS:
+        schema = _schema(spec)
+        slugs = {d.get("block_type_slug") for d in schema.get("definitions", {}).values()}
+        assert "mailu-stack" in slugs, spec.flow_name
+        fixed = {k: v for k, v in {"mode": "teardown", "confirm": cfg.hostname, "to": "2024.06.10"}.items()
+                 if k in schema["properties"]}  # fmt: skip
+        validate({"config": ref, **fixed}, schema, raise_on_error=True)
+        validate({"config": by_slug, **fixed}, schema, raise_on_error=True)
+        validate({"config": cfg.model_dump(mode="json"), **fixed}, schema, raise_on_error=True)
+        broken = cfg.model_dump(mode="json")
+        broken["images"]["front"] = "mailu/nginx:latest"  # a tag, not a digest
+        with pytest.raises(ValidationError):
+            validate({"config": broken, **fixed}, schema, raise_on_error=True)
+
+
+def test_a_run_works_with_the_config_inside_the_block_or_given_whole(cfg: StackConfig) -> None:
+    from mailu_flows.blocks import MailuStack, stack_config
+
+    block = MailuStack(config=cfg)
+    assert stack_config(block) is cfg and stack_config(cfg) is cfg
+    assert run_name("deploy", (), {"config": block}) == f"deploy-{cfg.name}"
+    deploy = SPECS_BY_NAME["deploy"].load_flow()
+    assert deploy.validate_parameters({"config": block})["config"] is block  # as resolved from a $ref
+    assert deploy.validate_parameters({"config": cfg.model_dump(mode="json")})["config"] == cfg
+
+
+def test_a_fleet_names_each_stacks_deployments_after_it_and_refuses_a_name_twice(cfg: StackConfig) -> None:
+    other = cfg.model_copy(update={"name": "second-stack"})
+    doc = fleet_prefect_yaml([cfg, other])
+    names = [d["name"] for d in doc["deployments"]]
+    assert len(names) == len(set(names)) == 2 * len(deployments_for(cfg))
+    assert {"deploy-" + cfg.name, "deploy-second-stack", "backup-second-stack"} <= set(names)
+    second = next(d for d in doc["deployments"] if d["name"] == "deploy-second-stack")
+    assert second["parameters"]["config"] == {"$ref": {"block_document_slug": "mailu-stack/second-stack"}}
+    assert "mailu-stack:second-stack" in second["tags"]
+    assert deployment_id(SPECS_BY_NAME["deploy"], "second-stack") == "mailu-deploy/deploy-second-stack"
+    with pytest.raises(ValueError, match=f"same name: {cfg.name}; give each its own `name`"):
+        fleet_prefect_yaml([cfg, cfg])
+
+
+def test_prefect_yaml_for_several_stacks_needs_per_stack_names_and_distinct_names(tmp_path: Path) -> None:
+    """Refused before anything is pushed to a server (none answers here), naming the fix."""
+    from mailu_flows.cli import main
+
+    cfg_file = str(REPO / "examples" / "inlock.ai.yaml")
+    argv = ["deployments", "prefect-yaml", "--config", cfg_file, "--config", cfg_file]
+    assert main(argv) == 2
+    assert main([*argv, "--per-stack-names"]) == 2
+
+
+def test_the_stack_block_slug_is_the_one_deployments_refer_to() -> None:
+    from mailu_flows.blocks import MailuStack
+    from mailu_flows.deployments.definitions import MAILU_STACK_SLUG
+
+    assert MailuStack.get_block_type_slug() == MAILU_STACK_SLUG

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 import pytest
@@ -84,15 +84,19 @@ def _about(
 
 
 def test_prefect_yaml_and_serve_define_the_same_deployments(cfg: StackConfig) -> None:
+    block_id = "6a1c2d3e-0000-4000-8000-000000000001"
     doc = prefect_yaml(cfg)
-    runner = {d.name: d for d in build_deployments(cfg)}
+    runner = {d.name: d for d in build_deployments(cfg, block_id)}
     assert [d["name"] for d in doc["deployments"]] == [s.name for s in deployments_for(cfg)] == list(runner)
     for item in doc["deployments"]:
         dep = runner[item["name"]]
         assert dep.entrypoint is not None
         # one module path, served (Prefect writes `module.flow`) or deployed to a pool (`module:flow`)
         assert dep.entrypoint == item["entrypoint"].replace(":", ".")
-        assert item["parameters"] == dep.parameters
+        # the same block: by id when served (the UI shows it picked), by name in prefect.yaml
+        assert dep.parameters["config"] == {"$ref": {"block_document_id": block_id}}
+        assert item["parameters"]["config"] == {"$ref": {"block_document_slug": f"mailu-stack/{cfg.name}"}}
+        assert {**item["parameters"], "config": None} == {**dep.parameters, "config": None}
         crons = [s.schedule.cron for s in dep.schedules or []]  # type: ignore[union-attr]
         assert [s["cron"] for s in item["schedules"]] == crons
         assert dep.enforce_parameter_schema and item["enforce_parameter_schema"]
@@ -111,6 +115,42 @@ def test_every_deployment_is_registered_with_its_schedule(serving: None, cfg: St
         assert [s.schedule.cron for s in verify.schedules] == [VERIFY_CRON]
         rollback = client.read_deployment_by_name(_dep("rollback"))
         assert rollback.schedules == []
+
+
+def test_every_run_reads_the_stack_block_so_an_edit_there_changes_the_next_run(
+    lab: dict[str, Any], serving: None, cfg: StackConfig
+) -> None:
+    """One source of truth: `serve` pushed the config file to the stack's block, every deployment
+    refers to that block (no copy in its defaults), and a run started after an edit of the block (as
+    in the UI) plans with the edited config, without re-registering anything."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.deployments import run_deployment
+
+    from mailu_flows.blocks import MailuStack, push_stack_config
+
+    block: Any = MailuStack.load(cfg.name)
+    assert block.config == cfg
+    ref = {"$ref": {"block_document_id": str(block._block_document_id)}}
+    with _client() as client:
+        for spec in deployments_for(cfg):
+            dep = client.read_deployment_by_name(deployment_id(spec))
+            assert dep.parameters["config"] == ref, spec.name
+    assert push_stack_config(cfg) == (block._block_document_id, False)  # nothing to save
+    interval = cfg.mailu.health_interval_s + 1
+    edited = cfg.model_copy(update={"mailu": cfg.mailu.model_copy(update={"health_interval_s": interval})})
+    try:
+        assert push_stack_config(edited) == (block._block_document_id, True)  # the same block, edited
+        run: Any = run_deployment(
+            _dep("deploy"), parameters={"dry_run": True, "publish_dns": False}, timeout=600, poll_interval=1
+        )
+        assert run.state is not None and run.state.is_completed(), run.state
+        with _client() as client:
+            arts = client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
+        plan = next(str(a.data) for a in arts if a.key == f"mailu-deploy-plan-{cfg.name}")
+        assert f"+      interval: {interval}s" in plan, plan[-3000:]
+    finally:
+        push_stack_config(cfg)
+    assert cast(Any, MailuStack.load(cfg.name)).config == cfg
 
 
 def test_every_parameter_shows_its_help_text_on_the_server(serving: None, cfg: StackConfig) -> None:

@@ -110,17 +110,11 @@ def worker(built: tuple[Path, Path, Path], lab_cfg: StackConfig) -> Iterator[str
     prefect_pg.ensure_work_pool(POOL)
     env = {**os.environ, **prefect_pg.client_env(), "MAILU_FLOWS_DIR": str(work)}
     env.pop("PYTHONPATH", None)
-    make_yaml = (
-        "import sys, yaml\n"
-        "from mailu_core.config import load_stack_config\n"
-        "from mailu_flows.deployments.definitions import prefect_yaml\n"
-        f"doc = prefect_yaml(load_stack_config(sys.argv[1]), work_pool={POOL!r})\n"
-        "doc['deployments'] = [\n"
-        f"    dict(d, name={DEPLOYMENT!r}) for d in doc['deployments'] if d['name'] == 'deploy'\n"
-        "]\n"
-        "print(yaml.safe_dump(doc, sort_keys=False))\n"
-    )
-    doc = _run([str(venv / "bin" / "python"), "-c", make_yaml, str(ep.lab_dir() / "stack.yaml")], cwd=work)
+    # the installed CLI pushes the stack config to its block on this server and writes prefect.yaml
+    cli = [str(venv / "bin" / "mailu-flows"), "deployments", "prefect-yaml", "--work-pool", POOL]
+    full = yaml.safe_load(_run([*cli, "--config", str(ep.lab_dir() / "stack.yaml")], cwd=work, env=env))
+    full["deployments"] = [dict(d, name=DEPLOYMENT) for d in full["deployments"] if d["name"] == "deploy"]
+    doc = yaml.safe_dump(full, sort_keys=False)
     (entry,) = yaml.safe_load(doc)["deployments"]
     assert entry["entrypoint"] == "mailu_flows.flows.deploy:deploy"  # a module path: no checkout needed
     (work / "prefect.yaml").write_text(doc)

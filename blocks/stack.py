@@ -1,0 +1,72 @@
+"""The stack config as a block: the one copy every deployment of a stack reads when its run starts.
+
+Deployments refer to the block (`{"$ref": {"block_document_id": ...}}`) instead of carrying a copy
+of the config in their parameter defaults, so editing the block (in the UI, or with `mailu-flows
+config push`) changes what the next run of every deployment of that stack uses, and the run form
+shows a block picker. A run may still be given the whole config (a local run, a test).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from prefect.blocks.core import Block
+from pydantic import ConfigDict, Field
+
+from mailu_core.config import StackConfig
+from mailu_flows.blocks.meta import DOCS_URL, LOGO_URL
+
+
+class MailuStack(Block):
+    """One Mailu stack's config (host, Mailu settings, images, DNS, backup): what its flows run with."""
+
+    model_config = ConfigDict(hide_input_in_errors=True)
+    _block_type_name = "Mailu Stack"
+    _block_type_slug = "mailu-stack"
+    _description = (
+        "The stack config file's contents; every deployment of the stack reads it when a run starts "
+        "(named after the stack)."
+    )
+    _logo_url = LOGO_URL
+    _documentation_url = DOCS_URL
+    _code_example = """
+    ```python
+    from mailu_flows.blocks import MailuStack
+
+    stack = MailuStack.load("BLOCK_NAME")  # the stack's name; `mailu-flows config push` saves it
+    print(stack.config.summary())
+    ```
+    """
+
+    config: StackConfig = Field(description="The stack config (the same fields as the YAML file).")
+
+
+StackParameter = StackConfig | MailuStack
+"""A flow's `config` parameter: the stack's block (a deployment's default, or picked in the UI) or
+the whole config (a local run)."""
+
+
+def stack_config(value: StackConfig | MailuStack) -> StackConfig:
+    """The config a run works with, whichever form its `config` parameter took."""
+    return value.config if isinstance(value, MailuStack) else value
+
+
+def push_stack_config(config: StackConfig) -> tuple[UUID, bool]:
+    """Save `config` as the stack's block (named after the stack) on the current Prefect server;
+    returns the block document's id and whether its content changed (False: it already said so)."""
+    from prefect.exceptions import ObjectNotFound
+
+    MailuStack.register_type_and_schema()
+    wanted = config.model_dump(mode="json")
+    try:
+        current: Any = MailuStack.load(config.name, validate=False)
+    except (ValueError, ObjectNotFound):
+        current = None
+    if current is not None and current._block_document_id is not None:
+        saved = current.config
+        saved_json = saved.model_dump(mode="json") if isinstance(saved, StackConfig) else saved
+        if saved_json == wanted:
+            return current._block_document_id, False
+    block_id: UUID = MailuStack(config=config).save(config.name, overwrite=True)  # type: ignore[assignment]
+    return block_id, True

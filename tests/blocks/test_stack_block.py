@@ -1,0 +1,50 @@
+"""The stack config as a block (`mailu-flows config push` / `pull`): saved only when valid, unchanged when
+pushed again, read back as the same config, and refused with the file's own errors before anything is
+saved. On the session's throwaway Prefect server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+import yaml
+
+from mailu_core.config import StackConfig, load_stack_config
+from mailu_flows.blocks import BlockNotFound, MailuStack, load_block
+from mailu_flows.cli import main
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "inlock.ai.yaml"
+
+
+def test_push_saves_once_pull_reads_it_back(
+    prefect_server: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    cfg = load_stack_config(EXAMPLE)
+    data = cast(dict[str, Any], yaml.safe_load(EXAMPLE.read_text()))
+    data["name"] = "push-pull-test"
+    source = tmp_path / "stack.yaml"
+    source.write_text(yaml.safe_dump(data))
+    assert main(["config", "push", "--config", str(source)]) == 0
+    assert "block mailu-stack/push-pull-test: saved" in capsys.readouterr().out
+    assert main(["config", "push", "--config", str(source)]) == 0
+    assert "block mailu-stack/push-pull-test: unchanged" in capsys.readouterr().out
+    assert main(["config", "pull", "--stack", "push-pull-test"]) == 0
+    pulled = StackConfig.model_validate(yaml.safe_load(capsys.readouterr().out))
+    assert pulled == cfg.model_copy(update={"name": "push-pull-test"})
+    assert load_block(MailuStack, "push-pull-test").config == pulled
+
+
+def test_an_invalid_file_is_refused_and_nothing_is_saved(
+    prefect_server: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    data = cast(dict[str, Any], yaml.safe_load(EXAMPLE.read_text()))
+    data["name"] = "never-saved"
+    data["images"]["front"] = "mailu/nginx:latest"  # a tag, not a digest
+    source = tmp_path / "stack.yaml"
+    source.write_text(yaml.safe_dump(data))
+    assert main(["config", "push", "--config", str(source)]) == 1
+    assert "images.front" in capsys.readouterr().out
+    with pytest.raises(BlockNotFound, match="mailu-flows config push --config"):
+        load_block(MailuStack, "never-saved")
+    assert main(["config", "pull", "--stack", "never-saved"]) == 2
