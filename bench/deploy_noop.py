@@ -12,6 +12,8 @@ Prints the median wall time of:
                the log and event flush at exit), as an operator waits for it,
 - cli-import:  that process's Python start and imports alone,
 - prefect:     an empty flow run on the same server (Prefect's own per-run cost, shown separately),
+- cli-floor:   a fresh Python process that imports Prefect and runs an empty flow (Prefect's own cost
+               of a CLI run, the floor under `cli`),
 - *-inflow:    the same runs from the server's start to end time (the flow's body and its task runs,
                without the client's set-up and teardown),
 then the two ratios the targets are on: deploy/raw <= 1.3 and cli/raw <= 2.5. Prefect's flow-run
@@ -117,10 +119,15 @@ def main() -> None:
     def empty_run() -> Any:
         return empty(return_state=True)
 
+    floor_code = "from prefect import flow\nflow(name='bench-empty')(lambda: None)()\n"
+
+    def cli_floor() -> None:
+        subprocess.run([sys.executable, "-c", floor_code], check=True, capture_output=True)
+
     noop()  # warm up (imports, first connection)
     cli_run()
     rss_start = rss_mib()
-    names = ("raw", "deploy", "cli", "cli-import", "prefect", "deploy-inflow", "prefect-inflow")
+    names = ("raw", "deploy", "cli", "cli-import", "cli-floor", "prefect", "deploy-inflow", "prefect-inflow")
     samples: dict[str, list[float]] = {k: [] for k in names}
     for _ in range(args.runs):  # interleaved, so drift hits all of them alike
         samples["raw"].append(timed(raw)[0])
@@ -129,6 +136,7 @@ def main() -> None:
         samples["deploy-inflow"].append(inflow(state))
         samples["cli"].append(timed(cli_run)[0])
         samples["cli-import"].append(timed(cli_import)[0])
+        samples["cli-floor"].append(timed(cli_floor)[0])
         took, state = timed(empty_run)
         samples["prefect"].append(took)
         samples["prefect-inflow"].append(inflow(state))
@@ -140,6 +148,10 @@ def main() -> None:
     deploy_ratio, cli_ratio = med["deploy"] / med["raw"], med["cli"] / med["raw"]
     print(f"deploy/raw = {deploy_ratio:.2f}  {_verdict(deploy_ratio, DEPLOY_TARGET)}")
     print(f"cli/raw    = {cli_ratio:.2f}  {_verdict(cli_ratio, CLI_TARGET)}")
+    print(
+        f"Prefect's floors: an empty flow run {med['prefect'] / med['raw']:.2f}x raw in-process, "
+        f"{med['cli-floor'] / med['raw']:.2f}x as a fresh process"
+    )
     own = med["deploy-inflow"] - med["prefect-inflow"]
     print(f"(deploy-inflow - prefect-inflow)/raw = {own / med['raw']:.2f}  (our own work)")
     poll = get_current_settings().runner.poll_frequency

@@ -7,15 +7,17 @@ import shutil
 import sys
 import time
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 
 from lab import endpoints as ep
-from lab.procs import start_daemon, stop_daemon
+from lab.procs import running_pid, start_daemon, stop_daemon
 
 SERVE_NAME = "serve"
 
 
-def _deployment_names() -> set[str]:
+def _deployment_names(since: datetime | None = None) -> set[str]:
+    """Names of the deployments on the server (only those registered or updated at or after `since`)."""
     req = urllib.request.Request(
         f"{ep.PREFECT_API_URL}/deployments/filter",
         data=b"{}",
@@ -23,7 +25,8 @@ def _deployment_names() -> set[str]:
         headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(req, timeout=3) as resp:
-        return {d["name"] for d in json.loads(resp.read())}
+        found = json.loads(resp.read())
+    return {d["name"] for d in found if since is None or datetime.fromisoformat(d["updated"]) >= since}
 
 
 def ensure_serving(config: Path, restart: bool = False, timeout: float = 120) -> None:
@@ -44,11 +47,14 @@ def ensure_serving(config: Path, restart: bool = False, timeout: float = 120) ->
     # The deployments this config has (the mail canary only where its password block is named), not
     # every one defined: a fresh server never gets the others, and waiting for them would never end.
     wanted = {d.name for d in deployments_for(load_stack_config(config))}
+    # Registered by the process this starts (after it pushed the stack's block), not left by an
+    # earlier one; a serve already running was waited for when it started.
+    started = None if running_pid(SERVE_NAME) else datetime.now(UTC)
     start_daemon(
         SERVE_NAME,
         [cli, "serve", "--config", str(config)],
         env=env,
-        ready=lambda: wanted <= _deployment_names(),
+        ready=lambda: wanted <= _deployment_names(since=started),
         timeout=timeout,
     )
     time.sleep(0.5)

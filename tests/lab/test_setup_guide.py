@@ -33,7 +33,7 @@ pytestmark = pytest.mark.lab
 
 REPO = Path(__file__).resolve().parents[2]
 GUIDE = REPO / "docs" / "setup.md"
-MAX_SKIPPED = 8
+MAX_SKIPPED = 9
 DEPLOY_USER = "mailu-guide"
 RUNNER_USER = "mailu-guide-run"
 STACK = "guide-lab"
