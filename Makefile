@@ -34,6 +34,6 @@ test: lint lab-up
 
 demo: lab-up
 	$(BIN)/mailu-flows config check --config .lab/stack.yaml
-	$(BIN)/mailu-flows plan --config .lab/stack.yaml > .lab/plan.md
+	$(BIN)/mailu-flows plan --local --config .lab/stack.yaml > .lab/plan.md
 	@echo "plan written to .lab/plan.md"
 	$(BIN)/python -m lab.demo

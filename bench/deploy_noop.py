@@ -8,7 +8,7 @@ Prints the median wall time of:
                probes, Prometheus, DNS in place) on the Prefect server, as the caller waits for it: what
                a served deployment's runner spends on the run (its polling interval comes on top, on its
                own line),
-- cli:         `mailu-flows deploy --config ...` as a whole process (imports, the flow run in-process,
+- cli:         `mailu-flows deploy --local --config ...` as a whole process (imports, the flow run in-process,
                the log and event flush at exit), as an operator waits for it,
 - cli-import:  that process's Python start and imports alone,
 - prefect:     an empty flow run on the same server (Prefect's own per-run cost, shown separately),
@@ -109,7 +109,9 @@ def main() -> None:
         return state
 
     def cli_run() -> None:
-        out = subprocess.run([cli, "deploy", "--config", args.config], capture_output=True, text=True)
+        out = subprocess.run(
+            [cli, "deploy", "--local", "--config", args.config], capture_output=True, text=True
+        )
         assert out.returncode == 0 and "deploy: no changes" in out.stdout, (out.stdout, out.stderr[-2000:])
 
     def cli_import() -> None:

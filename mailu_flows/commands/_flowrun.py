@@ -1,5 +1,11 @@
-"""Shared plumbing for the commands that run a flow: load the config, run the flow against the
-configured Prefect server (so the run shows in the UI), print a short summary, map failure to exit 1."""
+"""Shared plumbing for the commands that run a flow: load the config, run the flow, print what it did,
+map failure to exit 1.
+
+By default the run goes through the stack's deployment: it runs on the flow runner (where backups are
+written) with the deployed config, the stack's block, which must say what the file says. The command
+streams the run's logs and ends with its state and address in the UI. `--local` runs the flow in
+this process with the file's config (before anything is served, or to try a file not pushed yet) and
+prints a summary of its result. Either way the run is on the configured Prefect server."""
 
 from __future__ import annotations
 
@@ -12,7 +18,18 @@ from typing import Any
 
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, type=Path, help="stack config YAML file")
+    parser.add_argument(
+        "--config",
+        required=True,
+        type=Path,
+        help="stack config YAML file: names the stack whose deployment runs (its block must match the "
+        "file), or with --local the config this process runs with",
+    )
+    parser.add_argument(
+        "--local",
+        action="store_true",
+        help="run the flow in this process with the file's config instead of through the deployment",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -31,12 +48,20 @@ def load_config_or_exit(path: Path) -> Any:
 
 def run_flow(
     args: argparse.Namespace,
-    flow_fn: Callable[..., Any],
+    deployment: str,
     summarize: Callable[[Any], str],
     **params: Any,
 ) -> int:
-    """Call the flow (a real Prefect run), print `summarize(result)` or the failure, return the exit code."""
-    state = flow_fn(return_state=True, **params)
+    """Run the flow of `deployment` (its name in the deployments table) with `params` (`config`
+    included): through the stack's deployment, or in-process with `--local`."""
+    if not args.local:
+        from mailu_flows.commands._through_deployment import run_through_deployment
+
+        return run_through_deployment(args, deployment, **params)
+    from mailu_flows.deployments.definitions import SPECS_BY_NAME
+
+    flow_fn = SPECS_BY_NAME[deployment].load_flow()
+    state: Any = flow_fn(return_state=True, **params)
     if state.is_completed():
         result = state.result()
         if args.json:

@@ -25,8 +25,6 @@ def register(sub: Any) -> None:
 
 
 def _accounts(args: argparse.Namespace) -> int:
-    from mailu_flows.flows.accounts import accounts
-
     config = load_config_or_exit(args.config)
 
     def summary(result: dict[str, Any]) -> str:
@@ -37,7 +35,7 @@ def _accounts(args: argparse.Namespace) -> int:
 
     return run_flow(
         args,
-        accounts,
+        "accounts",
         summary,
         config=config,
         dry_run=args.dry_run,

@@ -45,19 +45,15 @@ def _verify_summary(record: Any) -> str:
 
 
 def run_backup(args: argparse.Namespace) -> int:
-    from mailu_flows.flows.backup import backup
-
     config = load_config_or_exit(args.config)
-    return run_flow(args, backup, _backup_summary, config=config)
+    return run_flow(args, "backup", _backup_summary, config=config)
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from mailu_flows.flows.backup_verify import backup_verify
-
     config = load_config_or_exit(args.config)
     return run_flow(
         args,
-        backup_verify,
+        "backup-verify",
         _verify_summary,
         config=config,
         time_budget_s=args.time_budget,

@@ -17,7 +17,6 @@ def register(sub: Any) -> None:
 
 def _canary(args: argparse.Namespace) -> int:
     from mailu_flows.canary import CanaryReport
-    from mailu_flows.flows.canary import mail_canary
 
     config = load_config_or_exit(args.config)
 
@@ -25,4 +24,4 @@ def _canary(args: argparse.Namespace) -> int:
         rows = [f"  {s.step}: {'ok' if s.ok else 'FAILED'} ({s.detail})" for s in report.steps]
         return "\n".join(["mail canary: every step passed", *rows])
 
-    return run_flow(args, mail_canary, summary, config=config)
+    return run_flow(args, "mail-canary", summary, config=config)

@@ -20,15 +20,11 @@ def register(sub: Any) -> None:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from mailu_flows.flows.deploy import deploy
-
     config = load_config_or_exit(args.config)
-    return run_flow(args, deploy, lambda r: str(r["plan"]), config=config, dry_run=True)
+    return run_flow(args, "deploy", lambda r: str(r["plan"]), config=config, dry_run=True)
 
 
 def _deploy(args: argparse.Namespace) -> int:
-    from mailu_flows.flows.deploy import deploy
-
     config = load_config_or_exit(args.config)
 
     def summary(result: dict[str, Any]) -> str:
@@ -37,4 +33,4 @@ def _deploy(args: argparse.Namespace) -> int:
             lines.append("created: " + ", ".join(result["created_accounts"]))
         return "\n".join(lines)
 
-    return run_flow(args, deploy, summary, config=config)
+    return run_flow(args, "deploy", summary, config=config)

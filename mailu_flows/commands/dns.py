@@ -34,8 +34,6 @@ def register(sub: Any) -> None:
 
 
 def _dkim_publish(args: argparse.Namespace) -> int:
-    from mailu_flows.flows.dkim_publish import dkim_publish
-
     config = load_config_or_exit(args.config)
 
     def summary(result: dict[str, Any]) -> str:
@@ -46,7 +44,7 @@ def _dkim_publish(args: argparse.Namespace) -> int:
 
     return run_flow(
         args,
-        dkim_publish,
+        "dkim-publish",
         summary,
         config=config,
         rotate=args.rotate,
@@ -56,8 +54,6 @@ def _dkim_publish(args: argparse.Namespace) -> int:
 
 
 def _dns_wait(args: argparse.Namespace) -> int:
-    from mailu_flows.flows.dns_wait import dns_propagation_wait
-
     config = load_config_or_exit(args.config)
 
     def summary(result: dict[str, Any]) -> str:
@@ -67,7 +63,7 @@ def _dns_wait(args: argparse.Namespace) -> int:
 
     return run_flow(
         args,
-        dns_propagation_wait,
+        "dns-propagation-wait",
         summary,
         config=config,
         deadline_s=args.deadline,

@@ -24,8 +24,6 @@ def register(sub: Any) -> None:
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    from mailu_flows.flows.rollback import rollback
-
     config = load_config_or_exit(args.config)
 
     def summary(result: dict[str, Any]) -> str:
@@ -35,7 +33,7 @@ def _rollback(args: argparse.Namespace) -> int:
 
     return run_flow(
         args,
-        rollback,
+        "rollback",
         summary,
         config=config,
         mode=args.mode,

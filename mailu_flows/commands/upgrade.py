@@ -60,8 +60,6 @@ def _upgrade_plan(args: argparse.Namespace) -> int:
 def _upgrade(args: argparse.Namespace) -> int:
     import yaml
 
-    from mailu_flows.flows.upgrade import upgrade
-
     config = load_config_or_exit(args.config)
 
     def summary(result: dict[str, Any]) -> str:
@@ -74,7 +72,7 @@ def _upgrade(args: argparse.Namespace) -> int:
 
     return run_flow(
         args,
-        upgrade,
+        "upgrade",
         summary,
         config=config,
         to=args.to,

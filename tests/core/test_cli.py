@@ -13,10 +13,20 @@ from mailu_flows.cli import main, unreachable_prefect_api
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "inlock.ai.yaml"
 
 
-def test_an_unreachable_prefect_server_is_one_clear_line_not_a_traceback() -> None:
-    """A flow command run while no Prefect server answers names the server asked and how to fix it."""
+@pytest.mark.parametrize("local", [True, False], ids=["local", "through-deployment"])
+def test_an_unreachable_prefect_server_is_one_clear_line_not_a_traceback(local: bool) -> None:
+    """A flow command run while no Prefect server answers names the server asked and how to fix it,
+    in-process or handed to the deployment (whose first step, reading the stack's block, fails)."""
     result = subprocess.run(
-        [sys.executable, "-m", "mailu_flows.cli", "backup", "--config", str(EXAMPLE)],
+        [
+            sys.executable,
+            "-m",
+            "mailu_flows.cli",
+            "backup",
+            "--config",
+            str(EXAMPLE),
+            *(["--local"] if local else []),
+        ],
         env={"PREFECT_API_URL": "http://127.0.0.1:9/api", "PATH": "/usr/bin:/bin", "HOME": "/tmp"},
         capture_output=True,
         text=True,
@@ -25,7 +35,12 @@ def test_an_unreachable_prefect_server_is_one_clear_line_not_a_traceback() -> No
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     line = result.stderr.strip().splitlines()[-1]
-    assert line.startswith("mailu-flows backup: the Prefect server at http://127.0.0.1:9/api"), line
+    if local:
+        assert line.startswith("mailu-flows backup: the Prefect server at http://127.0.0.1:9/api"), line
+    else:
+        assert line.startswith("mailu-flows backup: cannot load the mailu-stack block 'inlock-ai'"), line
+        assert "the Prefect server at http://127.0.0.1:9/api" in line and "does not answer" in line
+        assert line.endswith("or run the file here with --local"), line
     assert "export PREFECT_API_URL=" in line
 
 

@@ -375,7 +375,19 @@ def test_the_upgrade_command_runs_the_flow_and_prints_the_pins_to_put_into_the_c
 
     monkeypatch.setattr(upgrade_module, "upgrade", run)
     assert (
-        main(["upgrade", "--config", str(path), "--to", TAG, "--confirm", "mail.inlock.test", "--no-drill"])
+        main(
+            [
+                "upgrade",
+                "--config",
+                str(path),
+                "--local",
+                "--to",
+                TAG,
+                "--confirm",
+                "mail.inlock.test",
+                "--no-drill",
+            ]
+        )
         == 0
     )
     assert {k: asked[0][k] for k in ("to", "confirm", "verify_drill", "canary")} == {

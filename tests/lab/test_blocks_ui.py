@@ -237,7 +237,8 @@ def test_a_flow_command_that_cannot_find_a_block_names_the_server(lab: dict[str,
     the failure says which server was asked and how to point at the lab's."""
     env = {**os.environ, "PREFECT_API_URL": API}
     done = subprocess.run(
-        [str(Path(sys.executable).parent / "mailu-flows"), "plan", "--config", "examples/inlock.ai.yaml"],
+        [str(Path(sys.executable).parent / "mailu-flows"), "plan", "--local",
+         "--config", "examples/inlock.ai.yaml"],
         env=env, capture_output=True, text=True, timeout=300, cwd=ep.REPO_ROOT,
     )  # fmt: skip
     assert done.returncode == 1, done.stdout + done.stderr

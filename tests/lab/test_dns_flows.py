@@ -107,7 +107,7 @@ def test_cli_dns_wait_and_dkim_publish(iso: StackConfig, tmp_path: Path) -> None
     cli = [sys.executable, "-m", "mailu_flows.cli"]
     env = {**os.environ}
     pub = subprocess.run(
-        [*cli, "dkim-publish", "--config", str(path), "--json"],
+        [*cli, "dkim-publish", "--local", "--config", str(path), "--json"],
         capture_output=True,
         text=True,
         env=env,
@@ -119,7 +119,7 @@ def test_cli_dns_wait_and_dkim_publish(iso: StackConfig, tmp_path: Path) -> None
     assert out["state"] == "Completed" and out["result"]["verified"] and out["result"]["created"]
     assert "PRIVATE KEY" not in pub.stdout + pub.stderr
     wait = subprocess.run(
-        [*cli, "dns-wait", "--config", str(path)],
+        [*cli, "dns-wait", "--local", "--config", str(path)],
         capture_output=True,
         text=True,
         env=env,

@@ -1,0 +1,146 @@
+"""A flow command without `--local`: the run is handed to the stack's deployment and watched.
+
+The run happens on the flow runner, with the deployed config (the stack's block). Before anything
+starts, the command checks that the block says what the given file says, and that the stack has the
+deployment on this server; each refusal names the fix. Then it creates the run (the server checks
+the parameters), prints the run's logs as they arrive, and ends with the run's state and address.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+from uuid import UUID
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_REFUSED = 2
+POLL_S = 1.0
+
+
+def differing_fields(mine: Any, theirs: Any, prefix: str = "", depth: int = 2) -> list[str]:
+    """Dotted names of the fields whose values differ between two JSON-like configs (down to `depth`
+    levels, so that a changed list or a nested section is named once)."""
+    if isinstance(mine, dict) and isinstance(theirs, dict) and depth > 0:
+        out: list[str] = []
+        for key in sorted(set(mine) | set(theirs), key=str):
+            out += differing_fields(mine.get(key), theirs.get(key), f"{prefix}{key}.", depth - 1)
+        return out
+    return [] if mine == theirs else [prefix.rstrip(".")]
+
+
+def run_through_deployment(args: argparse.Namespace, deployment: str, config: Any, **params: Any) -> int:
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import PrefectHTTPStatusError
+    from pydantic_core import to_jsonable_python
+
+    from mailu_flows.blocks.registry import BlockNotFound, load_block, prefect_server
+    from mailu_flows.blocks.stack import MailuStack
+    from mailu_flows.deployments.definitions import SPECS_BY_NAME
+
+    command = f"mailu-flows {args.command}"
+    try:
+        block = load_block(MailuStack, config.name)
+    except BlockNotFound as exc:
+        return _refuse(command, f"{exc}; or run the file here with --local")
+    differing = differing_fields(config.model_dump(mode="json"), block.config.model_dump(mode="json"))
+    if differing:
+        return _refuse(
+            command,
+            f"the stack's block mailu-stack/{config.name} on {prefect_server()} differs from {args.config} "
+            f"in {', '.join(differing)}; the deployment runs with the block. Push the file (`mailu-flows "
+            f"config push --config {args.config}`), bring the block's values into it (`mailu-flows config "
+            f"pull --stack {config.name}`), or run the file here with --local",
+        )
+    spec = SPECS_BY_NAME[deployment]
+    with get_client(sync_client=True) as client:
+        found = _stack_deployment(client, spec, config.name)
+        if found is None:
+            return _refuse(
+                command,
+                f"no {spec.flow_name} deployment of stack {config.name} on {prefect_server()}: serve the "
+                f"stack's deployments (`mailu-flows serve --config {args.config}`) or deploy its "
+                "prefect.yaml (docs/setup.md, 'Serve the deployments'); or run the file here with --local",
+            )
+        dep_id, name = found
+        try:
+            run = client.create_flow_run_from_deployment(dep_id, parameters=to_jsonable_python(params))
+        except PrefectHTTPStatusError as exc:  # the server's parameter check
+            return _refuse(command, f"the server refused the run's parameters: {exc.response.text[:2000]}")
+        url = _run_url(run.id)
+        print(f"{command}: flow run {run.name} of {name} on the flow runner: {url}", file=sys.stderr)
+        try:
+            state = _watch(client, run.id)
+        except KeyboardInterrupt:
+            print(f"\n{command}: stopped watching; the run goes on: {url}", file=sys.stderr)
+            return 130
+    if args.json:
+        out = {"state": state.name, "message": state.message, "flow_run_id": str(run.id), "url": url}
+        print(json.dumps({**out, "flow_run_name": run.name, "deployment": name}, indent=2))
+    elif state.is_completed():
+        print(f"{state.name}: {run.name} ({url})")
+    else:
+        print(f"{state.name}: {state.message or 'see the run'} ({url})", file=sys.stderr)
+    return EXIT_OK if state.is_completed() else EXIT_FAILED
+
+
+def _refuse(command: str, message: str) -> int:
+    print(f"{command}: {message}", file=sys.stderr)
+    return EXIT_REFUSED
+
+
+def _stack_deployment(client: Any, spec: Any, stack: str) -> tuple[UUID, str] | None:
+    """The stack's deployment of `spec`: named after the stack (a shared server), or plain when it
+    carries the stack's tag. None when the server has neither."""
+    from prefect.exceptions import ObjectNotFound
+
+    from mailu_flows.deployments.definitions import deployment_id
+
+    for candidate in (deployment_id(spec, stack), deployment_id(spec)):
+        try:
+            dep = client.read_deployment_by_name(candidate)
+        except ObjectNotFound:
+            continue
+        if f"mailu-stack:{stack}" in (dep.tags or []):
+            return dep.id, candidate
+    return None
+
+
+def _run_url(run_id: UUID) -> str:
+    from prefect.utilities.urls import url_for
+
+    return url_for("flow-run", obj_id=run_id) or f"flow run {run_id}"
+
+
+def _watch(client: Any, run_id: UUID) -> Any:
+    """Print the run's log lines as they arrive; return its final state (the lines sent just after
+    it are read too)."""
+    seen: set[UUID] = set()
+    while True:
+        run = client.read_flow_run(run_id)
+        _print_new_logs(client, run_id, seen)
+        if run.state is not None and run.state.is_final():
+            time.sleep(POLL_S)  # the runner sends its last lines in a batch after the state
+            _print_new_logs(client, run_id, seen)
+            return run.state
+        time.sleep(POLL_S)
+
+
+def _print_new_logs(client: Any, run_id: UUID, seen: set[UUID]) -> None:
+    import logging
+
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.sorting import LogSort
+
+    logs = client.read_logs(
+        log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])), sort=LogSort.TIMESTAMP_ASC
+    )
+    for log in logs:
+        if log.id in seen:
+            continue
+        seen.add(log.id)
+        level = logging.getLevelName(log.level)
+        print(f"{log.timestamp:%H:%M:%S} | {level:<7} | {log.message}", file=sys.stderr)
