@@ -8,11 +8,11 @@ shows a block picker. A run may still be given the whole config (a local run, a 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 from prefect.blocks.core import Block
-from pydantic import ConfigDict, Field
+from pydantic import BeforeValidator, ConfigDict, Field
 
 from mailu_core.config import StackConfig
 from mailu_flows.blocks.meta import DOCS_URL, LOGO_URL
@@ -42,14 +42,18 @@ class MailuStack(Block):
     config: StackConfig = Field(description="The stack config (the same fields as the YAML file).")
 
 
-StackParameter = StackConfig | MailuStack
-"""A flow's `config` parameter: the stack's block (a deployment's default, or picked in the UI) or
-the whole config (a local run)."""
-
-
-def stack_config(value: StackConfig | MailuStack) -> StackConfig:
-    """The config a run works with, whichever form its `config` parameter took."""
+def stack_config(value: Any) -> Any:
+    """The config inside a stack block (Prefect hands the loaded block to the flow); anything else as
+    it is, for the config's own validation."""
     return value.config if isinstance(value, MailuStack) else value
+
+
+StackParameter = Annotated[
+    StackConfig, BeforeValidator(stack_config, json_schema_input_type=StackConfig | MailuStack)
+]
+"""A flow's `config` parameter: the stack's block (a deployment's default, or picked in the UI) or
+the whole config (a local run). The schema the server and the UI see offers both; the flow always
+gets the config, and a bad value is named by its place in the config (`config.mailu.timezone`)."""
 
 
 def push_stack_config(config: StackConfig) -> tuple[UUID, bool]:

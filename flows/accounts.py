@@ -19,7 +19,7 @@ from pydantic import Field, SecretStr
 from mailu_core.accounts import Plan
 from mailu_flows import redact
 from mailu_flows.accounts import MailuAccountsApi, PasswordStore, run_accounts
-from mailu_flows.blocks import MailuSecrets, StackParameter, load_block, stack_config
+from mailu_flows.blocks import MailuSecrets, StackParameter, load_block
 from mailu_flows.flows.naming import artifact_key, flow_name, run_namer
 from mailu_flows.session import host_session
 
@@ -67,7 +67,6 @@ def accounts(
         adopt: Take over declared objects Mailu holds without this stack's mark.
         lock_wait_s: Seconds to wait for the host lock held by another run (0 to 3600).
     """
-    config = stack_config(config)
     redact.install()
     logger = get_run_logger()
     secrets_block = load_block(MailuSecrets, config.blocks.mailu_secrets)

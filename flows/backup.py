@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from mailu_core.backup import ArchiveEntry
 from mailu_core.fields import ComposeService, WaitSeconds
 from mailu_flows import redact
-from mailu_flows.blocks import StackParameter, stack_config
+from mailu_flows.blocks import StackParameter
 from mailu_flows.flows.naming import artifact_key, flow_name, run_namer
 from mailu_flows.session import host_session
 from mailu_flows.tasks.backup import apply_retention, backup_volumes, default_destination
@@ -50,7 +50,6 @@ def backup(
         pause_services: Compose services to pause while their volumes are read (at most 32); empty: none.
         lock_wait_s: Seconds to wait for the host lock held by another run (0 to 86400).
     """
-    config = stack_config(config)
     redact.install()
     destination = default_destination(config)
     with host_session(config, "backup", lock_wait_s) as host:

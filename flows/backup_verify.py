@@ -19,7 +19,7 @@ from mailu_core.errors import MailuFlowsError
 from mailu_core.fields import WaitSeconds
 from mailu_core.render.monitoring import BACKUP_VERIFIED_METRIC, textfile_metric
 from mailu_flows import redact
-from mailu_flows.blocks import StackParameter, stack_config
+from mailu_flows.blocks import StackParameter
 from mailu_flows.flows.naming import artifact_key, flow_name, run_namer
 from mailu_flows.host import Host
 from mailu_flows.session import host_session
@@ -59,7 +59,6 @@ def backup_verify(
             empty: no limit (every archive, every run).
         drill: Restore the sample into scratch volumes and compare (off: decrypt and read only).
     """
-    config = stack_config(config)
     redact.install()
     destination = default_destination(config)
     with host_session(config, "backup-verify", 0, lock=False) as host:  # reads only; drills in scratch

@@ -20,7 +20,7 @@ from mailu_core.config import StackConfig
 from mailu_core.errors import MailuFlowsError
 from mailu_core.render.monitoring import textfile_metric
 from mailu_flows import redact
-from mailu_flows.blocks import StackParameter, load_block, stack_config
+from mailu_flows.blocks import StackParameter, load_block
 from mailu_flows.canary import CanaryReport, run_canary
 from mailu_flows.flows.naming import artifact_key, flow_name, run_namer
 from mailu_flows.tasks.host import host_session, textfile_dir, write_textfile_metric
@@ -82,7 +82,6 @@ def mail_canary(config: StackParameter) -> CanaryReport:
     Args:
         config: The stack (its stack block): its canary section and blocks.canary_password.
     """
-    config = stack_config(config)
     redact.install()
     report = run_canary(config, canary_password(config))
     create_table_artifact(

@@ -14,7 +14,7 @@ from mailu_core.config import StackConfig
 from mailu_core.dns import Record
 from mailu_core.errors import MailuFlowsError
 from mailu_flows import redact
-from mailu_flows.blocks import MailuSecrets, StackParameter, load_block, stack_config
+from mailu_flows.blocks import MailuSecrets, StackParameter, load_block
 from mailu_flows.deploy.engine import DeployPlan, DeployResult, SecretsStore, run_deploy
 from mailu_flows.deploy.preflight import Check
 from mailu_flows.dns.provider import DnsError
@@ -114,7 +114,6 @@ def deploy(
         canary: After a good release, send and fetch one mail-canary message (when blocks.canary_password
             is set); a failure returns to the previous good release and fails the run.
     """
-    config = stack_config(config)
     from prefect.runtime import flow_run
 
     redact.install()

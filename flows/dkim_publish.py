@@ -20,7 +20,7 @@ from mailu_core.dns import Record, dkim_public_key_der, dkim_txt_value
 from mailu_core.errors import MailuFlowsError
 from mailu_core.fields import IPAny
 from mailu_flows import redact
-from mailu_flows.blocks import StackParameter, stack_config
+from mailu_flows.blocks import StackParameter
 from mailu_flows.dns.dkim import DkimKey, ensure_key
 from mailu_flows.dns.propagation import check_propagation, nameservers_for
 from mailu_flows.flows.dns_wait import dns_propagation_wait
@@ -136,7 +136,6 @@ def dkim_publish(
         bootstrap_resolver: Resolver address used to find the zone's NS set; empty: the system resolver.
         lock_wait_s: Seconds to wait for the host lock held by another run (0 to 3600).
     """
-    config = stack_config(config)
     redact.install()
     logger = get_run_logger()
     with host_session(config, "dkim-publish", lock_wait_s) as host:

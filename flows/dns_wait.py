@@ -18,7 +18,7 @@ from mailu_core.config import StackConfig
 from mailu_core.dns import PropagationTable, PropagationTimeout, Record, Status, mx_a_warnings
 from mailu_core.fields import DkimSelector, DkimTxtValue, IPAny
 from mailu_flows import redact
-from mailu_flows.blocks import StackParameter, stack_config
+from mailu_flows.blocks import StackParameter
 from mailu_flows.dns.propagation import nameservers_for, reverse_dns_warnings, wait_for_propagation
 from mailu_flows.flows.naming import artifact_key, flow_name, run_namer
 from mailu_flows.tasks.dns import desired_for, dkim_txt_for, torn_down_since, without_mail_routing
@@ -93,7 +93,6 @@ def dns_propagation_wait(
         mail_routing: Also wait for MX and the mail host's A/AAAA; empty: unless a rollback teardown is
             in effect (read from the host).
     """
-    config = stack_config(config)
     redact.install()
     logger = get_run_logger()
     dns = config.dns

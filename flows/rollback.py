@@ -17,7 +17,7 @@ from pydantic import Field
 from mailu_core.config import StackConfig
 from mailu_core.fields import BackupId, ConfirmText, ReleaseId
 from mailu_flows import redact
-from mailu_flows.blocks import StackParameter, stack_config
+from mailu_flows.blocks import StackParameter
 from mailu_flows.dns.provider import Provider
 from mailu_flows.flows.naming import artifact_key, flow_name, run_namer
 from mailu_flows.remote import RemoteHost
@@ -49,7 +49,6 @@ def rollback(
             before the current one.
         lock_wait_s: Seconds to wait for the host lock held by another run (0 to 3600).
     """
-    config = stack_config(config)
     check_confirmation(config, mode, confirm)
     return _rollback(config, mode, restore_backup, release, lock_wait_s, seen=None)
 
@@ -90,7 +89,6 @@ def rollback_review(
         answer_within_s: Seconds the paused run waits for the hostname before it fails, nothing done
             (60 to 86400).
     """
-    config = stack_config(config)
     from prefect.flow_runs import pause_flow_run
 
     shown = _show_plan(config, mode, restore_backup, release)

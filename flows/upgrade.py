@@ -18,7 +18,7 @@ from mailu_core.config import StackConfig
 from mailu_core.fields import Checked, ConfirmText, WaitSeconds
 from mailu_core.upgrade import UpgradePlan, mailu_images, plan_upgrade, release_reference
 from mailu_flows import redact
-from mailu_flows.blocks import StackParameter, stack_config
+from mailu_flows.blocks import StackParameter
 from mailu_flows.deploy.engine import DeployPlan, DeployResult, run_deploy
 from mailu_flows.flows.deploy import BlockSecretsStore
 from mailu_flows.flows.naming import artifact_key, flow_name, run_namer
@@ -130,7 +130,6 @@ def upgrade(
             canary (blocks.canary_password); its failure returns to the previous release.
         lock_wait_s: Seconds to wait for the host lock held by another run (0 to 3600).
     """
-    config = stack_config(config)
     from prefect.runtime import flow_run
 
     check_confirmation(config, confirm, to)

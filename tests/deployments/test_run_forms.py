@@ -173,7 +173,7 @@ def test_a_run_works_with_the_config_inside_the_block_or_given_whole(cfg: StackC
     assert stack_config(block) is cfg and stack_config(cfg) is cfg
     assert run_name("deploy", (), {"config": block}) == f"deploy-{cfg.name}"
     deploy = SPECS_BY_NAME["deploy"].load_flow()
-    assert deploy.validate_parameters({"config": block})["config"] is block  # as resolved from a $ref
+    assert deploy.validate_parameters({"config": block})["config"] == cfg  # the block, as a $ref resolves
     assert deploy.validate_parameters({"config": cfg.model_dump(mode="json")})["config"] == cfg
 
 

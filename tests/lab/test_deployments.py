@@ -153,6 +153,49 @@ def test_every_run_reads_the_stack_block_so_an_edit_there_changes_the_next_run(
     assert cast(Any, MailuStack.load(cfg.name)).config == cfg
 
 
+def test_a_flow_command_runs_through_the_stacks_deployment_and_refuses_a_file_that_differs(
+    lab: dict[str, Any], serving: None, cfg: StackConfig, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without --local, `mailu-flows plan` creates a run of the stack's deploy deployment (a dry run,
+    on the served runner), prints its logs and ends with its state. A file that says something else
+    than the stack's block is refused, naming the field and the fix, and no run is created."""
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    from mailu_core.config import dump_stack_config
+    from mailu_flows.cli import main
+
+    def runs_of(dep_id: UUID) -> int:
+        with _client() as client:
+            found = client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep_id]))
+            )
+        return len(found)
+
+    with _client() as client:
+        dep = client.read_deployment_by_name(_dep("deploy"))
+    before = runs_of(dep.id)
+    edited = cfg.model_copy(
+        update={"mailu": cfg.mailu.model_copy(update={"health_interval_s": cfg.mailu.health_interval_s + 1})}
+    )
+    other_file = tmp_path / "stack.yaml"
+    other_file.write_text(dump_stack_config(edited))
+    assert main(["plan", "--config", str(other_file)]) == 2
+    refused = capsys.readouterr().err
+    assert "differs from" in refused and "mailu.health_interval_s" in refused, refused
+    assert "mailu-flows config push --config" in refused and "--local" in refused
+    assert runs_of(dep.id) == before  # refused before any run was created
+
+    assert main(["plan", "--config", lab["stack_config"], "--json"]) == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert out["state"] == "Completed" and out["deployment"] == _dep("deploy"), out
+    assert "| INFO    | plan: " in captured.err  # the run's logs, streamed from the server
+    with _client() as client:
+        run = client.read_flow_run(UUID(out["flow_run_id"]))
+    assert run.deployment_id == dep.id and run.parameters["dry_run"] is True
+    assert run.name == f"deploy-{cfg.name}"
+
+
 def test_every_parameter_shows_its_help_text_on_the_server(serving: None, cfg: StackConfig) -> None:
     with _client() as client:
         for spec in deployments_for(cfg):
