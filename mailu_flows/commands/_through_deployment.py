@@ -115,32 +115,63 @@ def _run_url(run_id: UUID) -> str:
     return url_for("flow-run", obj_id=run_id) or f"flow run {run_id}"
 
 
-def _watch(client: Any, run_id: UUID) -> Any:
+def _watch(client: Any, run_id: UUID, not_started_hint_s: float = 30.0) -> Any:
     """Print the run's log lines as they arrive; return its final state (the lines sent just after
-    it are read too)."""
-    seen: set[UUID] = set()
+    it are read too). A run nobody picks up is said once (the runner may be down); the wait goes on."""
+    cursor = LogCursor()
+    started = time.monotonic()
+    hinted = False
     while True:
         run = client.read_flow_run(run_id)
-        _print_new_logs(client, run_id, seen)
-        if run.state is not None and run.state.is_final():
+        for line in cursor.new_lines(client, run_id):
+            print(line, file=sys.stderr)
+        state = run.state
+        if state is not None and state.is_final():
             time.sleep(POLL_S)  # the runner sends its last lines in a batch after the state
-            _print_new_logs(client, run_id, seen)
-            return run.state
+            for line in cursor.new_lines(client, run_id):
+                print(line, file=sys.stderr)
+            return state
+        waiting = state is None or state.is_scheduled() or state.is_pending()
+        if waiting and not hinted and time.monotonic() - started > not_started_hint_s:
+            name = state.name if state is not None else "not started"
+            print(
+                f"the run is still {name} after {not_started_hint_s:.0f} s: is `mailu-flows serve` (or a "
+                "worker of the deployment's pool) running? Waiting on; Ctrl-C stops watching, not the run.",
+                file=sys.stderr,
+            )
+            hinted = True
         time.sleep(POLL_S)
 
 
-def _print_new_logs(client: Any, run_id: UUID, seen: set[UUID]) -> None:
-    import logging
+class LogCursor:
+    """Reads a run's logs page by page from the last timestamp seen (the server returns at most a page
+    per call), each line once."""
 
-    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
-    from prefect.client.schemas.sorting import LogSort
+    PAGE = 200
 
-    logs = client.read_logs(
-        log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])), sort=LogSort.TIMESTAMP_ASC
-    )
-    for log in logs:
-        if log.id in seen:
-            continue
-        seen.add(log.id)
-        level = logging.getLevelName(log.level)
-        print(f"{log.timestamp:%H:%M:%S} | {level:<7} | {log.message}", file=sys.stderr)
+    def __init__(self) -> None:
+        self.seen: set[UUID] = set()
+        self.after: Any = None
+
+    def new_lines(self, client: Any, run_id: UUID) -> list[str]:
+        import logging
+
+        from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId, LogFilterTimestamp
+        from prefect.client.schemas.sorting import LogSort
+
+        lines: list[str] = []
+        while True:
+            log_filter = LogFilter(
+                flow_run_id=LogFilterFlowRunId(any_=[run_id]), timestamp=LogFilterTimestamp(after_=self.after)
+            )
+            page = client.read_logs(log_filter=log_filter, limit=self.PAGE, sort=LogSort.TIMESTAMP_ASC)
+            fresh = [log for log in page if log.id not in self.seen]
+            for log in fresh:
+                self.seen.add(log.id)
+                lines.append(
+                    f"{log.timestamp:%H:%M:%S} | {logging.getLevelName(log.level):<7} | {log.message}"
+                )
+            if page:
+                self.after = page[-1].timestamp  # at or after: the last one comes again, and is skipped
+            if len(page) < self.PAGE or not fresh:
+                return lines
