@@ -1,13 +1,14 @@
 """The stack config as a block: the one copy every deployment of a stack reads when its run starts.
 
-Deployments refer to the block (`{"$ref": {"block_document_id": ...}}`) instead of carrying a copy
-of the config in their parameter defaults, so editing the block (in the UI, or with `mailu-flows
-config push`) changes what the next run of every deployment of that stack uses, and the run form
-shows a block picker. A run may still be given the whole config (a local run, a test).
+Deployments refer to the block (by id when served, by `mailu-stack/<name>` in prefect.yaml) instead
+of carrying a copy of the config in their parameter defaults, so editing the block (in the UI, or
+with `mailu-flows config push`) changes what the next run of every deployment of that stack uses,
+and the run form shows a block picker. A run may still be given the whole config (a local run).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -56,10 +57,33 @@ the whole config (a local run). The schema the server and the UI see offers both
 gets the config, and a bad value is named by its place in the config (`config.mailu.timezone`)."""
 
 
-def push_stack_config(config: StackConfig) -> tuple[UUID, bool]:
-    """Save `config` as the stack's block (named after the stack) on the current Prefect server;
-    returns the block document's id and whether its content changed (False: it already said so)."""
+@dataclass(frozen=True)
+class PushOutcome:
+    """What saving a config file to its stack's block did."""
+
+    block_id: UUID
+    saved: bool  # the block now says what the file says, and did not before
+    kept: list[str]  # fields in which the block, left as it was, differs from the file
+
+    def describe(self, stack: str, source: str) -> str:
+        block = f"block mailu-stack/{stack}"
+        if self.kept:
+            return (
+                f"{block} kept: it differs from {source} in {', '.join(self.kept)} (edited in the UI?) and "
+                f"every run reads the block; make the file the config with `mailu-flows config push "
+                f"--config {source}`, or bring the block into the file with `mailu-flows config pull "
+                f"--stack {stack}`"
+            )
+        return f"{block} {'saved' if self.saved else 'unchanged'} (every run of the stack reads it)"
+
+
+def push_stack_config(config: StackConfig, replace: bool = True) -> PushOutcome:
+    """Save `config` as the stack's block (named after the stack) on the current Prefect server. With
+    `replace` false, a block that already exists is left as it is (a start of `serve` must not undo
+    an edit made in the UI), and the fields it differs in are returned."""
     from prefect.exceptions import ObjectNotFound
+
+    from mailu_core.config import differing_fields
 
     MailuStack.register_type_and_schema()
     wanted = config.model_dump(mode="json")
@@ -70,7 +94,10 @@ def push_stack_config(config: StackConfig) -> tuple[UUID, bool]:
     if current is not None and current._block_document_id is not None:
         saved = current.config
         saved_json = saved.model_dump(mode="json") if isinstance(saved, StackConfig) else saved
-        if saved_json == wanted:
-            return current._block_document_id, False
+        differing = differing_fields(wanted, saved_json)
+        if not differing:
+            return PushOutcome(current._block_document_id, saved=False, kept=[])
+        if not replace:
+            return PushOutcome(current._block_document_id, saved=False, kept=differing)
     block_id: UUID = MailuStack(config=config).save(config.name, overwrite=True)  # type: ignore[assignment]
-    return block_id, True
+    return PushOutcome(block_id, saved=True, kept=[])

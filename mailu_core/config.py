@@ -1322,3 +1322,14 @@ def load_stack_config(path: str | Path) -> StackConfig:
 def dump_stack_config(config: StackConfig) -> str:
     """YAML for a config, in field order; `parse_stack_config(dump_stack_config(c)) == c`."""
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True, width=100)
+
+
+def differing_fields(mine: Any, theirs: Any, prefix: str = "", depth: int = 2) -> list[str]:
+    """Dotted names of the fields whose values differ between two JSON-like configs (down to `depth`
+    levels, so that a changed list or a nested section is named once)."""
+    if isinstance(mine, dict) and isinstance(theirs, dict) and depth > 0:
+        out: list[str] = []
+        for key in sorted(set(mine) | set(theirs), key=str):
+            out += differing_fields(mine.get(key), theirs.get(key), f"{prefix}{key}.", depth - 1)
+        return out
+    return [] if mine == theirs else [prefix.rstrip(".")]

@@ -21,22 +21,12 @@ EXIT_REFUSED = 2
 POLL_S = 1.0
 
 
-def differing_fields(mine: Any, theirs: Any, prefix: str = "", depth: int = 2) -> list[str]:
-    """Dotted names of the fields whose values differ between two JSON-like configs (down to `depth`
-    levels, so that a changed list or a nested section is named once)."""
-    if isinstance(mine, dict) and isinstance(theirs, dict) and depth > 0:
-        out: list[str] = []
-        for key in sorted(set(mine) | set(theirs), key=str):
-            out += differing_fields(mine.get(key), theirs.get(key), f"{prefix}{key}.", depth - 1)
-        return out
-    return [] if mine == theirs else [prefix.rstrip(".")]
-
-
 def run_through_deployment(args: argparse.Namespace, deployment: str, config: Any, **params: Any) -> int:
     from prefect.client.orchestration import get_client
     from prefect.exceptions import PrefectHTTPStatusError
     from pydantic_core import to_jsonable_python
 
+    from mailu_core.config import differing_fields
     from mailu_flows.blocks.registry import BlockNotFound, load_block, prefect_server
     from mailu_flows.blocks.stack import MailuStack
     from mailu_flows.deployments.definitions import SPECS_BY_NAME

@@ -120,9 +120,7 @@ def run_push(args: argparse.Namespace) -> int:
     from mailu_core.config import load_stack_config
 
     config = load_stack_config(args.config)
-    _, changed = push_stack_config(config)
-    what = "saved" if changed else "unchanged (it already said so)"
-    print(f"block mailu-stack/{config.name}: {what}")
+    print(push_stack_config(config).describe(config.name, str(args.config)))
     return EXIT_OK
 
 

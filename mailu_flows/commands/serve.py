@@ -16,7 +16,7 @@ def register(sub: Any) -> None:
         "--config",
         required=True,
         type=Path,
-        help="stack config YAML, pushed to the stack's block (which every run reads) at start",
+        help="stack config YAML; saved to the stack's block (which every run reads) when it has none",
     )
     serve.add_argument("--limit", type=int, default=4, help="at most this many runs at once")
     serve.set_defaults(func=_serve)
@@ -25,7 +25,7 @@ def register(sub: Any) -> None:
     dsub = deployments.add_subparsers(dest="deployments_command", metavar="ACTION", required=True)
     yaml_cmd = dsub.add_parser(
         "prefect-yaml",
-        help="push each stack config to its block, print a prefect.yaml for `prefect deploy --all`",
+        help="print a prefect.yaml for `prefect deploy --all` (each stack's block saved when it has none)",
     )
     yaml_cmd.add_argument(
         "--config",
@@ -68,9 +68,9 @@ def _serve(args: argparse.Namespace) -> int:
     from mailu_flows.deployments.definitions import build_deployments, remove_legacy_deployments
 
     config = load_config_or_exit(args.config)
-    block_id, changed = push_stack_config(config)
-    print(_pushed(config.name, changed), file=sys.stderr)
-    deployments = build_deployments(config, block_id)
+    pushed = push_stack_config(config, replace=False)  # an edit made in the UI survives a restart
+    print(f"serve: {pushed.describe(config.name, str(args.config))}", file=sys.stderr)
+    deployments = build_deployments(config, pushed.block_id)
     for legacy in remove_legacy_deployments():
         print(f"removed {legacy}: the flows are named mailu-<name> now", file=sys.stderr)
     print(
@@ -99,20 +99,15 @@ def _prefect_yaml(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"--config: {exc}", file=sys.stderr)
         return 2
-    for config in configs:  # the block each run reads must exist before the first run
-        _, changed = push_stack_config(config)
-        print(_pushed(config.name, changed), file=sys.stderr)
+    for config, path in zip(configs, args.config, strict=True):  # each run reads its stack's block
+        pushed = push_stack_config(config, replace=False)
+        print(f"prefect-yaml: {pushed.describe(config.name, str(path))}", file=sys.stderr)
     if args.per_stack_names:
         doc = fleet_prefect_yaml(configs, work_pool=args.work_pool)
     else:
         doc = prefect_yaml(configs[0], work_pool=args.work_pool)
     print(yaml.safe_dump(doc, sort_keys=False), end="")
     return 0
-
-
-def _pushed(stack: str, changed: bool) -> str:
-    what = "saved" if changed else "unchanged"
-    return f"stack config {stack}: block mailu-stack/{stack} {what} (every run of its deployments reads it)"
 
 
 def _notifications_setup(args: argparse.Namespace) -> int:

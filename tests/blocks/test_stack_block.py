@@ -26,9 +26,9 @@ def test_push_saves_once_pull_reads_it_back(
     source = tmp_path / "stack.yaml"
     source.write_text(yaml.safe_dump(data))
     assert main(["config", "push", "--config", str(source)]) == 0
-    assert "block mailu-stack/push-pull-test: saved" in capsys.readouterr().out
+    assert "block mailu-stack/push-pull-test saved" in capsys.readouterr().out
     assert main(["config", "push", "--config", str(source)]) == 0
-    assert "block mailu-stack/push-pull-test: unchanged" in capsys.readouterr().out
+    assert "block mailu-stack/push-pull-test unchanged" in capsys.readouterr().out
     assert main(["config", "pull", "--stack", "push-pull-test"]) == 0
     pulled = StackConfig.model_validate(yaml.safe_load(capsys.readouterr().out))
     assert pulled == cfg.model_copy(update={"name": "push-pull-test"})
@@ -48,3 +48,24 @@ def test_an_invalid_file_is_refused_and_nothing_is_saved(
     with pytest.raises(BlockNotFound, match="mailu-flows config push --config"):
         load_block(MailuStack, "never-saved")
     assert main(["config", "pull", "--stack", "never-saved"]) == 2
+
+
+def test_a_start_of_serve_keeps_a_block_edited_in_the_ui_and_names_what_differs(prefect_server: str) -> None:
+    """`serve` and `prefect-yaml` save the file only where the stack has no block: an edit made in the
+    UI survives their restart, and they say which fields differ and how to settle it."""
+    from mailu_flows.blocks.stack import push_stack_config
+
+    cfg = load_stack_config(EXAMPLE).model_copy(update={"name": "kept-test"})
+    first = push_stack_config(cfg, replace=False)
+    assert first.saved and first.kept == []  # no block yet: saved
+    edited = cfg.model_copy(update={"mailu": cfg.mailu.model_copy(update={"timezone": "Europe/Paris"})})
+    assert push_stack_config(edited).saved  # the edit (as in the UI)
+    kept = push_stack_config(cfg, replace=False)
+    assert not kept.saved and kept.kept == ["mailu.timezone"] and kept.block_id == first.block_id
+    assert load_block(MailuStack, "kept-test").config == edited
+    message = kept.describe("kept-test", "stack.yaml")
+    assert "differs from stack.yaml in mailu.timezone" in message
+    assert (
+        "mailu-flows config push --config stack.yaml" in message
+        and "config pull --stack kept-test" in message
+    )

@@ -11,8 +11,8 @@ from uuid import UUID, uuid4
 
 import pytest
 
+from mailu_core.config import differing_fields
 from mailu_flows.commands import _through_deployment as through
-from mailu_flows.commands._through_deployment import differing_fields
 
 
 def test_equal_configs_differ_nowhere() -> None:

@@ -27,8 +27,8 @@ def test_prefect_deploy_all_registers_every_deployment(tmp_path: Path, prefect_s
     from mailu_flows.blocks import MailuStack, push_stack_config
 
     cfg = load_stack_config(REPO / "examples" / "inlock.ai.yaml")
-    block_id, saved = push_stack_config(cfg)
-    assert saved and push_stack_config(cfg) == (block_id, False)  # a second push changes nothing
+    pushed = push_stack_config(cfg)
+    assert pushed.saved and not push_stack_config(cfg).saved  # a second push changes nothing
     prefect_file = tmp_path / "prefect.yaml"
     doc = prefect_yaml(cfg, work_pool="mailu-process")
     prefect_file.write_text(yaml.safe_dump(doc, sort_keys=False))

@@ -127,6 +127,7 @@ def test_every_run_reads_the_stack_block_so_an_edit_there_changes_the_next_run(
     from prefect.deployments import run_deployment
 
     from mailu_flows.blocks import MailuStack, push_stack_config
+    from mailu_flows.blocks.stack import PushOutcome
 
     block: Any = MailuStack.load(cfg.name)
     assert block.config == cfg
@@ -135,11 +136,15 @@ def test_every_run_reads_the_stack_block_so_an_edit_there_changes_the_next_run(
         for spec in deployments_for(cfg):
             dep = client.read_deployment_by_name(deployment_id(spec))
             assert dep.parameters["config"] == ref, spec.name
-    assert push_stack_config(cfg) == (block._block_document_id, False)  # nothing to save
+    assert push_stack_config(cfg) == PushOutcome(block._block_document_id, saved=False, kept=[])  # as it was
     interval = cfg.mailu.health_interval_s + 1
     edited = cfg.model_copy(update={"mailu": cfg.mailu.model_copy(update={"health_interval_s": interval})})
     try:
-        assert push_stack_config(edited) == (block._block_document_id, True)  # the same block, edited
+        # a restart of serve keeps the edit and names it; a push saves into the same block
+        kept = push_stack_config(cfg, replace=False)  # (as if the edit were made in the UI, then this)
+        assert kept == PushOutcome(block._block_document_id, saved=False, kept=[]), kept
+        assert push_stack_config(edited) == PushOutcome(block._block_document_id, saved=True, kept=[])
+        assert push_stack_config(cfg, replace=False).kept == ["mailu.health_interval_s"]
         run: Any = run_deployment(
             _dep("deploy"), parameters={"dry_run": True, "publish_dns": False}, timeout=600, poll_interval=1
         )
