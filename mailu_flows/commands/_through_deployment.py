@@ -71,10 +71,25 @@ def run_through_deployment(args: argparse.Namespace, deployment: str, config: An
         out = {"state": state.name, "message": state.message, "flow_run_id": str(run.id), "url": url}
         print(json.dumps({**out, "flow_run_name": run.name, "deployment": name}, indent=2))
     elif state.is_completed():
-        print(f"{state.name}: {run.name} ({url})")
+        for report in _markdown_reports(run.id):  # what the run published: plans, tables, results
+            print(report)
+        print(f"{state.name}: {run.name} ({url})", file=sys.stderr)
     else:
         print(f"{state.name}: {state.message or 'see the run'} ({url})", file=sys.stderr)
     return EXIT_OK if state.is_completed() else EXIT_FAILED
+
+
+def _markdown_reports(run_id: UUID) -> list[str]:
+    """The run's markdown artifacts, oldest first (a `plan > plan.md` gets the plan)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])), sort=ArtifactSort.CREATED_DESC
+        )
+    return [str(a.data) for a in reversed(found) if a.type == "markdown" and a.data]
 
 
 def _refuse(command: str, message: str) -> int:

@@ -200,6 +200,11 @@ def test_a_flow_command_runs_through_the_stacks_deployment_and_refuses_a_file_th
     assert run.deployment_id == dep.id and run.parameters["dry_run"] is True
     assert run.name == f"deploy-{cfg.name}"
 
+    assert main(["plan", "--config", lab["stack_config"]]) == 0  # `plan > plan.md` gets the plan
+    captured = capsys.readouterr()
+    assert captured.out.startswith("# Deploy plan"), captured.out[:500]
+    assert "Completed: deploy-" in captured.err
+
 
 def test_every_parameter_shows_its_help_text_on_the_server(serving: None, cfg: StackConfig) -> None:
     with _client() as client:
