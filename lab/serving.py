@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 import sys
 import time
 import urllib.request
@@ -11,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from lab import endpoints as ep
-from lab.procs import running_pid, start_daemon, stop_daemon
+from lab.procs import LabError, running_pid, start_daemon, stop_daemon
 
 SERVE_NAME = "serve"
 
@@ -44,6 +46,15 @@ def ensure_serving(config: Path, restart: bool = False, timeout: float = 120) ->
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "DO_NOT_TRACK": "1",
     }
+    # The lab's tests serve several configs of one stack in turn (the canary's, the base one): each
+    # is made the deployed config first, as an operator switching configs would (`serve` itself keeps
+    # a block that differs from its file, so that a restart does not undo an edit made in the UI).
+    pushed = subprocess.run(
+        [cli, "config", "push", "--config", str(config)],
+        env={**os.environ, **env}, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    if pushed.returncode != 0:
+        raise LabError(f"config push --config {config}: {(pushed.stdout + pushed.stderr)[-2000:]}")
     # The deployments this config has (the mail canary only where its password block is named), not
     # every one defined: a fresh server never gets the others, and waiting for them would never end.
     wanted = {d.name for d in deployments_for(load_stack_config(config))}

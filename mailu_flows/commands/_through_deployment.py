@@ -63,10 +63,11 @@ def run_through_deployment(args: argparse.Namespace, deployment: str, config: An
         url = _run_url(run.id)
         print(f"{command}: flow run {run.name} of {name} on the flow runner: {url}", file=sys.stderr)
         try:
-            state = _watch(client, run.id)
+            run = _watch(client, run.id)  # as it ended: its state, and the name it took when it started
         except KeyboardInterrupt:
             print(f"\n{command}: stopped watching; the run goes on: {url}", file=sys.stderr)
             return 130
+    state = run.state
     if args.json:
         out = {"state": state.name, "message": state.message, "flow_run_id": str(run.id), "url": url}
         print(json.dumps({**out, "flow_run_name": run.name, "deployment": name}, indent=2))
@@ -121,8 +122,9 @@ def _run_url(run_id: UUID) -> str:
 
 
 def _watch(client: Any, run_id: UUID, not_started_hint_s: float = 30.0) -> Any:
-    """Print the run's log lines as they arrive; return its final state (the lines sent just after
-    it are read too). A run nobody picks up is said once (the runner may be down); the wait goes on."""
+    """Print the run's log lines as they arrive; return the run once its state is final (the lines
+    sent just after it are read too). A run nobody picks up is said once (the runner may be down);
+    the wait goes on."""
     cursor = LogCursor()
     started = time.monotonic()
     hinted = False
@@ -135,7 +137,7 @@ def _watch(client: Any, run_id: UUID, not_started_hint_s: float = 30.0) -> Any:
             time.sleep(POLL_S)  # the runner sends its last lines in a batch after the state
             for line in cursor.new_lines(client, run_id):
                 print(line, file=sys.stderr)
-            return state
+            return run
         waiting = state is None or state.is_scheduled() or state.is_pending()
         if waiting and not hinted and time.monotonic() - started > not_started_hint_s:
             name = state.name if state is not None else "not started"

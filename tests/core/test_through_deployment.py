@@ -69,7 +69,7 @@ def test_the_watcher_prints_every_log_line_once_in_order_past_a_page(
 ) -> None:
     monkeypatch.setattr(through, "POLL_S", 0)
     client = _FakeClient([_state("Running"), _state("Running"), _state("Completed", final=True)], 230)
-    assert through._watch(client, uuid4()).name == "Completed"
+    assert through._watch(client, uuid4()).state.name == "Completed"
     printed = [line.split(" | ")[-1] for line in capsys.readouterr().err.splitlines()]
     assert printed == [f"line {n}" for n in range(len(client.logs))]
     assert len(printed) > 3 * through.LogCursor.PAGE
@@ -80,6 +80,6 @@ def test_a_run_nobody_picks_up_is_said_once(
 ) -> None:
     monkeypatch.setattr(through, "POLL_S", 0)
     states = [_state("Late")] * 5 + [_state("Cancelled", final=True)]
-    assert through._watch(_FakeClient(states, 0), uuid4(), not_started_hint_s=0).name == "Cancelled"
+    assert through._watch(_FakeClient(states, 0), uuid4(), not_started_hint_s=0).state.name == "Cancelled"
     err = capsys.readouterr().err
     assert err.count("is `mailu-flows serve`") == 1 and "still Late" in err

@@ -194,6 +194,7 @@ def test_a_flow_command_runs_through_the_stacks_deployment_and_refuses_a_file_th
     captured = capsys.readouterr()
     out = json.loads(captured.out)
     assert out["state"] == "Completed" and out["deployment"] == _dep("deploy"), out
+    assert out["flow_run_name"] == f"deploy-{cfg.name}"
     assert "| INFO    | plan: " in captured.err  # the run's logs, streamed from the server
     with _client() as client:
         run = client.read_flow_run(UUID(out["flow_run_id"]))
@@ -203,7 +204,7 @@ def test_a_flow_command_runs_through_the_stacks_deployment_and_refuses_a_file_th
     assert main(["plan", "--config", lab["stack_config"]]) == 0  # `plan > plan.md` gets the plan
     captured = capsys.readouterr()
     assert captured.out.startswith("# Deploy plan"), captured.out[:500]
-    assert "Completed: deploy-" in captured.err
+    assert f"Completed: deploy-{cfg.name} (" in captured.err  # the name the run took when it started
 
 
 def test_every_parameter_shows_its_help_text_on_the_server(serving: None, cfg: StackConfig) -> None:
