@@ -66,15 +66,26 @@ class PushOutcome:
     kept: list[str]  # fields in which the block, left as it was, differs from the file
 
     def describe(self, stack: str, source: str) -> str:
-        block = f"block mailu-stack/{stack}"
+        block = f"block {block_slug(stack)}"
         if self.kept:
             return (
                 f"{block} kept: it differs from {source} in {', '.join(self.kept)} (edited in the UI?) and "
-                f"every run reads the block; make the file the config with `mailu-flows config push "
-                f"--config {source}`, or bring the block into the file with `mailu-flows config pull "
-                f"--stack {stack}`"
+                f"every run reads the block; {settle_hint(stack, source)}"
             )
         return f"{block} {'saved' if self.saved else 'unchanged'} (every run of the stack reads it)"
+
+
+def block_slug(stack: str) -> str:
+    """`mailu-stack/<stack>`: the stack's block as the CLI and the UI name it."""
+    return f"{MailuStack.get_block_type_slug()}/{stack}"
+
+
+def settle_hint(stack: str, source: str) -> str:
+    """How to settle a stack file that differs from its block, whichever should win."""
+    return (
+        f"make the file the config with `mailu-flows config push --config {source}`, or bring the "
+        f"block into the file with `mailu-flows config pull --stack {stack}`"
+    )
 
 
 def push_stack_config(config: StackConfig, replace: bool = True) -> PushOutcome:

@@ -28,7 +28,7 @@ def run_through_deployment(args: argparse.Namespace, deployment: str, config: An
 
     from mailu_core.config import differing_fields
     from mailu_flows.blocks.registry import BlockNotFound, load_block, prefect_server
-    from mailu_flows.blocks.stack import MailuStack
+    from mailu_flows.blocks.stack import MailuStack, block_slug, settle_hint
     from mailu_flows.deployments.definitions import SPECS_BY_NAME
 
     command = f"mailu-flows {args.command}"
@@ -40,14 +40,13 @@ def run_through_deployment(args: argparse.Namespace, deployment: str, config: An
     if differing:
         return _refuse(
             command,
-            f"the stack's block mailu-stack/{config.name} on {prefect_server()} differs from {args.config} "
-            f"in {', '.join(differing)}; the deployment runs with the block. Push the file (`mailu-flows "
-            f"config push --config {args.config}`), bring the block's values into it (`mailu-flows config "
-            f"pull --stack {config.name}`), or run the file here with --local",
+            f"the stack's block {block_slug(config.name)} on {prefect_server()} differs from {args.config} "
+            f"in {', '.join(differing)}; the deployment runs with the block; "
+            f"{settle_hint(config.name, str(args.config))}; or run the file here with --local",
         )
     spec = SPECS_BY_NAME[deployment]
     with get_client(sync_client=True) as client:
-        found = _stack_deployment(client, spec, config.name)
+        found = _stack_deployment(client, spec, config)
         if found is None:
             return _refuse(
                 command,
@@ -67,12 +66,13 @@ def run_through_deployment(args: argparse.Namespace, deployment: str, config: An
         except KeyboardInterrupt:
             print(f"\n{command}: stopped watching; the run goes on: {url}", file=sys.stderr)
             return 130
-    state = run.state
+        state = run.state
+        reports = [] if args.json or not state.is_completed() else _markdown_reports(client, run.id)
     if args.json:
         out = {"state": state.name, "message": state.message, "flow_run_id": str(run.id), "url": url}
         print(json.dumps({**out, "flow_run_name": run.name, "deployment": name}, indent=2))
     elif state.is_completed():
-        for report in _markdown_reports(run.id):  # what the run published: plans, tables, results
+        for report in reports:  # what the run published: plans, tables, results
             print(report)
         print(f"{state.name}: {run.name} ({url})", file=sys.stderr)
     else:
@@ -80,16 +80,14 @@ def run_through_deployment(args: argparse.Namespace, deployment: str, config: An
     return EXIT_OK if state.is_completed() else EXIT_FAILED
 
 
-def _markdown_reports(run_id: UUID) -> list[str]:
+def _markdown_reports(client: Any, run_id: UUID) -> list[str]:
     """The run's markdown artifacts, oldest first (a `plan > plan.md` gets the plan)."""
-    from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.client.schemas.sorting import ArtifactSort
 
-    with get_client(sync_client=True) as client:
-        found = client.read_artifacts(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])), sort=ArtifactSort.CREATED_DESC
-        )
+    found = client.read_artifacts(
+        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])), sort=ArtifactSort.CREATED_DESC
+    )
     return [str(a.data) for a in reversed(found) if a.type == "markdown" and a.data]
 
 
@@ -98,19 +96,19 @@ def _refuse(command: str, message: str) -> int:
     return EXIT_REFUSED
 
 
-def _stack_deployment(client: Any, spec: Any, stack: str) -> tuple[UUID, str] | None:
+def _stack_deployment(client: Any, spec: Any, config: Any) -> tuple[UUID, str] | None:
     """The stack's deployment of `spec`: named after the stack (a shared server), or plain when it
     carries the stack's tag. None when the server has neither."""
     from prefect.exceptions import ObjectNotFound
 
-    from mailu_flows.deployments.definitions import deployment_id
+    from mailu_flows.deployments.definitions import deployment_id, stack_tag
 
-    for candidate in (deployment_id(spec, stack), deployment_id(spec)):
+    for candidate in (deployment_id(spec, config.name), deployment_id(spec)):
         try:
             dep = client.read_deployment_by_name(candidate)
         except ObjectNotFound:
             continue
-        if f"mailu-stack:{stack}" in (dep.tags or []):
+        if stack_tag(config) in (dep.tags or []):
             return dep.id, candidate
     return None
 
