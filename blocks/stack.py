@@ -92,23 +92,62 @@ def push_stack_config(config: StackConfig, replace: bool = True) -> PushOutcome:
     """Save `config` as the stack's block (named after the stack) on the current Prefect server. With
     `replace` false, a block that already exists is left as it is (a start of `serve` must not undo
     an edit made in the UI), and the fields it differs in are returned."""
-    from prefect.exceptions import ObjectNotFound
-
     from mailu_core.config import differing_fields
 
     MailuStack.register_type_and_schema()
-    wanted = config.model_dump(mode="json")
-    try:
-        current: Any = MailuStack.load(config.name, validate=False)
-    except (ValueError, ObjectNotFound):
-        current = None
-    if current is not None and current._block_document_id is not None:
-        saved = current.config
-        saved_json = saved.model_dump(mode="json") if isinstance(saved, StackConfig) else saved
-        differing = differing_fields(wanted, saved_json)
+    current = _saved_config(config.name)
+    if current is not None:
+        block_id, saved_json = current
+        differing = differing_fields(config.model_dump(mode="json"), saved_json)
         if not differing:
-            return PushOutcome(current._block_document_id, saved=False, kept=[])
+            return PushOutcome(block_id, saved=False, kept=[])
         if not replace:
-            return PushOutcome(current._block_document_id, saved=False, kept=differing)
+            return PushOutcome(block_id, saved=False, kept=differing)
+    return PushOutcome(_save(config), saved=True, kept=[])
+
+
+def record_upgrade(before: StackConfig, after: StackConfig) -> tuple[bool, str]:
+    """After a good upgrade: the stack's block, when it still holds the config the upgrade started from,
+    now holds the upgraded one (new pins and version), so that the next run of any deployment (a deploy
+    from the UI, the next upgrade) works with the release the host runs rather than going back to the
+    old images over a migrated database. A block that says something else is left as it is.
+    (saved, what was done and what the operator does next)."""
+    from mailu_core.config import differing_fields
+
+    slug = block_slug(before.name)
+    current = _saved_config(before.name)
+    if current is None:
+        return False, f"no block {slug}: put the new pins (the plan artifact) into the config file"
+    differing = differing_fields(before.model_dump(mode="json"), current[1])
+    if differing:
+        return False, (
+            f"block {slug} kept: it differs from the config this upgrade started from in "
+            f"{', '.join(differing)}; put the new pins (the plan artifact) into it"
+        )
+    _save(after)
+    return True, (
+        f"block {slug} now pins the upgraded images (every run of the stack reads it); bring them into "
+        f"the config file with `mailu-flows config pull --stack {before.name}`"
+    )
+
+
+def _saved_config(stack: str) -> tuple[UUID, Any] | None:
+    """(block id, the config as saved, JSON-like) of the stack's block; None when it has none. Loaded
+    unvalidated: a block that no longer validates is still compared, not refused."""
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        current: Any = MailuStack.load(stack, validate=False)
+    except (ValueError, ObjectNotFound):
+        return None
+    if current._block_document_id is None:
+        return None
+    saved = current.config
+    return current._block_document_id, (
+        saved.model_dump(mode="json") if isinstance(saved, StackConfig) else saved
+    )
+
+
+def _save(config: StackConfig) -> UUID:
     block_id: UUID = MailuStack(config=config).save(config.name, overwrite=True)  # type: ignore[assignment]
-    return PushOutcome(block_id, saved=True, kept=[])
+    return block_id

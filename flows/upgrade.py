@@ -19,6 +19,7 @@ from mailu_core.fields import Checked, ConfirmText, WaitSeconds
 from mailu_core.upgrade import UpgradePlan, mailu_images, plan_upgrade, release_reference
 from mailu_flows import redact
 from mailu_flows.blocks import StackParameter
+from mailu_flows.blocks.stack import block_slug, record_upgrade
 from mailu_flows.deploy.engine import DeployPlan, DeployResult, run_deploy
 from mailu_flows.flows.deploy import BlockSecretsStore
 from mailu_flows.flows.naming import artifact_key, flow_name, run_namer
@@ -67,7 +68,12 @@ def plan_markdown(plan: UpgradePlan, to: str) -> str:
             "with admin's data restored from the pre-upgrade backup.",
             "",
         ]
-    lines += ["After a good upgrade, put these pins into the config's `images:`:", "", "```yaml"]
+    lines += [
+        "After a good upgrade the run saves these pins into the stack's block, when the block holds the "
+        "config the upgrade started from; `mailu-flows config pull` brings them into the config file:",
+        "",
+        "```yaml",
+    ]
     lines += [yaml.safe_dump({"images": images}, sort_keys=False).rstrip(), "```", ""]
     return "\n".join(lines)
 
@@ -86,6 +92,19 @@ def deploy_release(config: StackConfig, host: RemoteHost) -> DeployResult:
 
     store = BlockSecretsStore(config.blocks.mailu_secrets)
     return run_deploy(config, host, store, log=logger.info, on_plan=show_plan)
+
+
+@task(name="record-in-stack-block", cache_policy=NO_CACHE)
+def record_in_stack_block(before: StackConfig, after: StackConfig) -> tuple[bool, str]:
+    """The upgraded config into the stack's block (see `record_upgrade`). The upgrade is done either
+    way: a failure here is reported, and the operator saves the pins."""
+    try:
+        return record_upgrade(before, after)
+    except Exception as exc:  # the release runs; only the record of it is missing
+        return False, (
+            f"could not save block {block_slug(before.name)} ({type(exc).__name__}: {str(exc)[:300]}); "
+            "put the new pins (the plan artifact) into it"
+        )
 
 
 @task(name="upgrade-canary", cache_policy=NO_CACHE)
@@ -169,6 +188,9 @@ def upgrade(
         try:
             with stack_lock(host, config, holder, lock_wait_s):
                 result = engine.run()
+            if result.changed:
+                saved, detail = record_in_stack_block(config, plan.config)
+                engine.row("stack block", "saved" if saved else "not saved", detail)
         finally:
             if engine.rows:
                 create_table_artifact(
@@ -180,8 +202,6 @@ def upgrade(
         host.close()
     logger.info("upgrade: %s", result.summary())
     images = {c.service: c.new for c in plan.changes} if result.changed else {}
-    if images:
-        logger.info("put the new pins into the config's images: (the plan artifact shows the block)")
     return {
         "to": to,
         "changed": result.changed,

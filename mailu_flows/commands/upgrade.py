@@ -66,7 +66,14 @@ def _upgrade(args: argparse.Namespace) -> int:
         lines = [f"upgrade: {result['summary']}"]
         lines += [f"  {r['result']:8} {r['step']}: {r['detail']}" for r in result["rows"]]
         if result["images"]:
-            lines += ["", f"Now put the new pins into {args.config} (a deploy of the old pins goes back):"]
+            in_block = any(r["step"] == "stack block" and r["result"] == "saved" for r in result["rows"])
+            lines += [
+                "",
+                f"The stack block holds the new pins; put them into {args.config} too (or replace it with "
+                f"`mailu-flows config pull --stack {config.name}`):"
+                if in_block
+                else f"Now put the new pins into {args.config} (a deploy of the old pins goes back):",
+            ]
             lines += [yaml.safe_dump({"images": result["images"]}, sort_keys=False).rstrip()]
         return "\n".join(lines)
 

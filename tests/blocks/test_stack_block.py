@@ -69,3 +69,33 @@ def test_a_start_of_serve_keeps_a_block_edited_in_the_ui_and_names_what_differs(
         "mailu-flows config push --config stack.yaml" in message
         and "config pull --stack kept-test" in message
     )
+
+
+def test_a_good_upgrade_records_its_pins_in_the_block_that_held_the_config_it_started_from(
+    prefect_server: str,
+) -> None:
+    """The upgraded config replaces the block only when the block still says what the upgrade started
+    from; an edited block is kept (and named), and a stack with no block gets none."""
+    from mailu_core.upgrade import mailu_images, plan_upgrade
+    from mailu_flows.blocks.stack import push_stack_config, record_upgrade
+
+    before = load_stack_config(EXAMPLE).model_copy(update={"name": "upgrade-pins-test"})
+    digests = {service: "sha256:" + "ab" * 32 for service in mailu_images(before)}
+    after = plan_upgrade(before, "2024.06.10", digests).config
+    assert after != before
+
+    saved, detail = record_upgrade(before, after)  # no block: nothing made
+    assert not saved and "no block mailu-stack/upgrade-pins-test" in detail
+    with pytest.raises(BlockNotFound):
+        load_block(MailuStack, "upgrade-pins-test")
+
+    push_stack_config(before)
+    saved, detail = record_upgrade(before, after)
+    assert saved and "config pull --stack upgrade-pins-test" in detail
+    assert load_block(MailuStack, "upgrade-pins-test").config == after
+
+    edited = after.model_copy(update={"mailu": after.mailu.model_copy(update={"timezone": "Europe/Paris"})})
+    push_stack_config(edited)
+    saved, detail = record_upgrade(before, after)
+    assert not saved and "kept" in detail and "mailu.timezone" in detail and "images" in detail
+    assert load_block(MailuStack, "upgrade-pins-test").config == edited

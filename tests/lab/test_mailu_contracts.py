@@ -74,6 +74,9 @@ try:
         ctx = ssl.create_default_context(cafile="/mct/ca.crt")
         sock = ctx.wrap_socket(sock, server_hostname=sni)
         out["tls"] = sock.version()
+        if out["tls"] is None:
+            # wrap_socket skips the handshake when getpeername() fails: the server reset us first.
+            raise ConnectionResetError("closed by the server before the TLS handshake")
     line = sock.makefile("rb").readline().decode(errors="replace").strip()
     out.update(ok=bool(line), line=line)
     sock.close()

@@ -63,6 +63,31 @@ def on_the_lab_release(cfg: StackConfig, releases: dict[str, dict[str, str]]) ->
         assert back.is_completed(), exception_text(back)
 
 
+@pytest.fixture
+def stack_block(cfg: StackConfig) -> Iterator[None]:
+    """The lab stack's block as it was, after a test that has it hold the config an upgrade starts from
+    (a good upgrade then records its pins there)."""
+    from mailu_flows.blocks import BlockNotFound, MailuStack, load_block, push_stack_config
+
+    try:
+        kept: StackConfig | None = load_block(MailuStack, cfg.name).config
+    except BlockNotFound:
+        kept = None
+    try:
+        yield
+    finally:
+        if kept is not None:
+            push_stack_config(kept)
+        else:
+            MailuStack.delete(cfg.name)
+
+
+def _block_config(cfg: StackConfig) -> StackConfig:
+    from mailu_flows.blocks import MailuStack, load_block
+
+    return load_block(MailuStack, cfg.name).config
+
+
 def _upgrade(config: StackConfig, to: str, confirm: str | None = None) -> Any:
     from mailu_flows.flows.upgrade import upgrade
 
@@ -175,11 +200,15 @@ def test_an_upgrade_without_the_hostname_does_nothing(on_the_lab_release: StackC
 
 @pytest.mark.timeout(1500)  # an upgrade, plus the return to the lab's release (fixture)
 def test_the_good_upgrade_changes_the_digests_keeps_mail_and_passes_the_canary(
-    mailbox: tuple[StackConfig, str, str], releases: dict[str, dict[str, str]]
+    mailbox: tuple[StackConfig, str, str], releases: dict[str, dict[str, str]], stack_block: None
 ) -> None:
     """Backup, verify, deploy the new pins, checks, the mail canary; every Mailu container then runs the
-    new release (its /lab-release says so), and the message delivered before is still there."""
+    new release (its /lab-release says so), the message delivered before is still there, and the
+    stack's block (which held the config the upgrade started from) now pins the new release."""
+    from mailu_flows.blocks import push_stack_config
+
     cfg, user, password = mailbox  # a config with the canary on
+    push_stack_config(cfg)
     tag = _deliver(user, password)
     before = _backups(cfg)
 
@@ -191,6 +220,10 @@ def test_the_good_upgrade_changes_the_digests_keeps_mail_and_passes_the_canary(
     assert rows["verify backup"]["result"] == "ok"
     new = releases[UPGRADE_TAG]
     assert result["images"] == new  # the pins to put into the config file, as the run shows them
+    assert rows["stack block"]["result"] == "saved", rows["stack block"]
+    recorded = _block_config(cfg)
+    assert mailu_images(recorded) == new
+    assert recorded.model_copy(update={"images": cfg.images}) == cfg  # nothing else (-lab: same version)
     assert {c["service"] for c in result["changes"] if c["old"] != c["new"]} == set(new)
     assert _runs_images(cfg, new) == dict.fromkeys(new, True)
     assert not any(_runs_images(cfg, mailu_images(cfg)).values())  # not one old digest still runs
@@ -206,14 +239,17 @@ def test_a_broken_upgrade_returns_to_the_old_release_healthy_with_mail_and_admin
     mailbox: tuple[StackConfig, str, str],
     releases: dict[str, dict[str, str]],
     monkeypatch: pytest.MonkeyPatch,
+    stack_block: None,
 ) -> None:
     """admin of 2024.06.11-broken never becomes healthy: the deploy fails and returns, admin is stopped,
     its volume restored from the pre-upgrade backup, the lab's release deployed again and checked. The
     stack ends on the old digests, healthy; the message and admin's volume are as they were before the
     upgrade (a file written into it after the backup, as a newer admin's migration would, is gone)."""
+    from mailu_flows.blocks import push_stack_config
     from mailu_flows.upgrade import Upgrade
 
     cfg, user, password = mailbox
+    push_stack_config(cfg)
     tag = _deliver(user, password)
     marker = secrets.token_hex(8)
     _admin_volume(cfg, write=marker)
@@ -235,6 +271,7 @@ def test_a_broken_upgrade_returns_to_the_old_release_healthy_with_mail_and_admin
     assert not any(_runs_images(cfg, releases[BROKEN_TAG]).values())
     assert f"probe {tag}".encode() in _fetch(user, password, tag)  # the mailbox's user, from admin's DB
     assert _admin_volume(cfg) == marker  # the pre-upgrade backup's, not what was written after it
+    assert _block_config(cfg) == cfg  # the block still pins the release that runs
     again = deploy_state(cfg)  # the host is exactly the lab's release: nothing to change
     assert again.is_completed(), exception_text(again)
     assert again.result()["changed"] is False
