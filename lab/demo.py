@@ -15,9 +15,12 @@ import os
 import sys
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lab import endpoints as ep
+
+if TYPE_CHECKING:
+    from mailu_core.config import StackConfig
 
 os.environ.setdefault("PREFECT_API_URL", ep.PREFECT_API_URL)
 
@@ -53,6 +56,16 @@ def triggered_run(deployment: str, after: datetime, timeout_s: float) -> Any:
                 return None
             time.sleep(1)
     return None
+
+
+def _block_pins(cfg: StackConfig) -> str:
+    """Which release the stack's block pins now (a good upgrade saves its pins there)."""
+    from mailu_core.upgrade import mailu_images
+    from mailu_flows.blocks import MailuStack, load_block
+
+    block = load_block(MailuStack, cfg.name).config
+    same = mailu_images(block) == mailu_images(cfg)
+    return f"the stack block mailu-stack/{cfg.name} pins {'the previous' if same else 'its'} images"
 
 
 def main() -> int:
@@ -127,10 +140,9 @@ def main() -> int:
     print()
     print(f"Prefect UI: http://127.0.0.1:{ep.PREFECT_PORT}  (deployments, runs, artifacts)")
     print(f"Stack config: {config_path}; lab endpoints: .venv/bin/mailu-flows lab status")
-    print(
-        f"The upgrade ran {UPGRADE_TAG}; the config file still pins the previous images (the upgrade "
-        "printed the new pins to keep)."
-    )
+    if any(name == "upgrade" for name, *_ in rows):
+        print(f"The upgrade to {UPGRADE_TAG}: {_block_pins(cfg)}; {config_path.name} still pins the "
+              "previous images (`make demo` pushes it again).")  # fmt: skip
     print("The rollback (teardown) stopped the stack and kept its volumes; `make demo` again redeploys.")
     print("Stop everything: make lab-down")
     return 1 if failed else 0

@@ -39,3 +39,13 @@ def test_make_demo_runs_every_flow_to_completion(lab: dict[str, Any]) -> None:
     stack = (ep.lab_dir() / "stack.yaml").read_text()
     assert "/mailu/nginx@sha256:" in stack and "/mailu/admin@sha256:" in stack
     assert "plan written to .lab/plan.md" in proc.stdout
+    # the upgrade, run through its deployment on the stack's block, saved its pins into that block
+    from lab.upgrade_images import UPGRADE_TAG, ensure_upgrade_images
+    from mailu_core.config import load_stack_config
+    from mailu_core.upgrade import mailu_images
+    from mailu_flows.blocks import MailuStack, load_block
+
+    cfg = load_stack_config(ep.lab_dir() / "stack.yaml")
+    new = ensure_upgrade_images(mailu_images(cfg))[UPGRADE_TAG]
+    assert mailu_images(load_block(MailuStack, cfg.name).config) == new
+    assert f"the stack block mailu-stack/{cfg.name} pins its images" in proc.stdout
