@@ -8,12 +8,15 @@ can).
 - One incident, one notification: only runs of a deployment notify. A subflow (dkim-publish's
   propagation wait, deploy's dkim-publish) has no deployment; it fails inside its parent, whose own
   failure is the notification. A local run (`--local`) reports to the terminal that started it.
-- A proactive rule: no Completed backup-verify within its expected interval notifies, whatever the
-  reason (never scheduled, runner down, stuck, failing every day).
+- A proactive rule per stack: no Completed backup-verify of that stack (its runs carry the stack's
+  tag) within its expected interval notifies, whatever the reason (never scheduled, runner down,
+  stuck, failing every day). One rule for the whole server would let one stack's daily verify hide
+  another's that stopped. With no stack known yet, one server-wide rule stands in.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -77,24 +80,41 @@ def failure_automation(block_document_id: Any) -> Any:
     )
 
 
-def verify_overdue_automation(block_document_id: Any, within: timedelta = VERIFY_INTERVAL) -> Any:
-    """The proactive rule: no Completed backup-verify deployment run within `within` notifies."""
+def verify_overdue_name(stack: str | None) -> str:
+    """The proactive rule's name: one per stack, or the server-wide one."""
+    return f"{VERIFY_OVERDUE_AUTOMATION} (stack {stack})" if stack else VERIFY_OVERDUE_AUTOMATION
+
+
+def verify_overdue_automation(
+    block_document_id: Any, within: timedelta = VERIFY_INTERVAL, stack: str | None = None
+) -> Any:
+    """The proactive rule: no Completed backup-verify deployment run (of `stack`, by its tag; of any
+    stack when None) within `within` notifies."""
     from prefect.automations import Automation
     from prefect.events.actions import SendNotification
     from prefect.events.schemas.automations import EventTrigger, Posture
 
+    from mailu_flows.deployments.definitions import STACK_TAG_PREFIX
+
     limit = span(within)
     verify = flow_name("backup-verify")
+    related = [
+        {"prefect.resource.role": "flow", "prefect.resource.name": verify},
+        {"prefect.resource.role": "deployment"},
+    ]
+    of = ""
+    if stack:
+        related.append(
+            {"prefect.resource.role": "tag", "prefect.resource.id": f"prefect.tag.{STACK_TAG_PREFIX}{stack}"}
+        )
+        of = f" of stack {stack}"
     return Automation(
-        name=VERIFY_OVERDUE_AUTOMATION,
-        description=f"No {verify} run completed within {limit}: the newest backup is not proven.",
+        name=verify_overdue_name(stack),
+        description=f"No {verify} run{of} completed within {limit}: the newest backup is not proven.",
         trigger=EventTrigger(
             expect={"prefect.flow-run.Completed"},
             match={"prefect.resource.id": "prefect.flow-run.*"},
-            match_related=[
-                {"prefect.resource.role": "flow", "prefect.resource.name": verify},
-                {"prefect.resource.role": "deployment"},
-            ],
+            match_related=related,
             posture=Posture.Proactive,
             threshold=1,
             within=within,
@@ -102,8 +122,8 @@ def verify_overdue_automation(block_document_id: Any, within: timedelta = VERIFY
         actions=[
             SendNotification(
                 block_document_id=block_document_id,
-                subject=f"mailu-flows: no {verify} completed in {limit}",
-                body=f"No run of {verify} completed within {limit}: the newest backup is not proven "
+                subject=f"mailu-flows: no {verify}{of} completed in {limit}",
+                body=f"No run of {verify}{of} completed within {limit}: the newest backup is not proven "
                 "to restore. Look for failed or late backup and backup-verify runs, and check that the "
                 "process serving the deployments runs. Runbook: docs/runbook.md, section 'backup-verify'.",
             )
@@ -131,23 +151,60 @@ def _upsert(automation: Any) -> str:
     return str(created.id)
 
 
+def _stack_names() -> list[str]:
+    """The stacks this server runs: the names of its stack blocks."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    from mailu_flows.blocks.stack import MailuStack
+
+    with get_client(sync_client=True) as client:
+        try:
+            documents = client.read_block_documents_by_type(
+                MailuStack.get_block_type_slug(), include_secrets=False
+            )
+        except ObjectNotFound:  # the type was never registered: no stack yet
+            return []
+    return sorted(d.name for d in documents if d.name and not d.is_anonymous)
+
+
+def _delete_verify_rules(keep: set[str], only: set[str] | None) -> None:
+    """Delete our verify rules not named in `keep` (of those named in `only`, when given)."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        for rule in client.read_automations():
+            if not rule.name.startswith(VERIFY_OVERDUE_AUTOMATION) or rule.name in keep:
+                continue
+            if only is None or rule.name in only:
+                client.delete_automation(rule.id)
+
+
 def ensure_notification_automations(
-    block_ref: str, verify_within: timedelta = VERIFY_INTERVAL
+    block_ref: str, verify_within: timedelta = VERIFY_INTERVAL, stacks: Sequence[str] | None = None
 ) -> dict[str, str]:
-    """Create or update both automations (idempotent), and remove the ones earlier versions made (they
-    would notify a second time). `block_ref` names any notification block as `<block type slug>/<name>`
-    (e.g. `slack-webhook/ops`, `custom-webhook/lab-notify`). Returns the automations' ids by name."""
+    """Create or update the automations (idempotent): failed runs, and one verify rule per stack.
+    `stacks` None means every stack with a block on the server, and then the verify rules of stacks
+    without one are removed; with no stack at all, one server-wide verify rule stands in. Rules that
+    would notify a second time (earlier versions' names, the server-wide rule once stacks have their
+    own) are removed. `block_ref` names any notification block as `<block type slug>/<name>` (e.g.
+    `slack-webhook/ops`, `custom-webhook/lab-notify`). Returns the automations' ids by name."""
     from prefect.blocks.core import Block
 
     block: Any = Block.load(block_ref, _sync=True)  # type: ignore[call-arg]
     block_id = block._block_document_id
     if block_id is None:
         raise ValueError(f"notification block {block_ref!r}: it has no document id; save it first")
+    every_stack = stacks is None
+    names = _stack_names() if stacks is None else list(dict.fromkeys(stacks))
+    wanted = {verify_overdue_name(stack) for stack in names} or {verify_overdue_name(None)}
+    _delete_verify_rules(wanted, None if every_stack else {verify_overdue_name(None)})
     for legacy in LEGACY_AUTOMATIONS:
         old = _read(legacy)
         if old is not None:
             old.delete()
-    return {
-        FAILURE_AUTOMATION: _upsert(failure_automation(block_id)),
-        VERIFY_OVERDUE_AUTOMATION: _upsert(verify_overdue_automation(block_id, verify_within)),
-    }
+    out = {FAILURE_AUTOMATION: _upsert(failure_automation(block_id))}
+    for stack in names or [""]:  # "": the server-wide rule
+        rule = verify_overdue_automation(block_id, verify_within, stack or None)
+        out[rule.name] = _upsert(rule)
+    return out

@@ -58,6 +58,13 @@ def register(sub: Any) -> None:
         default=26.0,
         help="notify when no backup-verify run completed within this many hours (default 26: daily + slack)",
     )
+    setup.add_argument(
+        "--stack",
+        action="append",
+        metavar="NAME",
+        help="a stack whose backup-verify is watched (repeat for each); default: every stack with a "
+        "block on the server (and the rules of stacks without one are removed)",
+    )
     setup.set_defaults(func=_notifications_setup)
 
 
@@ -119,6 +126,6 @@ def _notifications_setup(args: argparse.Namespace) -> int:
         print("--verify-within-hours: between 1 and 336 (two weeks); the default is 26", file=sys.stderr)
         return 2
     within = timedelta(hours=args.verify_within_hours)
-    for name, automation_id in ensure_notification_automations(args.block, within).items():
+    for name, automation_id in ensure_notification_automations(args.block, within, args.stack).items():
         print(f"automation {automation_id} ({name}): notifies through {args.block}")
     return 0

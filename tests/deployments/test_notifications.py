@@ -6,12 +6,15 @@ another project's flow, never a success. The lab tests send real ones (tests/lab
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
 import pytest
 
 from mailu_flows.notifications import NOTIFIED_STATES, failure_automation, span, verify_overdue_automation
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "inlock.ai.yaml"
 
 
 def _server_trigger(automation: Any) -> Any:
@@ -20,7 +23,7 @@ def _server_trigger(automation: Any) -> Any:
     return EventTrigger.model_validate(automation.trigger.model_dump(mode="json"))
 
 
-def _event(state: str, flow: str, deployment: bool, subflow: bool = False) -> Any:
+def _event(state: str, flow: str, deployment: bool, subflow: bool = False, stack: str | None = None) -> Any:
     """A flow-run state-change event with the related resources the server gives it
     (prefect.server.models.events.flow_run_state_change_event)."""
     from prefect.server.events.schemas.events import ReceivedEvent
@@ -43,6 +46,10 @@ def _event(state: str, flow: str, deployment: bool, subflow: bool = False) -> An
              "prefect.resource.name": "dns-propagation-wait-0"}
         )  # fmt: skip
     related.append({"prefect.resource.id": "prefect.tag.mailu", "prefect.resource.role": "tag"})
+    if stack is not None:  # every deployment of a stack carries its tag, and so do the runs it creates
+        related.append(
+            {"prefect.resource.id": f"prefect.tag.mailu-stack:{stack}", "prefect.resource.role": "tag"}
+        )
     return ReceivedEvent(
         event=f"prefect.flow-run.{state}",
         resource={"prefect.resource.id": f"prefect.flow-run.{uuid4()}", "prefect.resource.name": "run",
@@ -93,3 +100,61 @@ def test_the_verify_rule_is_proactive_and_counts_completed_verify_runs_only() ->
 
 def test_durations_read_as_a_person_says_them() -> None:
     assert [span(timedelta(seconds=s)) for s in (15, 45 * 60, 26 * 3600)] == ["15 s", "45 min", "26 h"]
+
+
+def test_a_stacks_verify_rule_counts_only_that_stacks_verify_runs() -> None:
+    """In a fleet, one stack's daily verify must not hide another's that stopped."""
+    automation = verify_overdue_automation(uuid4(), stack="mx-a")
+    assert automation.name.endswith("(stack mx-a)") and "of stack mx-a" in automation.actions[0].subject
+    trigger = _server_trigger(automation)
+    assert trigger.covers(_event("Completed", "mailu-backup-verify", deployment=True, stack="mx-a"))
+    assert not trigger.covers(_event("Completed", "mailu-backup-verify", deployment=True, stack="mx-b"))
+    assert not trigger.covers(_event("Completed", "mailu-backup-verify", deployment=True))
+    assert not trigger.covers(_event("Completed", "mailu-backup-verify", deployment=True, stack="mx-a-2"))
+
+
+def test_setup_makes_one_verify_rule_per_stack_block_and_removes_the_rest(prefect_server: str) -> None:
+    """On the session's throwaway server: with no stack, the server-wide rule; by default one rule per
+    stack block (the server-wide one gone); a stack whose block is gone loses its rule; named stacks
+    are added without removing the others; a second run changes nothing."""
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+    from prefect.client.orchestration import get_client
+
+    from mailu_core.config import load_stack_config
+    from mailu_flows.blocks import MailuStack, push_stack_config
+    from mailu_flows.notifications import (
+        FAILURE_AUTOMATION,
+        _stack_names,
+        ensure_notification_automations,
+        verify_overdue_name,
+    )
+
+    def rules() -> set[str]:
+        with get_client(sync_client=True) as client:
+            return {a.name for a in client.read_automations() if a.name.startswith("mailu-flows:")}
+
+    def per_stack(*extra: str) -> set[str]:  # the session's other tests may have made stack blocks
+        return {FAILURE_AUTOMATION} | {verify_overdue_name(n) for n in [*_stack_names(), *extra]}
+
+    webhook = CustomWebhookNotificationBlock(name="rules-test", url="http://127.0.0.1:9/notify")
+    webhook.save("rules-test", overwrite=True)
+    block = "custom-webhook/rules-test"
+    ensure_notification_automations(block, stacks=[])
+    assert rules() == {FAILURE_AUTOMATION, verify_overdue_name(None)}
+
+    example = load_stack_config(EXAMPLE)
+    for name in ("rules-a", "rules-b"):
+        push_stack_config(example.model_copy(update={"name": name}))
+    made = ensure_notification_automations(block)
+    assert set(made) == rules() == per_stack()
+    assert {verify_overdue_name("rules-a"), verify_overdue_name("rules-b")} <= rules()
+    assert verify_overdue_name(None) not in rules()
+    assert ensure_notification_automations(block) == made  # again: the same rules, updated in place
+
+    MailuStack.delete("rules-b")
+    ensure_notification_automations(block)
+    assert rules() == per_stack() and verify_overdue_name("rules-b") not in rules()
+
+    ensure_notification_automations(block, stacks=["rules-c"])
+    assert rules() == per_stack("rules-c")
+    MailuStack.delete("rules-a")

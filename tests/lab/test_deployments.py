@@ -317,15 +317,23 @@ def test_a_late_backup_notifies_once(lab: dict[str, Any], serving: None, notific
         ensure_serving(Path(lab["stack_config"]))
 
 
-def test_no_completed_backup_verify_in_time_notifies(serving: None, notifications: Any) -> None:
-    """The proactive rule, with a 15 s interval instead of 26 h (on its own automation, removed after):
-    no Completed backup-verify run within it sends one message."""
+def test_no_completed_backup_verify_in_time_notifies(
+    serving: None, notifications: Any, cfg: StackConfig
+) -> None:
+    """The setup made the lab stack's own proactive rule (no server-wide one once stacks have blocks).
+    The same rule with a 15 s interval instead of 26 h (on its own automation, removed after): no
+    Completed backup-verify run of the stack within it sends one message, naming the stack."""
+    from prefect.automations import Automation
     from prefect.blocks.core import Block
 
-    from mailu_flows.notifications import verify_overdue_automation
+    from mailu_flows.notifications import verify_overdue_automation, verify_overdue_name
 
+    read: Any = Automation.read  # synchronous here (Prefect's sync/async dispatch)
+    assert read(name=verify_overdue_name(cfg.name)).trigger.within == timedelta(hours=26)
+    with pytest.raises(ValueError):
+        read(name=verify_overdue_name(None))
     block: Any = Block.load("custom-webhook/lab-notify", _sync=True)  # type: ignore[call-arg]
-    automation = verify_overdue_automation(block._block_document_id, within=timedelta(seconds=15))
+    automation = verify_overdue_automation(block._block_document_id, timedelta(seconds=15), cfg.name)
     automation.name = "mailu-flows-test: backup-verify overdue in 15 s"
     created = automation.create()
     try:
@@ -335,6 +343,7 @@ def test_no_completed_backup_verify_in_time_notifies(serving: None, notification
             hits = [m for m in notifications() if "completed in 15 s" in m["subject"]]
             time.sleep(1)
         assert hits, "no message from the proactive rule within 60 s"
+        assert f"of stack {cfg.name} completed in 15 s" in hits[0]["subject"]
         assert "mailu-backup-verify" in hits[0]["body"]
     finally:
         created.delete()
