@@ -12,9 +12,33 @@ from uuid import uuid4
 
 import pytest
 
-from mailu_flows.notifications import NOTIFIED_STATES, failure_automation, span, verify_overdue_automation
+from mailu_core.config import StackConfig, load_stack_config, stack_config_from_mapping
+from mailu_flows.notifications import (
+    CANARY,
+    NOTIFIED_STATES,
+    VERIFY,
+    failure_automation,
+    overdue_automation,
+    overdue_rules,
+    span,
+    verify_overdue_automation,
+)
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "inlock.ai.yaml"
+
+
+def _with_canary(name: str, scheduled: bool = True, limit_minutes: int = 60) -> StackConfig:
+    """The example as stack `name`, with the mail canary on (password block, mailbox in accounts)."""
+    data = load_stack_config(EXAMPLE).model_dump(mode="json")
+    data["name"] = name
+    data["blocks"]["canary_password"] = "canary-password"
+    mailbox = f"canary@{data['mailu']['domain']}"
+    data["accounts"]["users"] = [
+        *data["accounts"]["users"],
+        {"address": mailbox, "password_block": "canary-password"},
+    ]
+    data["canary"] = {"scheduled": scheduled, "no_success_alert_minutes": limit_minutes}
+    return stack_config_from_mapping(data, source="test")
 
 
 def _server_trigger(automation: Any) -> Any:
@@ -120,7 +144,6 @@ def test_setup_makes_one_verify_rule_per_stack_block_and_removes_the_rest(prefec
     from prefect.blocks.notifications import CustomWebhookNotificationBlock
     from prefect.client.orchestration import get_client
 
-    from mailu_core.config import load_stack_config
     from mailu_flows.blocks import MailuStack, push_stack_config
     from mailu_flows.notifications import (
         FAILURE_AUTOMATION,
@@ -158,3 +181,80 @@ def test_setup_makes_one_verify_rule_per_stack_block_and_removes_the_rest(prefec
     ensure_notification_automations(block, stacks=["rules-c"])
     assert rules() == per_stack("rules-c")
     MailuStack.delete("rules-a")
+
+
+def test_a_stacks_canary_rule_counts_only_that_stacks_canary_runs() -> None:
+    automation = overdue_automation(CANARY, uuid4(), timedelta(minutes=45), stack="mx-a")
+    assert automation.name == "mailu-flows: notify when no mail canary completes in time (stack mx-a)"
+    assert (
+        automation.actions[0].subject == "mailu-flows: no mailu-mail-canary of stack mx-a completed in 45 min"
+    )
+    assert "section 'mail-canary'" in automation.actions[0].body
+    trigger = _server_trigger(automation)
+    assert trigger.covers(_event("Completed", "mailu-mail-canary", deployment=True, stack="mx-a"))
+    assert not trigger.covers(_event("Completed", "mailu-mail-canary", deployment=True, stack="mx-b"))
+    assert not trigger.covers(_event("Completed", "mailu-backup-verify", deployment=True, stack="mx-a"))
+    assert not trigger.covers(_event("Failed", "mailu-mail-canary", deployment=True, stack="mx-a"))
+
+
+def test_a_canary_rule_only_for_a_stack_whose_canary_is_scheduled() -> None:
+    """Within: the canary's own no-success limit. No canary, or an unscheduled one (it runs only when
+    started): nothing to expect. A stack whose block does not load still has its verify rule."""
+    day = timedelta(hours=26)
+    plain = load_stack_config(EXAMPLE)
+    rules = overdue_rules(
+        {
+            "plain": plain,
+            "canary": _with_canary("canary", limit_minutes=90),
+            "manual": _with_canary("manual", scheduled=False),
+            "unreadable": None,
+        },
+        day,
+    )
+    assert rules == [
+        (VERIFY, "plain", day),
+        (VERIFY, "canary", day),
+        (CANARY, "canary", timedelta(minutes=90)),
+        (VERIFY, "manual", day),
+        (VERIFY, "unreadable", day),
+    ]
+    assert overdue_rules({}, day) == [(VERIFY, None, day)]
+
+
+def test_setup_follows_a_stacks_canary(prefect_server: str) -> None:
+    """A pushed config with a scheduled canary gets its canary rule; turned off, the next setup removes
+    it (by name, the other stacks' rules left)."""
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+    from prefect.client.orchestration import get_client
+
+    from mailu_flows.blocks import MailuStack, push_stack_config
+    from mailu_flows.notifications import ensure_notification_automations, overdue_name
+
+    def rules() -> set[str]:
+        with get_client(sync_client=True) as client:
+            return {a.name for a in client.read_automations()}
+
+    webhook = CustomWebhookNotificationBlock(name="canary-rules", url="http://127.0.0.1:9/notify")
+    webhook.save("canary-rules", overwrite=True)
+    push_stack_config(_with_canary("canary-rules-a"))
+    made = ensure_notification_automations("custom-webhook/canary-rules", stacks=["canary-rules-a"])
+    canary_rule = overdue_name(CANARY, "canary-rules-a")
+    assert canary_rule in made and canary_rule in rules()
+    push_stack_config(_with_canary("canary-rules-a", scheduled=False))
+    made = ensure_notification_automations("custom-webhook/canary-rules", stacks=["canary-rules-a"])
+    assert canary_rule not in made and canary_rule not in rules()
+    assert overdue_name(VERIFY, "canary-rules-a") in rules()
+    MailuStack.delete("canary-rules-a")
+
+
+def test_every_flow_a_message_points_at_has_its_runbook_section() -> None:
+    """Messages end with "Runbook: docs/runbook.md, section '<flow>'": every deployed flow has one."""
+    import re
+
+    from mailu_flows.deployments.definitions import DEPLOYMENTS
+
+    runbook = (Path(__file__).resolve().parents[2] / "docs" / "runbook.md").read_text()
+    sections = set(re.findall(r"^#+ (.+)$", runbook, re.MULTILINE))
+    names = {spec.flow_name.removeprefix("mailu-") for spec in DEPLOYMENTS}
+    assert names - sections == set()
+    assert {CANARY.flow, VERIFY.flow} <= sections

@@ -317,36 +317,57 @@ def test_a_late_backup_notifies_once(lab: dict[str, Any], serving: None, notific
         ensure_serving(Path(lab["stack_config"]))
 
 
-def test_no_completed_backup_verify_in_time_notifies(
-    serving: None, notifications: Any, cfg: StackConfig
-) -> None:
-    """The setup made the lab stack's own proactive rule (no server-wide one once stacks have blocks).
-    The same rule with a 15 s interval instead of 26 h (on its own automation, removed after): no
-    Completed backup-verify run of the stack within it sends one message, naming the stack."""
-    from prefect.automations import Automation
+def _overdue_fires(notifications: Any, what: Any, stack: str) -> None:
+    """`what`'s proactive rule for `stack` with a 15 s interval instead of hours (on its own automation,
+    removed after): no Completed run of the flow for the stack within it sends one message, naming the
+    stack."""
     from prefect.blocks.core import Block
 
-    from mailu_flows.notifications import verify_overdue_automation, verify_overdue_name
+    from mailu_flows.notifications import overdue_automation
 
-    read: Any = Automation.read  # synchronous here (Prefect's sync/async dispatch)
-    assert read(name=verify_overdue_name(cfg.name)).trigger.within == timedelta(hours=26)
-    with pytest.raises(ValueError):
-        read(name=verify_overdue_name(None))
     block: Any = Block.load("custom-webhook/lab-notify", _sync=True)  # type: ignore[call-arg]
-    automation = verify_overdue_automation(block._block_document_id, timedelta(seconds=15), cfg.name)
-    automation.name = "mailu-flows-test: backup-verify overdue in 15 s"
+    automation = overdue_automation(what, block._block_document_id, timedelta(seconds=15), stack)
+    automation.name = f"mailu-flows-test: {what.flow} overdue in 15 s"
     created = automation.create()
     try:
         deadline = time.monotonic() + 60
         hits: list[dict[str, Any]] = []
         while time.monotonic() < deadline and not hits:
-            hits = [m for m in notifications() if "completed in 15 s" in m["subject"]]
+            hits = [
+                m
+                for m in notifications()
+                if f"{what.flow} of stack {stack} completed in 15 s" in m["subject"]
+            ]
             time.sleep(1)
         assert hits, "no message from the proactive rule within 60 s"
-        assert f"of stack {cfg.name} completed in 15 s" in hits[0]["subject"]
-        assert "mailu-backup-verify" in hits[0]["body"]
+        assert len(hits) == 1, hits
     finally:
         created.delete()
+
+
+def test_no_completed_backup_verify_in_time_notifies(
+    serving: None, notifications: Any, cfg: StackConfig
+) -> None:
+    """The setup made the lab stack's own backup-verify rule (no server-wide one once stacks have
+    blocks), and no canary rule (the lab's config has no canary). Such a rule fires."""
+    from prefect.automations import Automation
+
+    from mailu_flows.notifications import CANARY, VERIFY, overdue_name
+
+    read: Any = Automation.read  # synchronous here (Prefect's sync/async dispatch)
+    assert read(name=overdue_name(VERIFY, cfg.name)).trigger.within == timedelta(hours=26)
+    for absent in (overdue_name(VERIFY, None), overdue_name(CANARY, cfg.name)):
+        with pytest.raises(ValueError):
+            read(name=absent)
+    _overdue_fires(notifications, VERIFY, cfg.name)
+
+
+def test_no_completed_mail_canary_in_time_notifies(
+    serving: None, notifications: Any, cfg: StackConfig
+) -> None:
+    from mailu_flows.notifications import CANARY
+
+    _overdue_fires(notifications, CANARY, cfg.name)
 
 
 def _wait_state(run_id: UUID, done: Callable[[Any], bool], timeout_s: float = 180) -> Any:
