@@ -62,8 +62,8 @@ def register(sub: Any) -> None:
         "--stack",
         action="append",
         metavar="NAME",
-        help="a stack whose backup-verify is watched (repeat for each); default: every stack with a "
-        "block on the server (and the rules of stacks without one are removed)",
+        help="a stack whose overdue rules (backup-verify, canary) are made (repeat for each); default: "
+        "every stack with a block on the server (and the rules of stacks without one are removed)",
     )
     setup.set_defaults(func=_notifications_setup)
 
