@@ -215,11 +215,13 @@ class RemoteHost:
             wire = f"exec flock -s {shlex.quote(self.fence)} {inner}"  # HostLock made the file (0600)
         channel = self.client.get_transport().open_session()  # type: ignore[union-attr]
         channel.settimeout(None if timeout is None else timeout + 40)  # paramiko's own: not on Channel
+        # Before the request: the host's `timeout` starts after it, so a command it stopped is seen
+        # at started + timeout or later (taken after, a slow reply made such a stop look early).
+        started = time.monotonic()
         channel.exec_command(wire)
         if stdin is not None:
             channel.sendall(stdin)
         channel.shutdown_write()
-        started = time.monotonic()
         deadline = None if timeout is None else started + timeout + 40
         out, err = bytearray(), bytearray()
         exited_at: float | None = None

@@ -247,10 +247,13 @@ _TAR_CHANGED = re.compile(
 )
 
 
+_TAR_SOCKET = re.compile(r"^tar: .+: socket ignored$")  # a warning only: a socket holds no data
+
+
 def changed_while_read(stderr: str) -> list[str]:
-    """The files GNU tar reports as changed under it, if that is ALL it reports (exit status 1);
-    otherwise [] (the caller then treats the exit status as a failure)."""
-    lines = [line for line in stderr.splitlines() if line.strip()]
+    """The files GNU tar reports as changed under it, if that is ALL it reports besides skipped
+    sockets (exit status 1); otherwise [] (the caller then treats the exit status as a failure)."""
+    lines = [line for line in stderr.splitlines() if line.strip() and not _TAR_SOCKET.match(line)]
     found = [_TAR_CHANGED.match(line) for line in lines]
     if not lines or not all(found):
         return []

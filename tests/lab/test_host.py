@@ -30,9 +30,9 @@ def _client(lab: dict[str, Any], host_key_line: str) -> paramiko.SSHClient:
         pkey=paramiko.Ed25519Key.from_private_key_file(ssh["private_key_file"]),
         look_for_keys=False,
         allow_agent=False,
-        timeout=5,
-        banner_timeout=5,
-        auth_timeout=5,
+        timeout=30,  # generous: the test before may have restarted dockerd, and the stack with it
+        banner_timeout=30,
+        auth_timeout=30,
     )
     return client
 
