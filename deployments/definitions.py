@@ -196,12 +196,13 @@ def default_parameters(spec: DeploymentSpec, config_ref: dict[str, Any]) -> dict
     return {"config": config_ref, **spec.parameters}
 
 
-STACK_TAG_PREFIX = "mailu-stack:"
+def stack_tag_of(stack: str) -> str:
+    """The tag every deployment (hence every run it creates) of the stack named `stack` carries."""
+    return f"mailu-stack:{stack}"
 
 
 def stack_tag(config: StackConfig) -> str:
-    """The tag every deployment (hence every run it creates) of this stack carries."""
-    return f"{STACK_TAG_PREFIX}{config.name}"
+    return stack_tag_of(config.name)
 
 
 def deployment_tags(spec: DeploymentSpec, config: StackConfig) -> list[str]:

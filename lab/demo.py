@@ -62,10 +62,11 @@ def _block_pins(cfg: StackConfig) -> str:
     """Which release the stack's block pins now (a good upgrade saves its pins there)."""
     from mailu_core.upgrade import mailu_images
     from mailu_flows.blocks import MailuStack, load_block
+    from mailu_flows.blocks.stack import block_slug
 
     block = load_block(MailuStack, cfg.name).config
     same = mailu_images(block) == mailu_images(cfg)
-    return f"the stack block mailu-stack/{cfg.name} pins {'the previous' if same else 'its'} images"
+    return f"the stack block {block_slug(cfg.name)} pins {'the previous' if same else 'its'} images"
 
 
 def main() -> int:

@@ -128,7 +128,7 @@ def overdue_automation(
     from prefect.events.actions import SendNotification
     from prefect.events.schemas.automations import EventTrigger, Posture
 
-    from mailu_flows.deployments.definitions import STACK_TAG_PREFIX
+    from mailu_flows.deployments.definitions import stack_tag_of
 
     limit = span(within)
     name = flow_name(overdue.flow)
@@ -138,7 +138,7 @@ def overdue_automation(
     ]
     of = ""
     if stack:
-        tag = f"prefect.tag.{STACK_TAG_PREFIX}{stack}"
+        tag = f"prefect.tag.{stack_tag_of(stack)}"
         related.append({"prefect.resource.role": "tag", "prefect.resource.id": tag})
         of = f" of stack {stack}"
     return Automation(
